@@ -1,0 +1,175 @@
+"""`gonogo` command line: check, validate, schema (serve and export join with the bot)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.console import Console, Group
+from rich.live import Live
+
+from bot import logs
+from bot.decision import DecisionInput, decide
+from bot.errors import ConfigError, GonogoError
+from bot.gate import Gate
+from bot.loader import load_gate, load_gates
+from bot.masking import Masker
+from bot.report import json_document, results_table, verdict_text
+from bot.results import CheckResult
+from bot.runner import DEFAULT_CONCURRENCY, run_checks
+from checks.base import CheckContext
+
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gonogo", description="Release GO/NO-GO gates as code.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser("check", help="run a gate's checks and print the decision (exit 0/1/3)")
+    check.add_argument("file", type=Path, help="gate file")
+    check.add_argument("--only", nargs="+", metavar="ID", default=None, help="run only these checks")
+    check.add_argument("--json", action="store_true", help="print a machine-readable document")
+    check.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N")
+    check.add_argument("--workdir", type=Path, default=None, help="where relative paths resolve (default: cwd)")
+    check.add_argument(
+        "--ignore-signoffs", action="store_true", help="decide on checks alone (sign-offs and risk acceptance unknown)"
+    )
+
+    validate = sub.add_parser("validate", help="validate gate files and report every problem")
+    validate.add_argument("target", type=Path, help="gate file or directory")
+
+    sub.add_parser("schema", help="print the JSON Schema of the gate file")
+    sub.add_parser("serve", help="run the Slack bot (configuration from the environment, see docs/slack-app.md)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # The CLI's stdout is the report; logs go to stderr, warnings only unless asked for.
+    logs.configure(os.environ.get("GONOGO_LOG_LEVEL", "WARNING"))
+    try:
+        if args.command == "check":
+            return asyncio.run(_check(args))
+        if args.command == "validate":
+            return _validate(args.target)
+        if args.command == "schema":
+            print(json.dumps(Gate.model_json_schema(), indent=2))
+            return 0
+        if args.command == "serve":
+            return _serve()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except GonogoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _serve() -> int:
+    from pydantic import ValidationError
+
+    from bot.server import serve
+    from bot.settings import Settings
+
+    logs.configure()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = ".".join(str(p) for p in error["loc"])
+            print(f"error: {name}: {error['msg']}", file=sys.stderr)
+        return EXIT_CONFIG
+    problems = settings.problems()
+    if problems:
+        raise ConfigError(problems)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _validate(target: Path) -> int:
+    gates = load_gates(target)
+    for loaded in gates.values():
+        print(f"ok: {loaded.path} ({loaded.gate.id}: {len(loaded.gate.checks)} checks)")
+    return 0
+
+
+async def _check(args: argparse.Namespace) -> int:
+    loaded = load_gate(args.file)
+    gate = loaded.gate
+    specs = list(gate.checks)
+    if args.only:
+        unknown = sorted(set(args.only) - {c.id for c in specs})
+        if unknown:
+            raise ConfigError([f"--only: unknown check {', '.join(unknown)} in {args.file.name}"])
+        specs = [c for c in specs if c.id in set(args.only)]
+    if args.concurrency < 1:
+        raise ConfigError(["--concurrency must be at least 1"])
+
+    console = Console(stderr=args.json)
+    live = console.is_terminal and not args.json
+    results: dict[str, CheckResult] = {}
+    env = dict(os.environ)
+    async with aiohttp.ClientSession() as session:
+        ctx = CheckContext(session=session, base_dir=args.workdir or Path.cwd(), env=env)
+        await _run_with_progress(gate, specs, ctx, results, console, live=live, quiet=args.json, n=args.concurrency)
+
+    decision = decide(
+        DecisionInput(gate=gate, now=datetime.now(UTC), results=results, ignore_signoffs=args.ignore_signoffs)
+    )
+    if args.json:
+        document = json_document(gate, decision, results, gate_file=str(args.file), gate_sha256=loaded.sha256)
+        print(json.dumps(document, indent=2))
+    else:
+        if not live:
+            console.print(results_table(gate, results))
+        console.print(verdict_text(decision))
+    return decision.verdict.exit_code
+
+
+async def _run_with_progress(
+    gate: Gate,
+    specs: list[Any],
+    ctx: CheckContext,
+    results: dict[str, CheckResult],
+    console: Console,
+    *,
+    live: bool,
+    quiet: bool,
+    n: int,
+) -> None:
+    masker = Masker.from_env(ctx.env)
+    running = {s.id for s in specs}
+    if live:
+        with Live(results_table(gate, results, running), console=console, refresh_per_second=8) as display:
+
+            async def tick(result: CheckResult) -> None:
+                results[result.check_id] = result
+                running.discard(result.check_id)
+                display.update(Group(results_table(gate, results, running)))
+
+            await run_checks(specs, ctx, masker=masker, concurrency=n, on_result=tick)
+        return
+
+    async def line(result: CheckResult) -> None:
+        results[result.check_id] = result
+        if not quiet:  # plain progress for CI logs: one line per finished check
+            console.print(f"{result.status.value:>7}  {result.check_id}: {result.summary}", highlight=False)
+
+    await run_checks(specs, ctx, masker=masker, concurrency=n, on_result=line)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""One small error hierarchy. Every error carries a message fit to show a user as is."""
+
+from __future__ import annotations
+
+
+class GonogoError(Exception):
+    """Base: `str(exc)` is safe and useful to show a user (no stack traces, no secrets)."""
+
+
+class ConfigError(GonogoError):
+    """Gate files that do not validate; `problems` lists every one, path-prefixed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class UsageError(GonogoError):
+    """Bad command input: unknown gate, bad version, extra words."""
+
+
+class NotFound(GonogoError):
+    pass
+
+
+class Forbidden(GonogoError):
+    """The user may not do this (not in the role, self-approval, ...)."""
+
+
+class Conflict(GonogoError):
+    """The request clashes with current state (a run already in progress, release closed, ...)."""
+
+
+class StoreUnavailable(GonogoError):
+    """Redis cannot be reached: fail closed, never report GO."""
+
+    def __init__(self, detail: str = "") -> None:
+        self.detail = detail
+        super().__init__("state store unavailable, try again")

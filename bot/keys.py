@@ -1,0 +1,93 @@
+"""Every Redis key gonogo uses, in one place (documented in docs/redis.md).
+
+All keys start with `gonogo:`. Keys of one gate share the hash tag `{g:<gate>}`, so every
+multi-key Lua script and MULTI block touches a single Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+PREFIX = "gonogo"
+
+
+def _gate(gate_id: str) -> str:
+    return f"{PREFIX}:{{g:{gate_id}}}"
+
+
+def _release(release_id: str) -> str:
+    gate_id, _, version = release_id.partition("@")
+    return f"{_gate(gate_id)}:r:{version}"
+
+
+def open_release(gate_id: str) -> str:
+    """STRING: id of the gate's release that is not closed (open or decided)."""
+    return f"{_gate(gate_id)}:open"
+
+
+def release_index(gate_id: str) -> str:
+    """ZSET: every release id of the gate, scored by opening time (for listings)."""
+    return f"{_gate(gate_id)}:releases"
+
+
+def release(release_id: str) -> str:
+    """STRING: the Release as JSON (with a `rev` for compare-and-set)."""
+    return f"{_release(release_id)}:doc"
+
+
+def results(release_id: str) -> str:
+    """HASH: check id -> latest CheckResult JSON."""
+    return f"{_release(release_id)}:results"
+
+
+def runs(release_id: str) -> str:
+    """LIST: RunRecord JSON, newest first, capped."""
+    return f"{_release(release_id)}:runs"
+
+
+def audit(release_id: str) -> str:
+    """STREAM: every state change of the release (type, actor, at, data)."""
+    return f"{_release(release_id)}:audit"
+
+
+def run_lock(release_id: str) -> str:
+    """STRING with a lease (PX): RunLease JSON of the run in progress."""
+    return f"{_release(release_id)}:lock:run"
+
+
+def signatures(release_id: str) -> str:
+    """HASH: "<role>|<user>" -> Signature JSON (the member's current vote for that role)."""
+    return f"{_release(release_id)}:signatures"
+
+
+def acceptances(release_id: str) -> str:
+    """HASH: risk id -> RiskAcceptance JSON."""
+    return f"{_release(release_id)}:acceptances"
+
+
+def override(release_id: str) -> str:
+    """STRING: OverrideRequest JSON."""
+    return f"{_release(release_id)}:override"
+
+
+def manual(release_id: str) -> str:
+    """HASH: manual check id -> ManualMark JSON (who marked it done, with what evidence)."""
+    return f"{_release(release_id)}:manual"
+
+
+def drills(release_id: str) -> str:
+    """HASH: drill id -> DrillResult JSON (latest)."""
+    return f"{_release(release_id)}:drills"
+
+
+def usergroup(group_id: str) -> str:
+    """STRING with TTL: cached member ids of a Slack user group (JSON list)."""
+    return f"{PREFIX}:usergroup:{group_id}"
+
+
+def usergroup_last_known(group_id: str) -> str:
+    """STRING, no TTL: the last member list Slack gave us, used while Slack is unreachable."""
+    return f"{PREFIX}:usergroup:{group_id}:last"
+
+
+def dedupe(scope: str, key: str) -> str:
+    """STRING with TTL: marks a Slack payload (or webhook event) as handled, across replicas."""
+    return f"{PREFIX}:dedupe:{scope}:{key}"

@@ -1,0 +1,93 @@
+"""A release: one run of a gate for one version (`payments@1.4.0`), and what happened to it."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.decision import Verdict
+from bot.errors import UsageError
+
+VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+SHA = re.compile(r"^[0-9a-f]{7,40}$")
+RELEASE_ID = re.compile(r"^(?P<gate>[a-z0-9][a-z0-9-]*)@(?P<version>[0-9A-Za-z][0-9A-Za-z.+_-]{0,63})$")
+
+
+class State(StrEnum):
+    OPEN = "open"
+    DECIDED = "decided"  # verdict frozen by /gonogo decide
+    CLOSED = "closed"
+
+
+class Release(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str  # "<gate>@<version>"
+    gate_id: str
+    version: str
+    sha: str | None = None
+    opened_by: str
+    opened_at: datetime
+    state: State = State.OPEN
+    rev: int = 1  # bumped on every write: compare-and-set guards concurrent updates
+    card_channel: str | None = None
+    card_ts: str | None = None  # the live card, updated in place
+    thread_ts: str | None = None  # the first card: details and history live in its thread
+    last_verdict: Verdict | None = None
+
+    @property
+    def short_sha(self) -> str | None:
+        return self.sha[:7] if self.sha else None
+
+
+class RunRecord(BaseModel):
+    """One run of some or all checks of a release."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    run_id: str
+    release_id: str
+    actor: str  # Slack user id, or "cli" / "ci"
+    started_at: datetime
+    finished_at: datetime
+    check_ids: list[str]
+    verdict: Verdict
+    counts: dict[str, int]  # status -> how many
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class RunLease(BaseModel):
+    """Who holds a release's run lock: stored as the lock's value so every replica can say so."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    token: str
+    actor: str
+    started_at: datetime
+    check_ids: list[str]
+
+
+def release_id(gate_id: str, version: str) -> str:
+    if not VERSION.match(version):
+        raise UsageError(f"bad version {version!r}: use letters, digits and . + _ - (e.g. 1.4.0)")
+    return f"{gate_id}@{version}"
+
+
+def parse_release_id(text: str) -> tuple[str, str]:
+    match = RELEASE_ID.match(text)
+    if not match:
+        raise UsageError(f"bad release {text!r}: expected <gate>@<version>, e.g. payments@1.4.0")
+    return match["gate"], match["version"]
+
+
+def check_sha(sha: str) -> str:
+    sha = sha.lower()
+    if not SHA.match(sha):
+        raise UsageError(f"bad commit {sha!r}: expected 7 to 40 hex characters")
+    return sha

@@ -1,0 +1,56 @@
+"""What a check run produces. Shared by the checks, the runner, the decision engine and the card."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"  # passed, with something worth a look (e.g. no data and on_no_data: warn)
+    ERROR = "error"  # the check could not reach a verdict: crash, timeout, bad config at run time
+    SKIPPED = "skipped"
+    PENDING = "pending"  # waits for a person (manual checks)
+
+    @property
+    def passing(self) -> bool:
+        """Only pass and warn count towards GO; everything else is "not passing"."""
+        return self in (Status.PASS, Status.WARN)
+
+    @property
+    def emoji(self) -> str:
+        return _EMOJI[self]
+
+
+_EMOJI = {
+    Status.PASS: "✅",
+    Status.FAIL: "❌",
+    Status.WARN: "🔸",
+    Status.ERROR: "⚠️",
+    Status.SKIPPED: "⏭️",
+    Status.PENDING: "⏳",
+}
+
+
+class CheckResult(BaseModel):
+    """One check's outcome. `summary` is one line a human understands; `details` is an output tail."""
+
+    # extra="ignore": documents we wrote ourselves carry the computed duration_s back in.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    check_id: str
+    status: Status
+    summary: str
+    details: str = ""
+    value: float | None = None
+    started_at: datetime
+    finished_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()

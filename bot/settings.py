@@ -1,0 +1,49 @@
+"""Configuration from the environment (and `.env`), validated once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    slack_bot_token: SecretStr = Field(validation_alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, validation_alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", validation_alias="SLACK_API_URL")
+    redis_url: SecretStr | None = Field(default=None, validation_alias="REDIS_URL")
+    data_dir: Path = Field(default=Path("~/.local/share/gonogo"), validation_alias="GONOGO_DATA_DIR")
+    gates: Path = Field(default=Path("./gates"), validation_alias="GONOGO_GATES")
+    host: str = Field(default="0.0.0.0", validation_alias="GONOGO_HOST")
+    port: int = Field(default=3000, ge=0, le=65535, validation_alias="GONOGO_PORT")
+    concurrency: int = Field(default=16, ge=1, validation_alias="GONOGO_CONCURRENCY")
+    drain_timeout_s: float = Field(default=25.0, ge=0, validation_alias="GONOGO_DRAIN_TIMEOUT")
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        # slack_sdk joins base_url + method name, so the slash matters.
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    def problems(self) -> list[str]:
+        """What prevents start-up, beyond types: said all at once."""
+        out = []
+        if not self.socket_mode and self.slack_signing_secret is None:
+            out.append("SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
+        url = self.redis_url.get_secret_value() if self.redis_url else None
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            out.append("REDIS_URL must start with redis://, rediss:// or unix://")
+        return out

@@ -1,0 +1,238 @@
+"""The release store: every read and write gonogo makes to Redis.
+
+Writes that must be atomic are Lua scripts or MULTI blocks, and every state change appends an
+entry to the release's audit stream in the same atomic step. Connection problems surface as
+`StoreUnavailable`, which callers turn into "state store unavailable, try again" (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Literal, cast
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from pydantic import BaseModel, ConfigDict
+
+from bot import keys
+from bot.errors import StoreUnavailable
+from bot.release import Release, RunLease, RunRecord
+from bot.results import CheckResult
+
+AUDIT_MAXLEN = 10_000
+RUNS_KEPT = 200
+
+
+class AuditEvent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    type: str  # opened, sha_moved, run, signed, refused, ...
+    actor: str
+    at: datetime
+    data: dict[str, Any] = {}
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "type": self.type,
+            "actor": self.actor,
+            "at": self.at.isoformat(),
+            "data": json.dumps(self.data, default=str, sort_keys=True),
+        }
+
+
+class AuditEntry(AuditEvent):
+    id: str  # the stream entry id
+
+
+# KEYS: open pointer, release doc, release index, audit. ARGV: id, doc json, score, audit fields...
+_OPEN = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return {'conflict', current} end
+if current == ARGV[1] then return {'exists', redis.call('GET', KEYS[2])} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'closed', redis.call('GET', KEYS[2])} end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+return {'opened', ARGV[2]}
+"""
+
+# Compare-and-set on the release's rev. KEYS: release doc, audit, open pointer.
+# ARGV: expected rev, new doc json, state ('closed' clears the open pointer), maxlen, audit fields...
+_UPDATE = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'missing'} end
+if cjson.decode(raw)['rev'] ~= tonumber(ARGV[1]) then return {'stale', raw} end
+redis.call('SET', KEYS[1], ARGV[2])
+local pointer = redis.call('GET', KEYS[3])
+local id = cjson.decode(ARGV[2])['id']
+if ARGV[3] == 'closed' then
+  if pointer == id then redis.call('DEL', KEYS[3]) end
+elseif not pointer then
+  redis.call('SET', KEYS[3], id)
+elseif pointer ~= id then
+  return redis.error_reply('another release of this gate is open: ' .. pointer)
+end
+if #ARGV > 4 then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5)) end
+return {'ok', ARGV[2]}
+"""
+
+_LOCK = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])
+"""
+
+_RENEW = """
+local raw = redis.call('GET', KEYS[1])
+if raw and cjson.decode(raw)['token'] == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_UNLOCK = """
+local raw = redis.call('GET', KEYS[1])
+if raw and cjson.decode(raw)['token'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+OpenOutcome = Literal["opened", "exists", "conflict", "closed"]
+
+
+class Store:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._open = client.register_script(_OPEN)
+        self._update = client.register_script(_UPDATE)
+        self._lock = client.register_script(_LOCK)
+        self._renew = client.register_script(_RENEW)
+        self._unlock = client.register_script(_UNLOCK)
+
+    @asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+    async def ping(self) -> None:
+        async with self._guard():
+            await self.redis.ping()
+
+    # --- releases -------------------------------------------------------------------------
+
+    async def open_release(self, release: Release, event: AuditEvent) -> tuple[OpenOutcome, Release | str]:
+        """Create the release unless the gate has another one open. Returns the outcome and the
+        release (or, on conflict, the id of the release that is in the way)."""
+        async with self._guard():
+            outcome, payload = await self._open(
+                keys=[
+                    keys.open_release(release.gate_id),
+                    keys.release(release.id),
+                    keys.release_index(release.gate_id),
+                    keys.audit(release.id),
+                ],
+                args=[
+                    release.id,
+                    release.model_dump_json(),
+                    release.opened_at.timestamp(),
+                    AUDIT_MAXLEN,
+                    *_flat(event.fields()),
+                ],
+            )
+        if outcome == "conflict":
+            return "conflict", str(payload)
+        return outcome, Release.model_validate_json(payload)
+
+    async def get_release(self, release_id: str) -> Release | None:
+        async with self._guard():
+            raw = await self.redis.get(keys.release(release_id))
+        return Release.model_validate_json(raw) if raw else None
+
+    async def open_release_id(self, gate_id: str) -> str | None:
+        async with self._guard():
+            value = await self.redis.get(keys.open_release(gate_id))
+        return str(value) if value else None
+
+    async def update_release(self, current: Release, new: Release, event: AuditEvent | None) -> Release | None:
+        """Write `new` if the stored rev still equals `current.rev`; None when someone else won."""
+        stored = new.model_copy(update={"rev": current.rev + 1})
+        args: list[Any] = [current.rev, stored.model_dump_json(), stored.state.value, AUDIT_MAXLEN]
+        if event is not None:
+            args += _flat(event.fields())
+        async with self._guard():
+            outcome, *_ = await self._update(
+                keys=[keys.release(current.id), keys.audit(current.id), keys.open_release(current.gate_id)],
+                args=args,
+            )
+        return stored if outcome == "ok" else None
+
+    # --- results and runs ----------------------------------------------------------------
+
+    async def save_result(self, release_id: str, result: CheckResult) -> None:
+        async with self._guard():
+            await self.redis.hset(keys.results(release_id), result.check_id, result.model_dump_json())
+
+    async def results(self, release_id: str) -> dict[str, CheckResult]:
+        async with self._guard():
+            raw = cast(dict[str, str], await self.redis.hgetall(keys.results(release_id)))
+        return {k: CheckResult.model_validate_json(v) for k, v in raw.items()}
+
+    async def record_run(self, run: RunRecord, event: AuditEvent) -> None:
+        async with self._guard(), self.redis.pipeline(transaction=True) as tx:
+            tx.lpush(keys.runs(run.release_id), run.model_dump_json())
+            tx.ltrim(keys.runs(run.release_id), 0, RUNS_KEPT - 1)
+            tx.xadd(keys.audit(run.release_id), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            await tx.execute()
+
+    async def runs(self, release_id: str, count: int = 20) -> list[RunRecord]:
+        async with self._guard():
+            raw = await self.redis.lrange(keys.runs(release_id), 0, count - 1)
+        return [RunRecord.model_validate_json(r) for r in raw]
+
+    # --- the run lock: one run per release across every replica --------------------------
+
+    async def acquire_run_lock(self, release_id: str, lease: RunLease, ttl_ms: int) -> RunLease | None:
+        """None when acquired; otherwise the lease of the run already in progress."""
+        async with self._guard():
+            holder = await self._lock(keys=[keys.run_lock(release_id)], args=[lease.model_dump_json(), ttl_ms])
+        return RunLease.model_validate_json(holder) if holder else None
+
+    async def renew_run_lock(self, release_id: str, token: str, ttl_ms: int) -> bool:
+        async with self._guard():
+            return bool(await self._renew(keys=[keys.run_lock(release_id)], args=[token, ttl_ms]))
+
+    async def release_run_lock(self, release_id: str, token: str) -> None:
+        async with self._guard():
+            await self._unlock(keys=[keys.run_lock(release_id)], args=[token])
+
+    async def current_run(self, release_id: str) -> RunLease | None:
+        async with self._guard():
+            raw = await self.redis.get(keys.run_lock(release_id))
+        return RunLease.model_validate_json(raw) if raw else None
+
+    # --- audit ---------------------------------------------------------------------------
+
+    async def append_audit(self, release_id: str, event: AuditEvent) -> None:
+        async with self._guard():
+            await self.redis.xadd(keys.audit(release_id), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+
+    async def audit(self, release_id: str, count: int = 1000) -> list[AuditEntry]:
+        """Oldest first."""
+        async with self._guard():
+            raw = cast(list[tuple[str, dict[str, str]]], await self.redis.xrange(keys.audit(release_id), count=count))
+        return [
+            AuditEntry(
+                id=entry_id,
+                type=fields["type"],
+                actor=fields["actor"],
+                at=datetime.fromisoformat(fields["at"]),
+                data=json.loads(fields.get("data", "{}")),
+            )
+            for entry_id, fields in raw
+        ]
+
+
+def _flat(fields: Mapping[str, str]) -> list[str]:
+    return [part for pair in fields.items() for part in pair]

@@ -1,0 +1,1 @@
+"""Thin Slack handlers: ack first, call the service, render, respond. No business logic here."""

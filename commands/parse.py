@@ -1,0 +1,51 @@
+"""Parsing the text after `/gonogo` into a subcommand and its arguments. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.errors import UsageError
+
+USAGE = {
+    "help": "/gonogo help",
+    "open": "/gonogo open <gate> <version> [sha]",
+    "status": "/gonogo status [<release> | <gate>]",
+    "run": "/gonogo run <release> [check-id ...]",
+    "list": "/gonogo list",
+}
+
+# subcommand -> (min args, max args or None for any)
+_ARITY: dict[str, tuple[int, int | None]] = {
+    "help": (0, 0),
+    "open": (2, 3),
+    "status": (0, 1),
+    "run": (1, None),
+    "list": (0, 0),
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: tuple[str, ...]
+
+
+def parse(text: str) -> Command:
+    """Empty or unknown text means help; wrong arity raises UsageError with the right usage."""
+    words = text.split()
+    if not words:
+        return Command("help", ())
+    name, args = words[0].lower(), tuple(words[1:])
+    if name == "help":
+        return Command("help", ())
+    if name not in _ARITY:
+        return Command("help", (name,))
+    low, high = _ARITY[name]
+    if len(args) < low or (high is not None and len(args) > high):
+        if high is not None and len(args) > high:
+            extra = " ".join(args[high:])
+            problem = f"unexpected extra words: {extra!r}"
+        else:
+            problem = "missing arguments"
+        raise UsageError(f"{problem}. Usage: `{USAGE[name]}`")
+    return Command(name, args)

@@ -1,0 +1,46 @@
+"""Turning errors into clear ephemeral messages: a user never sees a stack trace."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from bot.card import escape
+
+from bot.errors import GonogoError, StoreUnavailable
+
+log = logging.getLogger("gonogo.commands")
+
+
+class Respond(Protocol):
+    async def __call__(self, text: str = ..., **kwargs: Any) -> Any: ...
+
+
+async def ephemeral(respond: Respond, text: str, **kwargs: Any) -> None:
+    await respond(text=text, response_type="ephemeral", replace_original=False, **kwargs)
+
+
+@asynccontextmanager
+async def replying_errors(respond: Respond, what: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except StoreUnavailable as exc:
+        log.error("state store unavailable", extra={"handler": what, "detail": exc.detail})
+        await _safe(respond, ":warning: State store unavailable, try again. Nothing was changed.")
+    except GonogoError as exc:
+        # Our messages may quote user input: escape it, but keep the backticks we wrote.
+        await _safe(respond, f":warning: {escape(str(exc))}")
+    except Exception:
+        ref = secrets.token_hex(4)
+        log.exception("handler failed", extra={"handler": what, "ref": ref})
+        await _safe(respond, f":warning: Something went wrong on our side (ref `{ref}`). Nothing was changed.")
+
+
+async def _safe(respond: Respond, text: str) -> None:
+    try:
+        await ephemeral(respond, text)
+    except Exception:  # the response_url may be gone; the log already has the story
+        log.warning("could not deliver an error reply")

@@ -1,0 +1,53 @@
+"""`/gonogo <subcommand>`: ack at once, then do the work and answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot.card import render_help, render_release_list
+from bot.service import ReleaseService
+from commands.parse import parse
+from commands.replies import Respond, ephemeral, replying_errors
+
+
+def register(app: AsyncApp, service: ReleaseService) -> None:
+    @app.command("/gonogo")
+    async def gonogo(ack: AsyncAck, command: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        async with replying_errors(respond, "slash"):
+            await dispatch(service, command, respond)
+
+
+async def dispatch(service: ReleaseService, command: dict[str, Any], respond: Respond) -> None:
+    parsed = parse(command.get("text", ""))
+    user = command["user_id"]
+    channel = command.get("channel_id", "")
+    args = parsed.args
+
+    if parsed.name == "help":
+        help_ = render_help(f"Unknown subcommand `{args[0]}`." if args else None)
+        await ephemeral(respond, help_.text, blocks=help_.blocks)
+    elif parsed.name == "open":
+        release, changed = await service.open(args[0], args[1], args[2] if len(args) > 2 else None, user)
+        if changed:
+            await ephemeral(respond, f"Opened {release.id}: the card is in <#{release.card_channel}>.")
+        else:
+            await ephemeral(respond, f"{release.id} is already open: `/gonogo status {release.id}`.")
+    elif (parsed.name == "status" and not args) or parsed.name == "list":
+        listing = render_release_list(await service.list_open(), service.clock())
+        await ephemeral(respond, listing.text, blocks=listing.blocks)
+    elif parsed.name == "status":
+        release = await service.resolve(args[0])
+        gate_channel = service.gates.get(release.gate_id).gate.channel
+        if channel in (gate_channel, release.card_channel):
+            await service.publish_card(release, repost=True)
+        else:
+            # Elsewhere, show the card privately: the live one stays in the gate's channel.
+            card = (await service.state(release)).card(service.clock())
+            await ephemeral(respond, card.text, blocks=card.blocks)
+    elif parsed.name == "run":
+        release = await service.resolve(args[0])
+        lease = await service.start_run(release, user, args[1:])
+        await ephemeral(respond, f"Running {len(lease.check_ids)} check(s) of {release.id}; the card updates live.")

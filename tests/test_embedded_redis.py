@@ -1,0 +1,30 @@
+"""With no REDIS_URL the bot runs a real embedded Redis that keeps its data across restarts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bot.redis_conn import start_embedded
+from bot.release import Release
+from bot.store import AuditEvent, Store
+
+NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
+
+
+async def test_embedded_redis_persists_across_restarts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_embedded(data_dir)
+    store = Store(first.client)
+    release = Release(id="payments@1.0.0", gate_id="payments", version="1.0.0", opened_by="U1", opened_at=NOW)
+    await store.open_release(release, AuditEvent(type="opened", actor="U1", at=NOW))
+    await first.close()
+
+    second = start_embedded(data_dir)
+    try:
+        again = Store(second.client)
+        assert await again.open_release_id("payments") == "payments@1.0.0"
+        assert [e.type for e in await again.audit("payments@1.0.0")] == ["opened"]
+    finally:
+        await second.close()
+    assert any(p.name.startswith(("gonogo.rdb", "appendonly")) for p in data_dir.iterdir())

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+
+from bot.masking import MASK, Masker, secret_values, truncate_line, truncate_tail
+
+
+@pytest.mark.parametrize(
+    ("text", "leaked"),
+    [
+        ("token xoxb-1234567890-abcdefghij in output", "xoxb-1234567890-abcdefghij"),
+        ("user token xoxp-1111-2222-abcd", "xoxp-1111-2222-abcd"),
+        ("app xapp-1-A0001-123-abcdef", "xapp-1-A0001-123-abcdef"),
+        ("GH ghp_abcdefghijklmnopqrstuvwxyz0123456789", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+        ("pat github_pat_11ABCDEFG0123456789_abcdefghijklmnop", "github_pat_11ABCDEFG0123456789_abcdefghijklmnop"),
+        ("aws AKIAIOSFODNN7EXAMPLE key", "AKIAIOSFODNN7EXAMPLE"),
+        (
+            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "eyJhbGciOiJIUzI1NiJ9.payload.sig"),
+        ("connect password=hunter2secret host=db", "hunter2secret"),
+        ('{"api_key": "abcd1234efgh"}', "abcd1234efgh"),
+        ("postgres://admin:s3cr3tpw@db:5432/x", "s3cr3tpw"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+            "MIIEowIBAAKCAQEA",
+        ),
+    ],
+)
+def test_secret_shapes_are_masked(text: str, leaked: str) -> None:
+    masked = Masker().mask(text)
+    assert leaked not in masked
+    assert MASK in masked
+
+
+def test_keeps_the_label_so_readers_know_what_was_masked() -> None:
+    assert Masker().mask("password=hunter2secret") == f"password={MASK}"
+
+
+def test_values_of_secret_looking_env_vars_are_masked_anywhere() -> None:
+    env = {
+        "DEPLOY_TOKEN": "plain-looking-value-1",
+        "DB_PASSWORD": "correct horse",
+        "SLACK_SIGNING_SECRET": "abcdef0123456789",
+        "REDIS_URL": "redis://:pw123456@cache:6379",
+        "HOME": "/root",
+        "SHORT_TOKEN": "abc",  # too short to mask blindly
+    }
+    masker = Masker.from_env(env)
+    text = "x plain-looking-value-1 y correct horse z abcdef0123456789 redis://:pw123456@cache:6379 /root abc"
+    masked = masker.mask(text)
+    for secret in ("plain-looking-value-1", "correct horse", "abcdef0123456789", "pw123456"):
+        assert secret not in masked
+    assert "/root" in masked and masked.endswith(" abc")
+    assert set(secret_values(env)) == {
+        "plain-looking-value-1",
+        "correct horse",
+        "abcdef0123456789",
+        "redis://:pw123456@cache:6379",
+    }
+
+
+def test_plain_text_is_untouched() -> None:
+    text = "exit 1 after 41 s: 3 failed, 120 passed"
+    assert Masker.from_env({"HOME": "/root"}).mask(text) == text
+
+
+def test_truncate_tail_keeps_the_end_and_says_what_was_cut() -> None:
+    text = "".join(f"line {i}\n" for i in range(10_000))
+    cut = truncate_tail(text, 500)
+    assert len(cut) <= 500
+    assert cut.endswith("line 9999\n")
+    assert "earlier characters cut" in cut.splitlines()[0]
+    assert truncate_tail("short", 500) == "short"
+
+
+def test_truncate_line() -> None:
+    assert truncate_line("a\nb   c", 10) == "a b c"
+    assert truncate_line("x" * 20, 10) == "x" * 9 + "…"
