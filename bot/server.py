@@ -34,7 +34,7 @@ from bot.redis_conn import RedisHandle, connect
 from bot.service import ReleaseService
 from bot.settings import Settings
 from bot.store import Store
-from commands import actions, slash
+from commands import actions, events, slash
 
 log = logging.getLogger("gonogo.server")
 
@@ -86,6 +86,7 @@ class Bot:
         )
         slash.register(self.app, self.service)
         actions.register(self.app, self.service)
+        events.register(self.app)
         self.metrics.gates_loaded.set(len(self.gates.ids))
 
     async def stop(self) -> None:

@@ -1,0 +1,203 @@
+"""Running the real bot in-process for end-to-end tests, and talking to it the way Slack does.
+
+Requests are signed exactly as Slack signs them (v0 HMAC-SHA256 over `v0:<ts>:<body>`), bodies
+are shaped like Slack's (form-encoded slash commands, `payload=<json>` interactivity), and the
+bot's Web API client points at the stand-in in `tests/slack_standin.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import textwrap
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+
+from bot.server import serve
+from bot.settings import Settings
+from tests.redis_server import free_port
+from tests.slack_standin import SlackStandIn
+
+BOT_TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-1-test-app-token"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+CHANNEL = "C0DEPLOYS"
+TEAM = "T0TEAM"
+
+
+def signature_headers(body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    base = b"v0:" + ts.encode() + b":" + body
+    digest = hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+def slash_command(text: str, *, response_url: str, user: str = "U01TECH", channel: str = CHANNEL) -> dict[str, str]:
+    return {
+        "token": "deprecated-verification-token",
+        "team_id": TEAM,
+        "team_domain": "acme",
+        "channel_id": channel,
+        "channel_name": "deploys",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": "/gonogo",
+        "text": text,
+        "api_app_id": "A0GONOGO",
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+    }
+
+
+def block_action(
+    action_id: str,
+    value: str,
+    *,
+    response_url: str,
+    user: str = "U01TECH",
+    channel: str = CHANNEL,
+    message_ts: str = "1700000000.000100",
+    block_id: str = "gonogo_card_actions",
+) -> dict[str, Any]:
+    """A `block_actions` payload as Slack sends it for a button click on a message."""
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
+        "api_app_id": "A0GONOGO",
+        "token": "deprecated-verification-token",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "team": {"id": TEAM, "domain": "acme"},
+        "channel": {"id": channel, "name": "deploys"},
+        "message": {"type": "message", "ts": message_ts, "text": "card"},
+        "response_url": response_url,
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": block_id,
+                "value": value,
+                "type": "button",
+                "text": {"type": "plain_text", "text": "button"},
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+
+
+def form(fields: Mapping[str, str]) -> bytes:
+    return urlencode(fields).encode()
+
+
+def payload_form(payload: Mapping[str, Any]) -> bytes:
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def write_gate(directory: Path, text: str, name: str = "gate.yml") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@dataclass
+class Reply:
+    status: int
+    text: str
+    elapsed: float
+
+
+class RunningBot:
+    """`gonogo serve` in a task of this event loop, with its HTTP port and a client to call it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> RunningBot:
+        self._task = asyncio.create_task(serve(self.settings, ready=self._ready, stop=self._stop))
+        ready = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            ready.cancel()
+            self._task.result()  # raises whatever stopped the bot
+            raise RuntimeError("the bot exited during start-up")
+        if ready not in done:
+            raise RuntimeError("the bot did not become ready within 20 s")
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, timeout=30)
+        if self.session is not None:
+            await self.session.close()
+
+    async def post(self, body: bytes, headers: Mapping[str, str], *, content_type: str | None = None) -> Reply:
+        assert self.session is not None
+        all_headers = {"Content-Type": content_type or "application/x-www-form-urlencoded", **headers}
+        started = time.perf_counter()
+        async with self.session.post(f"{self.url}/slack/events", data=body, headers=all_headers) as response:
+            text = await response.text()
+            return Reply(response.status, text, time.perf_counter() - started)
+
+    async def signed(self, body: bytes, *, content_type: str | None = None) -> Reply:
+        return await self.post(body, signature_headers(body), content_type=content_type)
+
+    async def command(self, text: str, *, response_url: str, user: str = "U01TECH", channel: str = CHANNEL) -> Reply:
+        return await self.signed(form(slash_command(text, response_url=response_url, user=user, channel=channel)))
+
+    async def click(self, action_id: str, value: str, *, response_url: str, user: str = "U01TECH") -> Reply:
+        return await self.signed(payload_form(block_action(action_id, value, response_url=response_url, user=user)))
+
+    async def get(self, path: str) -> Reply:
+        assert self.session is not None
+        started = time.perf_counter()
+        async with self.session.get(f"{self.url}{path}") as response:
+            return Reply(response.status, await response.text(), time.perf_counter() - started)
+
+
+def bot_settings(*, api_url: str, redis_url: str | None, gates: Path, data_dir: Path, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": api_url,
+        "REDIS_URL": redis_url,
+        "GONOGO_GATES": str(gates),
+        "GONOGO_DATA_DIR": str(data_dir),
+        "GONOGO_HOST": "127.0.0.1",
+        "GONOGO_PORT": free_port(),
+        "GONOGO_DRAIN_TIMEOUT": 5,
+    }
+    values.update(extra)
+    return Settings(_env_file=None, **values)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(settings: Settings) -> AsyncIterator[RunningBot]:
+    bot = await RunningBot(settings).start()
+    try:
+        yield bot
+    finally:
+        await bot.stop()
+
+
+async def reply_to(standin: SlackStandIn, response_url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The payload the bot posted to `response_url` (its ephemeral answer)."""
+    url_id = response_url.rsplit("/", 1)[1]
+    found = await standin.wait_for_response(lambda r: r.url_id == url_id, timeout=timeout)
+    return dict(found.payload)
