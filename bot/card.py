@@ -19,6 +19,7 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
+    ConfirmObject,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
@@ -30,13 +31,23 @@ from slack_sdk.models.blocks import (
 from bot.decision import MENTION, Decision, Level, Reason, RoleStatus
 from bot.durations import humanize_age
 from bot.gate import Gate, RiskScorePolicy, ThresholdPolicy
-from bot.release import Release, RunRecord
+from bot.release import Release, RunRecord, State
 from bot.results import CheckResult, Status
-from bot.signoffs import DrillResult, Signature
+from bot.signoffs import DrillResult, ManualMark, Signature
 from checks.base import Severity, SpecBase
 
 ACTION_RUN = "gonogo_run"
 ACTION_REFRESH = "gonogo_refresh"
+ACTION_APPROVE = "gonogo_approve"
+ACTION_APPROVE_COMMENT = "gonogo_approve_comment"
+ACTION_REJECT = "gonogo_reject"
+ACTION_WITHDRAW = "gonogo_withdraw"
+ACTION_MANUAL_DONE = "gonogo_manual_done"
+ACTION_MANUAL_REOPEN = "gonogo_manual_reopen"
+ACTION_ACCEPT_RISK = "gonogo_accept_risk"
+ACTION_OVERRIDE_APPROVE = "gonogo_override_approve"
+MAX_ROLE_BUTTON_ROWS = 10
+MAX_BUTTONS = 25  # per actions block
 
 MAX_BLOCKS = 50
 SECTION_LIMIT = 3000
@@ -146,6 +157,12 @@ class CardView:
     run_started: datetime | None = None
     last_run: RunRecord | None = None
     drills: Mapping[str, DrillResult] = field(default_factory=dict)
+    marks: Mapping[str, ManualMark] = field(default_factory=dict)
+
+    @property
+    def actionable(self) -> bool:
+        """Sign-off, risk and manual buttons only while the release is open (decided = frozen)."""
+        return self.release.state is State.OPEN
 
     def is_running(self, check_id: str) -> bool:
         """Running, and no result from this run yet (an older result is shown as ⏳)."""
@@ -218,7 +235,7 @@ def check_line(check: SpecBase, view: CardView) -> str:
         return f"{RUNNING} {name} — running…"
     if found is None:
         return f"⬜ {name} — not run yet"
-    summary = escape(cut(one_line(found.summary), CARD_SUMMARY_LIMIT))
+    summary = reason_mrkdwn(cut(one_line(found.summary), CARD_SUMMARY_LIMIT))
     return f"{found.status.emoji} {name} — {summary} · _{age(view.now, found.finished_at)}_"
 
 
@@ -274,19 +291,61 @@ def role_line(role: RoleStatus, members: Sequence[str], usergroup: str | None, n
     return "\n".join(lines)
 
 
-def _signoff_section(view: CardView) -> SectionBlock | None:
+def _confirm(title: str, text: str, yes: str) -> ConfirmObject:
+    return ConfirmObject(title=cut(title, 100), text=cut(text, 300), confirm=yes, deny="Cancel")
+
+
+def _button(
+    text: str, action_id: str, value: str, style: str | None = None, confirm: ConfirmObject | None = None
+) -> ButtonElement:
+    return ButtonElement(text=cut(text, 75), action_id=action_id, value=value, style=style, confirm=confirm)
+
+
+def role_buttons(view: CardView, role: str, label: str) -> ActionsBlock:
+    rid = view.release.id
+    value = f"{rid}|{role}"
+    return ActionsBlock(
+        block_id=cut(f"role|{role}", 255),
+        elements=[
+            _button(
+                f"Approve as {label}",
+                ACTION_APPROVE,
+                value,
+                "primary",
+                _confirm("Approve?", f"Approve {rid} as {label}? Your approval is bound to this commit.", "Approve"),
+            ),
+            _button("Approve with comment…", ACTION_APPROVE_COMMENT, value),
+            _button(
+                "Reject",
+                ACTION_REJECT,
+                value,
+                "danger",
+                _confirm("Reject?", f"Reject {rid} as {label}? You will be asked for a reason.", "Reject"),
+            ),
+        ],
+    )
+
+
+def _signoff_blocks(view: CardView) -> list[Block]:
     if not view.gate.signoffs:
-        return None
+        return []
     by_role = {r.role: r for r in view.decision.roles}
-    lines = ["*Sign-offs*"]
+    blocks: list[Block] = [_section("*Sign-offs*")]
+    with_buttons = view.actionable and len(view.gate.signoffs) <= MAX_ROLE_BUTTON_ROWS
+    lines = []
     for spec in view.gate.signoffs:
         status = by_role.get(spec.role)
         if status is None:  # the CLI ignored sign-offs; the card never does, but stay total
             status = RoleStatus(
                 role=spec.role, label=spec.title, required=spec.required, min_approvals=spec.min_approvals
             )
-        lines.append(role_line(status, spec.users, spec.usergroup, view.now))
-    return _section("\n".join(chunk_lines(lines)[:1]))
+        line = role_line(status, spec.users, spec.usergroup, view.now)
+        if with_buttons:
+            blocks += [_section(line), role_buttons(view, spec.role, spec.title)]
+        else:
+            lines.append(line)
+    blocks += [_section(text) for text in chunk_lines(lines)[:2]]
+    return blocks
 
 
 def _risk_section(view: CardView) -> SectionBlock | None:
@@ -308,6 +367,35 @@ def _risk_section(view: CardView) -> SectionBlock | None:
             f" {escape(one_line(risk.description))}{mitigation} · {state}"
         )
     return _section("\n".join(chunk_lines(lines)[:1]))
+
+
+def _risk_buttons(view: CardView) -> ActionsBlock | None:
+    accepted = {a.risk_id for a in view.decision.accepted_risks}
+    open_risks = [r for r in view.gate.risks if r.id not in accepted]
+    if not view.actionable or not open_risks:
+        return None
+    return ActionsBlock(
+        block_id="risks",
+        elements=[
+            _button(f"Accept risk {risk.id}", ACTION_ACCEPT_RISK, f"{view.release.id}|{risk.id}")
+            for risk in open_risks[:MAX_BUTTONS]
+        ],
+    )
+
+
+def _manual_buttons(view: CardView) -> ActionsBlock | None:
+    manual = [c for c in view.gate.checks if c.kind == "manual"]
+    if not view.actionable or not manual:
+        return None
+    elements = []
+    for check in manual[:MAX_BUTTONS]:
+        value = f"{view.release.id}|{check.id}"
+        if check.id in view.marks:
+            confirm = _confirm("Reopen?", f"Mark {check.title} as not done again?", "Reopen")
+            elements.append(_button(f"Reopen {check.title}", ACTION_MANUAL_REOPEN, value, confirm=confirm))
+        else:
+            elements.append(_button(f"Mark done: {check.title}", ACTION_MANUAL_DONE, value))
+    return ActionsBlock(block_id="manual", elements=elements)
 
 
 def _drill_section(view: CardView) -> SectionBlock | None:
@@ -372,21 +460,77 @@ def card_text(view: CardView) -> str:
 
 
 def render_card(view: CardView) -> Message:
-    blocks: list[Block] = [
+    head: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=headline(view), emoji=True)),
         _section(_facts(view)),
         _section(_why(view)),
         DividerBlock(),
-        *_check_sections(view),
     ]
-    for optional in (_signoff_section(view), _risk_section(view), _drill_section(view)):
+    checks: list[Block] = list(_check_sections(view))
+    manual = _manual_buttons(view)
+    if manual is not None:
+        checks.append(manual)
+    rest: list[Block] = [*_signoff_blocks(view)]
+    for optional in (_risk_section(view), _risk_buttons(view), _drill_section(view)):
         if optional is not None:
-            blocks.append(optional)
-    blocks += [_context(_footer(view)), _buttons(view)]
-    return _message(card_text(view), blocks)
+            rest.append(optional)
+    tail: list[Block] = [_context(_footer(view)), _buttons(view)]
+    # Check sections give way first: the thread has the full list, the buttons exist nowhere else.
+    room = MAX_BLOCKS - len(head) - len(rest) - len(tail)
+    if len(checks) > room:
+        checks = [*checks[: max(room - 1, 0)], _section("…more checks than fit here: the full list is in the thread")]
+    return _message(card_text(view), [*head, *checks, *rest, *tail])
 
 
 # --- messages in the card's thread ----------------------------------------------------------
+
+
+def _role_label(gate: Gate, role: str) -> str:
+    found = gate.role(role)
+    return found.title if found else role
+
+
+def render_override_request(gate: Gate, release: Release, request_id: str, requested_by: str, reason: str) -> Message:
+    """The break-glass request, posted to the card's thread and the channel with Approve buttons."""
+    assert gate.override is not None
+    needs = ", ".join(f"{n}× {escape(_role_label(gate, role))}" for role, n in gate.override.approvers.items())
+    text = (
+        f"🟠 *Override requested* for *{escape(release.id)}* by {user_ref(requested_by)}\n"
+        f"> {escape(one_line(reason))}\nNeeds: {needs}. The requester cannot approve it."
+    )
+    buttons = [
+        _button(
+            f"Approve override as {_role_label(gate, role)}",
+            ACTION_OVERRIDE_APPROVE,
+            f"{release.id}|{request_id}|{role}",
+            "danger",
+            _confirm(
+                "Approve override?",
+                f"Let {release.id} go despite failing gates, as {_role_label(gate, role)}?",
+                "Approve",
+            ),
+        )
+        for role in gate.override.approvers
+    ]
+    blocks: list[Block] = [
+        _section(text),
+        ActionsBlock(block_id=f"override|{request_id}", elements=buttons[:MAX_BUTTONS]),
+    ]
+    return _message(f"Override requested for {release.id}: {one_line(reason)}", blocks)
+
+
+def render_override_active(
+    release: Release, reason: str, approvers: Sequence[tuple[str, str]], failing: Sequence[str]
+) -> Message:
+    """Announced in the channel when the override's quorum is met."""
+    who = ", ".join(f"{user_ref(user)} ({escape(role)})" for user, role in approvers)
+    lines = [f"🟠 *{escape(release.id)} is GO (OVERRIDE)*", f"Reason: {escape(one_line(reason))}", f"Approved by {who}"]
+    if failing:
+        lines.append("Failing at this moment:")
+        lines += [f"• {reason_mrkdwn(one_line(f))}" for f in failing[:20]]
+    return _message(
+        f"{release.id} is GO (OVERRIDE): {one_line(reason)}", [_section(c) for c in chunk_lines(lines)[:10]]
+    )
 
 
 def render_check_details(gate: Gate, result: CheckResult) -> Message:

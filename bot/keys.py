@@ -68,6 +68,28 @@ def override(release_id: str) -> str:
     return f"{_release(release_id)}:override"
 
 
+def override_approvals(release_id: str) -> str:
+    """HASH: "<role>|<user>" -> OverrideApproval JSON, for the current override request."""
+    return f"{_release(release_id)}:override:approvals"
+
+
+def bundle(release_id: str) -> str:
+    """STRING: the evidence bundle JSON frozen by `/gonogo decide`."""
+    return f"{_release(release_id)}:bundle"
+
+
+def handled(release_id: str, token: str) -> str:
+    """STRING with TTL: a click (user + action_ts) already recorded; retries and replicas skip it.
+
+    Under the release's hash tag so the Lua script that records the click can check it atomically."""
+    return f"{_release(release_id)}:handled:{token}"
+
+
+def stale_notified(release_id: str) -> str:
+    """SET: signatures ("<role>|<user>|<signed at>") whose signers were already asked to sign again."""
+    return f"{_release(release_id)}:stale-notified"
+
+
 def manual(release_id: str) -> str:
     """HASH: manual check id -> ManualMark JSON (who marked it done, with what evidence)."""
     return f"{_release(release_id)}:manual"

@@ -29,12 +29,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import StoreUnavailable
 from bot.gateset import GateSet
+from bot.membership import Membership
 from bot.metrics import Metrics
 from bot.redis_conn import RedisHandle, connect
 from bot.service import ReleaseService
 from bot.settings import Settings
+from bot.signing import Signing
 from bot.store import Store
-from commands import actions, events, slash
+from commands import actions, events, signoffs, slash
 
 log = logging.getLogger("gonogo.server")
 
@@ -60,6 +62,7 @@ class Bot:
     session: aiohttp.ClientSession | None = None
     service: ReleaseService | None = None
     app: AsyncApp | None = None
+    signing: Signing | None = None
     stopping: bool = False
 
     async def start(self) -> None:
@@ -87,6 +90,8 @@ class Bot:
         slash.register(self.app, self.service)
         actions.register(self.app, self.service)
         events.register(self.app)
+        self.signing = Signing(self.service, Membership(self.service.store, client))
+        signoffs.register(self.app, self.signing)
         self.metrics.gates_loaded.set(len(self.gates.ids))
 
     async def stop(self) -> None:

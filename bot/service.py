@@ -22,11 +22,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.card import CardView, Message, render_card, render_check_details
-from bot.decision import Decision, DecisionInput, decide
+from bot.decision import Decision, decide
 from bot.errors import Conflict, NotFound, StoreUnavailable, UsageError
 from bot.gateset import GateSet
 from bot.loader import LoadedGate
 from bot.masking import Masker
+from bot.people import People, load_people, with_manual_marks
 from bot.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
 from bot.results import CheckResult, Status
 from bot.runner import run_checks
@@ -54,6 +55,7 @@ class ReleaseState:
     decision: Decision
     running: RunLease | None
     last_run: RunRecord | None
+    people: People
 
     def card(self, now: datetime) -> Message:
         return render_card(
@@ -67,6 +69,8 @@ class ReleaseState:
                 run_by=self.running.actor if self.running else None,
                 run_started=self.running.started_at if self.running else None,
                 last_run=self.last_run,
+                drills=self.people.drills,
+                marks=self.people.marks,
             )
         )
 
@@ -162,7 +166,8 @@ class ReleaseService:
                 lambda r: r.model_copy(update={"sha": sha}),
                 AuditEvent(type="sha_moved", actor=actor, at=now, data={"from": found.sha, "to": sha}),
             )
-            await self.publish_card(moved)
+            moved = await self.publish_card(moved)
+            await self.ask_stale_signers(moved)
             return moved, True
         return await self.publish_card(found), True
 
@@ -183,19 +188,25 @@ class ReleaseService:
 
     # --- state, decision, card ------------------------------------------------------------
 
+    async def people(self, release_id: str) -> People:
+        return await load_people(self.store, release_id)
+
     async def state(self, release: Release) -> ReleaseState:
         loaded = self.gates.get(release.gate_id)
         results = await self.store.results(release.id)
         running = await self.store.current_run(release.id)
         runs = await self.store.runs(release.id, count=1)
-        decision = decide(DecisionInput(gate=loaded.gate, now=self.clock(), results=results, sha=release.sha))
+        people = await self.people(release.id)
+        merged = with_manual_marks(loaded.gate, results, people.marks)
+        decision = decide(people.decision_input(loaded.gate, self.clock(), merged, release.sha))
         return ReleaseState(
             loaded=loaded,
             release=release,
-            results=results,
+            results=merged,
             decision=decision,
             running=running,
             last_run=runs[0] if runs else None,
+            people=people,
         )
 
     async def publish_card(self, release: Release, *, repost: bool = False) -> Release:
@@ -317,6 +328,7 @@ class ReleaseService:
             updater.release = current
             await updater.close()
             await self._post_failures(current, loaded, results)
+            await self.ask_stale_signers(current)
             return record
         except StoreUnavailable:
             log.error("state store unavailable during a run", extra={"release": release.id})
@@ -326,6 +338,26 @@ class ReleaseService:
             keeper.cancel()
             with contextlib.suppress(StoreUnavailable):
                 await self.store.release_run_lock(release.id, lease.token)
+
+    async def ask_stale_signers(self, release: Release) -> None:
+        """Sign-offs that went stale (new commit, blocker changed, too old): ask their signers again,
+        once per signature, in the card's thread (DMs come with the reminders)."""
+        if not release.card_channel or not release.thread_ts:
+            return
+        state = await self.state(release)
+        lines = []
+        for role in state.decision.roles:
+            for stale in role.stale:
+                sig = stale.signature
+                if await self.store.first_notice(release.id, f"{sig.role}|{sig.user}|{sig.at.isoformat()}"):
+                    lines.append(f"<@{sig.user}>: your {sig.vote.value} as {role.label} is stale ({stale.reason})")
+        if not lines:
+            return
+        text = "Please review and sign again:\n" + "\n".join(lines)
+        try:
+            await self.slack.chat_postMessage(channel=release.card_channel, thread_ts=release.thread_ts, text=text)
+        except SlackApiError as exc:
+            log.warning("could not ask stale signers", extra={"release": release.id, "error": str(exc)})
 
     async def _keep_lease(self, rid: str, lease: RunLease) -> None:
         while True:

@@ -59,11 +59,21 @@ class OverrideApproval(_Record):
 
 
 class OverrideRequest(_Record):
+    id: str = ""  # buttons carry it, so a click on an old request never approves a newer one
     requested_by: str
     reason: str
     at: datetime
     sha: str | None = None
     approvals: tuple[OverrideApproval, ...] = ()
+
+
+class ManualMark(_Record):
+    """A manual check marked done by a member of its owner role, with the evidence they gave."""
+
+    check_id: str
+    user: str
+    at: datetime
+    evidence: str
 
 
 class DrillResult(_Record):

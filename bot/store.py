@@ -8,9 +8,10 @@ entry to the release's audit stream in the same atomic step. Connection problems
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
@@ -97,7 +98,59 @@ if raw and cjson.decode(raw)['token'] == ARGV[1] then return redis.call('DEL', K
 return 0
 """
 
+# A person's fact (a vote, a risk acceptance, a manual mark, an override approval) in one step:
+# skip a click already handled (retries, replicas), skip a write that changes nothing (double
+# clicks), else write it and append the audit entry. KEYS: hash, audit, handled-marker.
+# ARGV: field, json, comma-separated fields that define "the same", handled ttl ms (0: no
+# marker), maxlen, audit fields...
+_PUT_FACT = """
+if tonumber(ARGV[4]) > 0 then
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then return {'duplicate', false} end
+end
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and ARGV[3] ~= '' then
+  local o, n = cjson.decode(old), cjson.decode(ARGV[2])
+  local same = true
+  for name in string.gmatch(ARGV[3], '[^,]+') do
+    if o[name] ~= n[name] then same = false end
+  end
+  if same then return {'unchanged', old} end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
+return {'written', old or false}
+"""
+
+# Remove a fact, auditing it only when there was something to remove. KEYS: hash, audit.
+# ARGV: field, maxlen, audit fields...
+_DEL_FACT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return old
+"""
+
 OpenOutcome = Literal["opened", "exists", "conflict", "closed"]
+PutOutcome = Literal["written", "unchanged", "duplicate"]
+HANDLED_TTL_MS = 15 * 60 * 1000  # Slack retries within minutes; a quarter of an hour is plenty
+
+
+class Fact(StrEnum):
+    """The hashes of people's facts about a release, each keyed by a field of its own."""
+
+    SIGNATURES = "signatures"  # "<role>|<user>" -> Signature
+    ACCEPTANCES = "acceptances"  # risk id -> RiskAcceptance
+    MANUAL = "manual"  # check id -> ManualMark
+    OVERRIDE_APPROVALS = "override_approvals"  # "<role>|<user>" -> OverrideApproval
+
+    def key(self, release_id: str) -> str:
+        return {
+            Fact.SIGNATURES: keys.signatures,
+            Fact.ACCEPTANCES: keys.acceptances,
+            Fact.MANUAL: keys.manual,
+            Fact.OVERRIDE_APPROVALS: keys.override_approvals,
+        }[self](release_id)
 
 
 class Store:
@@ -108,6 +161,8 @@ class Store:
         self._lock = client.register_script(_LOCK)
         self._renew = client.register_script(_RENEW)
         self._unlock = client.register_script(_UNLOCK)
+        self._put_fact = client.register_script(_PUT_FACT)
+        self._del_fact = client.register_script(_DEL_FACT)
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
@@ -211,6 +266,100 @@ class Store:
         async with self._guard():
             raw = await self.redis.get(keys.run_lock(release_id))
         return RunLease.model_validate_json(raw) if raw else None
+
+    # --- people's facts: votes, risk acceptances, manual marks, override approvals -----------
+
+    async def put_fact(
+        self,
+        fact: Fact,
+        release_id: str,
+        field: str,
+        record: BaseModel,
+        event: AuditEvent,
+        *,
+        same_when: Sequence[str] = (),
+        handled: str | None = None,
+    ) -> tuple[PutOutcome, str | None]:
+        """Write a fact and its audit entry atomically. `handled` (a click's identity) makes a
+        retried payload a no-op; `same_when` names the fields whose equality makes a write a no-op.
+        Returns the outcome and the previous JSON."""
+        async with self._guard():
+            outcome, old = await self._put_fact(
+                keys=[fact.key(release_id), keys.audit(release_id), keys.handled(release_id, handled or "-")],
+                args=[
+                    field,
+                    record.model_dump_json(),
+                    ",".join(same_when),
+                    HANDLED_TTL_MS if handled else 0,
+                    AUDIT_MAXLEN,
+                    *_flat(event.fields()),
+                ],
+            )
+        return cast(PutOutcome, outcome), (str(old) if old else None)
+
+    async def delete_fact(self, fact: Fact, release_id: str, field: str, event: AuditEvent) -> str | None:
+        """Remove a fact (withdraw, reopen); audited only if it existed. Returns the old JSON."""
+        async with self._guard():
+            old = await self._del_fact(
+                keys=[fact.key(release_id), keys.audit(release_id)],
+                args=[field, AUDIT_MAXLEN, *_flat(event.fields())],
+            )
+        return str(old) if old else None
+
+    async def facts(self, fact: Fact, release_id: str) -> dict[str, str]:
+        async with self._guard():
+            return cast(dict[str, str], await self.redis.hgetall(fact.key(release_id)))
+
+    async def people(self, release_id: str) -> dict[Fact, dict[str, str]]:
+        """Every fact hash of a release in one round trip (MULTI: one consistent snapshot)."""
+        async with self._guard(), self.redis.pipeline(transaction=True) as tx:
+            for fact in Fact:
+                tx.hgetall(fact.key(release_id))
+            replies = await tx.execute()
+        return {fact: cast(dict[str, str], reply) for fact, reply in zip(Fact, replies, strict=True)}
+
+    async def get_override(self, release_id: str) -> str | None:
+        async with self._guard():
+            raw = await self.redis.get(keys.override(release_id))
+        return str(raw) if raw else None
+
+    async def set_override(self, release_id: str, request_json: str | None, event: AuditEvent) -> None:
+        """Replace (or clear) the override request; its approvals always start afresh."""
+        async with self._guard(), self.redis.pipeline(transaction=True) as tx:
+            if request_json is None:
+                tx.delete(keys.override(release_id))
+            else:
+                tx.set(keys.override(release_id), request_json)
+            tx.delete(keys.override_approvals(release_id))
+            tx.xadd(keys.audit(release_id), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            await tx.execute()
+
+    async def drills(self, release_id: str) -> dict[str, str]:
+        async with self._guard():
+            return cast(dict[str, str], await self.redis.hgetall(keys.drills(release_id)))
+
+    async def save_bundle(self, release_id: str, bundle_json: str) -> None:
+        async with self._guard():
+            await self.redis.set(keys.bundle(release_id), bundle_json)
+
+    async def get_bundle(self, release_id: str) -> str | None:
+        async with self._guard():
+            raw = await self.redis.get(keys.bundle(release_id))
+        return str(raw) if raw else None
+
+    async def first_notice(self, release_id: str, token: str) -> bool:
+        """True the first time `token` is noted for this release (e.g. a stale signature's reminder)."""
+        async with self._guard():
+            return bool(await self.redis.sadd(keys.stale_notified(release_id), token))
+
+    async def cache_get(self, key: str) -> str | None:
+        async with self._guard():
+            raw = await self.redis.get(key)
+        return str(raw) if raw else None
+
+    async def cache_set(self, key: str, value: str, ttl_s: int | None) -> None:
+        async with self._guard():
+            await self.redis.set(key, value, ex=ttl_s)
 
     # --- audit ---------------------------------------------------------------------------
 

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from bot.card import escape
-
+from bot.card import reason_mrkdwn
 from bot.errors import GonogoError, StoreUnavailable
 
 log = logging.getLogger("gonogo.commands")
@@ -31,8 +30,8 @@ async def replying_errors(respond: Respond, what: str) -> AsyncIterator[None]:
         log.error("state store unavailable", extra={"handler": what, "detail": exc.detail})
         await _safe(respond, ":warning: State store unavailable, try again. Nothing was changed.")
     except GonogoError as exc:
-        # Our messages may quote user input: escape it, but keep the backticks we wrote.
-        await _safe(respond, f":warning: {escape(str(exc))}")
+        # Our messages may quote user input: escape it; {@U…} tokens become real mentions.
+        await _safe(respond, f":warning: {reason_mrkdwn(str(exc))}")
     except Exception:
         ref = secrets.token_hex(4)
         log.exception("handler failed", extra={"handler": what, "ref": ref})

@@ -1,0 +1,130 @@
+"""The modals behind the card's buttons (pure Block Kit views) and reading their submissions.
+
+Each modal carries what it is about in `private_metadata` (release, subject, channel), so the
+submission handler needs nothing but the payload, whichever replica receives it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.models.blocks import InputBlock, PlainTextInputElement, SectionBlock
+from slack_sdk.models.blocks.basic_components import MarkdownTextObject
+from slack_sdk.models.views import View
+
+from bot.card import cut, escape
+
+MODAL_APPROVE = "gonogo_approve_modal"
+MODAL_REJECT = "gonogo_reject_modal"
+MODAL_MANUAL = "gonogo_manual_modal"
+MODAL_RISK = "gonogo_risk_modal"
+INPUT_ACTION = "value"
+
+
+@dataclass(frozen=True)
+class ModalContext:
+    release: str
+    subject: str  # role, check or risk id
+    channel: str
+
+    def encode(self) -> str:
+        return json.dumps({"release": self.release, "subject": self.subject, "channel": self.channel})
+
+    @classmethod
+    def decode(cls, raw: str) -> ModalContext:
+        data = json.loads(raw)
+        return cls(release=str(data["release"]), subject=str(data["subject"]), channel=str(data["channel"]))
+
+
+def _text_input(block_id: str, label: str, *, optional: bool, multiline: bool, placeholder: str) -> InputBlock:
+    return InputBlock(
+        block_id=block_id,
+        label=label,
+        optional=optional,
+        element=PlainTextInputElement(
+            action_id=INPUT_ACTION, multiline=multiline, max_length=2000, placeholder=cut(placeholder, 150)
+        ),
+    )
+
+
+def _view(callback_id: str, title: str, submit: str, context: ModalContext, blocks: list[Any]) -> dict[str, Any]:
+    view = View(
+        type="modal",
+        callback_id=callback_id,
+        title=cut(title, 24),
+        submit=submit,
+        close="Cancel",
+        private_metadata=context.encode(),
+        blocks=blocks,
+    )
+    return view.to_dict()  # to_dict() validates
+
+
+def _intro(text: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=cut(text, 3000)))
+
+
+def approve_modal(context: ModalContext, label: str) -> dict[str, Any]:
+    return _view(
+        MODAL_APPROVE,
+        "Approve",
+        "Approve",
+        context,
+        [
+            _intro(f"Approve *{escape(context.release)}* as *{escape(label)}*."),
+            _text_input("comment", "Comment", optional=True, multiline=True, placeholder="What you checked (optional)"),
+        ],
+    )
+
+
+def reject_modal(context: ModalContext, label: str) -> dict[str, Any]:
+    return _view(
+        MODAL_REJECT,
+        "Reject",
+        "Reject",
+        context,
+        [
+            _intro(f"Reject *{escape(context.release)}* as *{escape(label)}*. Everyone will see your reason."),
+            _text_input("reason", "Reason", optional=False, multiline=True, placeholder="What must change first"),
+        ],
+    )
+
+
+def manual_modal(context: ModalContext, title: str, instructions: str | None) -> dict[str, Any]:
+    hint = f"\n_{escape(instructions)}_" if instructions else ""
+    return _view(
+        MODAL_MANUAL,
+        "Mark done",
+        "Mark done",
+        context,
+        [
+            _intro(f"Mark *{escape(title)}* done for *{escape(context.release)}*.{hint}"),
+            _text_input("evidence", "Evidence", optional=False, multiline=True, placeholder="A link or a sentence"),
+        ],
+    )
+
+
+def risk_modal(context: ModalContext, description: str, mitigation: str | None) -> dict[str, Any]:
+    mitigated = f"\nMitigation: {escape(mitigation)}" if mitigation else ""
+    what = f"*{escape(context.subject)}* for *{escape(context.release)}*"
+    return _view(
+        MODAL_RISK,
+        "Accept risk",
+        "Accept",
+        context,
+        [
+            _intro(f"Accept risk {what}: {escape(description)}{mitigated}"),
+            _text_input("reason", "Why it is acceptable", optional=False, multiline=True, placeholder="Reason"),
+            _text_input(
+                "expires", "Expires after", optional=True, multiline=False, placeholder="e.g. 7d, 24h (optional)"
+            ),
+        ],
+    )
+
+
+def submitted(view: dict[str, Any], block_id: str) -> str:
+    """The text a user typed into one input of a submitted view ('' when left empty)."""
+    value = view.get("state", {}).get("values", {}).get(block_id, {}).get(INPUT_ACTION, {}).get("value")
+    return str(value or "").strip()

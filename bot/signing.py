@@ -1,0 +1,349 @@
+"""What people do to a release: sign (approve/reject/withdraw), mark manual checks done, accept
+risks, request and approve a break-glass override.
+
+Every action is authorised against the gate's roles (users + user group members) before anything
+is written; refusals are audited and nothing else. Each write is one atomic Lua step in the store
+that also appends the audit entry, and carries the click's identity so a retried payload, a double
+click or two replicas handling the same payload record it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from slack_sdk.errors import SlackApiError
+
+from bot.card import render_override_active, render_override_request
+from bot.decision import Level, mention
+from bot.errors import Conflict, Forbidden, NotFound, UsageError
+from bot.gate import Gate, Signoff
+from bot.loader import LoadedGate
+from bot.membership import Membership
+from bot.release import Release, State
+from bot.service import ReleaseService, ReleaseState
+from bot.signoffs import ManualMark, OverrideApproval, OverrideRequest, RiskAcceptance, Signature, Vote
+from bot.store import AuditEvent, Fact, PutOutcome
+
+log = logging.getLogger("gonogo.signing")
+
+MAX_TEXT = 2000  # comments, reasons, evidence: what a Slack modal input allows, and plenty
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened, for the clicker's ephemeral confirmation."""
+
+    release: Release
+    written: bool
+    message: str
+
+
+def _members_text(role: Signoff, members: frozenset[str]) -> str:
+    names = [mention(u) for u in sorted(members)]
+    if role.usergroup:
+        names.append(f"members of user group {role.usergroup}")
+    return ", ".join(names) or "nobody (the gate lists no members)"
+
+
+def _clean(text: str | None) -> str:
+    return (text or "").strip()[:MAX_TEXT]
+
+
+class Signing:
+    def __init__(self, releases: ReleaseService, membership: Membership) -> None:
+        self.releases = releases
+        self.membership = membership
+
+    def now(self) -> datetime:
+        return self.releases.clock()
+
+    # --- shared steps ---------------------------------------------------------------------
+
+    async def _open_release(self, release_id: str) -> tuple[Release, LoadedGate]:
+        release = await self.releases.resolve(release_id)
+        if release.state is not State.OPEN:
+            raise Conflict(f"{release.id} is {release.state.value}: `/gonogo reopen {release.id}` first")
+        return release, self.releases.gates.get(release.gate_id)
+
+    async def _authorise(self, release: Release, role: Signoff, user: str, action: str) -> None:
+        members = await self.membership.members(role)
+        if user in members:
+            return
+        await self._refused(release, user, role.role, action)
+        raise Forbidden(f"only {role.title} can {action}: {_members_text(role, members)}")
+
+    async def authorise(self, release_id: str, role_id: str, user: str, action: str) -> None:
+        """Before opening a modal: refuse at once rather than after the user typed a reason."""
+        release, loaded = await self._open_release(release_id)
+        await self._authorise(release, self._role(loaded.gate, role_id), user, action)
+
+    async def _refused(self, release: Release, user: str, role: str, action: str) -> None:
+        """A refused attempt is audited, and nothing else is written."""
+        event = AuditEvent(type="signoff_refused", actor=user, at=self.now(), data={"role": role, "action": action})
+        await self.releases.store.append_audit(release.id, event)
+
+    def _role(self, gate: Gate, role_id: str) -> Signoff:
+        role = gate.role(role_id)
+        if role is None:
+            raise NotFound(f"gate {gate.id} has no role {role_id!r}")
+        return role
+
+    async def _after_write(self, release: Release) -> Release:
+        try:
+            return await self.releases.publish_card(release)
+        except SlackApiError as exc:  # the write stands; the card catches up on the next refresh
+            log.warning("card update failed after a sign-off", extra={"release": release.id, "error": str(exc)})
+            return release
+
+    # --- votes ----------------------------------------------------------------------------
+
+    async def vote(
+        self,
+        release_id: str,
+        role_id: str,
+        user: str,
+        vote: Vote,
+        comment: str | None = None,
+        *,
+        click: str | None = None,
+    ) -> Outcome:
+        release, loaded = await self._open_release(release_id)
+        role = self._role(loaded.gate, role_id)
+        comment = _clean(comment)
+        if vote is Vote.REJECT and not comment:
+            raise UsageError("a rejection needs a reason")
+        await self._authorise(release, role, user, f"sign as {role.title}")
+        if vote is Vote.APPROVE and not loaded.gate.allow_self_approval and user == release.opened_by:
+            await self.releases.store.append_audit(
+                release.id,
+                AuditEvent(
+                    type="refused", actor=user, at=self.now(), data={"role": role.role, "action": "self-approval"}
+                ),
+            )
+            raise Forbidden(f"you opened {release.id}, and gate {loaded.gate.id} does not allow self-approval")
+        state = await self.releases.state(release)
+        signature = Signature(
+            role=role.role,
+            user=user,
+            vote=vote,
+            at=self.now(),
+            comment=comment,
+            sha=release.sha,
+            digest=state.decision.blocker_digest,
+        )
+        outcome, _ = await self.releases.store.put_fact(
+            Fact.SIGNATURES,
+            release.id,
+            f"{role.role}|{user}",
+            signature,
+            AuditEvent(
+                type="signed",
+                actor=user,
+                at=signature.at,
+                data={"role": role.role, "vote": vote.value, "comment": comment, "sha": release.sha},
+            ),
+            same_when=("vote", "comment", "sha", "digest"),
+            handled=click,
+        )
+        verb = "approved" if vote is Vote.APPROVE else "rejected"
+        return await self._finish(release, outcome, f"You {verb} {release.id} as {role.title}.")
+
+    async def _finish(self, release: Release, outcome: PutOutcome, done: str) -> Outcome:
+        if outcome == "written":
+            return Outcome(await self._after_write(release), True, done)
+        if outcome == "unchanged":
+            return Outcome(release, False, f"{done} (already recorded)")
+        return Outcome(release, False, "Already handled.")
+
+    async def withdraw(self, release_id: str, role_id: str, user: str) -> Outcome:
+        release, loaded = await self._open_release(release_id)
+        role = self._role(loaded.gate, role_id)
+        old = await self.releases.store.delete_fact(
+            Fact.SIGNATURES,
+            release.id,
+            f"{role.role}|{user}",
+            AuditEvent(type="withdrawn", actor=user, at=self.now(), data={"role": role.role}),
+        )
+        if old is None:
+            return Outcome(release, False, f"You had no sign-off as {role.title} on {release.id}.")
+        return Outcome(await self._after_write(release), True, f"You withdrew your sign-off as {role.title}.")
+
+    # --- manual checks ----------------------------------------------------------------------
+
+    def _manual(self, gate: Gate, check_id: str) -> tuple[str, Signoff]:
+        check = next((c for c in gate.checks if c.id == check_id), None)
+        if check is None or check.kind != "manual":
+            raise NotFound(f"gate {gate.id} has no manual check {check_id!r}")
+        owner: str = getattr(check, "owner")  # noqa: B009 - manual specs always have an owner
+        return check.title, self._role(gate, owner)
+
+    async def mark_done(
+        self, release_id: str, check_id: str, user: str, evidence: str, *, click: str | None = None
+    ) -> Outcome:
+        release, loaded = await self._open_release(release_id)
+        title, owner = self._manual(loaded.gate, check_id)
+        evidence = _clean(evidence)
+        if not evidence:
+            raise UsageError("marking a manual check done needs evidence (a link or a sentence)")
+        await self._authorise(release, owner, user, f"mark {title} done")
+        mark = ManualMark(check_id=check_id, user=user, at=self.now(), evidence=evidence)
+        outcome, _ = await self.releases.store.put_fact(
+            Fact.MANUAL,
+            release.id,
+            check_id,
+            mark,
+            AuditEvent(type="manual_done", actor=user, at=mark.at, data={"check": check_id, "evidence": evidence}),
+            same_when=("user", "evidence"),
+            handled=click,
+        )
+        return await self._finish(release, outcome, f"{title} is marked done.")
+
+    async def reopen_manual(self, release_id: str, check_id: str, user: str) -> Outcome:
+        release, loaded = await self._open_release(release_id)
+        title, owner = self._manual(loaded.gate, check_id)
+        await self._authorise(release, owner, user, f"reopen {title}")
+        old = await self.releases.store.delete_fact(
+            Fact.MANUAL,
+            release.id,
+            check_id,
+            AuditEvent(type="manual_reopened", actor=user, at=self.now(), data={"check": check_id}),
+        )
+        if old is None:
+            return Outcome(release, False, f"{title} was not marked done.")
+        return Outcome(await self._after_write(release), True, f"{title} is open again.")
+
+    # --- risks ------------------------------------------------------------------------------
+
+    async def accept_risk(
+        self,
+        release_id: str,
+        risk_id: str,
+        user: str,
+        reason: str,
+        expires_at: datetime | None = None,
+        *,
+        click: str | None = None,
+    ) -> Outcome:
+        release, loaded = await self._open_release(release_id)
+        risk = next((r for r in loaded.gate.risks if r.id == risk_id), None)
+        if risk is None:
+            raise NotFound(f"gate {loaded.gate.id} has no risk {risk_id!r}")
+        role = self._role(loaded.gate, risk.acceptor)
+        reason = _clean(reason)
+        if not reason:
+            raise UsageError("accepting a risk needs a reason")
+        now = self.now()
+        if expires_at is not None and expires_at <= now:
+            raise UsageError("the expiry must be in the future")
+        await self._authorise(release, role, user, f"accept risk {risk.id}")
+        acceptance = RiskAcceptance(
+            risk_id=risk.id, role=role.role, user=user, at=now, reason=reason, expires_at=expires_at
+        )
+        outcome, _ = await self.releases.store.put_fact(
+            Fact.ACCEPTANCES,
+            release.id,
+            risk.id,
+            acceptance,
+            AuditEvent(
+                type="risk_accepted",
+                actor=user,
+                at=now,
+                data={"risk": risk.id, "reason": reason, "expires_at": expires_at.isoformat() if expires_at else None},
+            ),
+            same_when=("user", "reason", "expires_at"),
+            handled=click,
+        )
+        return await self._finish(release, outcome, f"You accepted risk {risk.id} as {role.title}.")
+
+    # --- break-glass override -----------------------------------------------------------------
+
+    async def request_override(self, release_id: str, user: str, reason: str) -> Outcome:
+        release, loaded = await self._open_release(release_id)
+        gate = loaded.gate
+        if gate.override is None:
+            raise UsageError(f"gate {gate.id} has no `override:` section: overrides are not allowed")
+        reason = _clean(reason)
+        if not reason:
+            raise UsageError("an override needs a reason: `/gonogo override <release> <reason>`")
+        request = OverrideRequest(
+            id=secrets.token_hex(6), requested_by=user, reason=reason, at=self.now(), sha=release.sha
+        )
+        await self.releases.store.set_override(
+            release.id,
+            request.model_dump_json(),
+            AuditEvent(type="override_requested", actor=user, at=request.at, data={"id": request.id, "reason": reason}),
+        )
+        message = render_override_request(gate, release, request.id, user, reason)
+        slack = self.releases.slack
+        if release.card_channel and release.thread_ts:
+            await slack.chat_postMessage(
+                channel=release.card_channel, thread_ts=release.thread_ts, text=message.text, blocks=message.blocks
+            )
+        await slack.chat_postMessage(channel=gate.channel, text=message.text, blocks=message.blocks)
+        return Outcome(await self._after_write(release), True, f"Override requested for {release.id}.")
+
+    async def approve_override(
+        self, release_id: str, request_id: str, role_id: str, user: str, *, click: str | None = None
+    ) -> Outcome:
+        release, loaded = await self._open_release(release_id)
+        gate = loaded.gate
+        if gate.override is None or role_id not in gate.override.approvers:
+            raise NotFound(f"role {role_id!r} does not approve overrides of gate {gate.id}")
+        people = await self.releases.people(release.id)
+        request = people.override
+        if request is None or request.id != request_id:
+            raise Conflict("this override request is no longer current")
+        if user == request.requested_by:
+            await self.releases.store.append_audit(
+                release.id,
+                AuditEvent(
+                    type="refused", actor=user, at=self.now(), data={"role": role_id, "action": "self-override"}
+                ),
+            )
+            raise Forbidden("you requested this override: someone else has to approve it")
+        role = self._role(gate, role_id)
+        await self._authorise(release, role, user, f"approve the override as {role.title}")
+        approval = OverrideApproval(role=role.role, user=user, at=self.now())
+        outcome, _ = await self.releases.store.put_fact(
+            Fact.OVERRIDE_APPROVALS,
+            release.id,
+            f"{role.role}|{user}",
+            approval,
+            AuditEvent(
+                type="override_approved", actor=user, at=approval.at, data={"id": request_id, "role": role.role}
+            ),
+            same_when=("role", "user"),
+            handled=click,
+        )
+        result = await self._finish(release, outcome, f"You approved the override of {release.id} as {role.title}.")
+        if outcome == "written":
+            await self._announce_if_active(result.release, request_id)
+        return result
+
+    async def _announce_if_active(self, release: Release, request_id: str) -> None:
+        state: ReleaseState = await self.releases.state(release)
+        override = state.decision.override
+        if override is None or not override.active or override.request.id != request_id:
+            return
+        if not await self.releases.store.first_notice(release.id, f"override-active|{request_id}"):
+            return  # another replica (or click) announced it already
+        failing = [r.text for r in state.decision.reasons if r.level is Level.BLOCKING]
+        approvers = [(a.user, a.role) for a in override.request.approvals]
+        await self.releases.store.append_audit(
+            release.id,
+            AuditEvent(
+                type="override_active",
+                actor=override.request.requested_by,
+                at=self.now(),
+                data={"id": request_id, "approvers": [u for u, _ in approvers], "failing": failing},
+            ),
+        )
+        message = render_override_active(release, override.request.reason, approvers, failing)
+        with contextlib.suppress(SlackApiError):
+            await self.releases.slack.chat_postMessage(
+                channel=state.loaded.gate.channel, text=message.text, blocks=message.blocks
+            )

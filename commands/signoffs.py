@@ -1,0 +1,249 @@
+"""Sign-off, manual-check, risk and override buttons, and the modals they open.
+
+Handlers ack first, then call `Signing`, then tell the clicker what happened (ephemeral). A click
+is identified by user + action_ts: a retried payload or a second replica records it once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.card import (
+    ACTION_ACCEPT_RISK,
+    ACTION_APPROVE,
+    ACTION_APPROVE_COMMENT,
+    ACTION_MANUAL_DONE,
+    ACTION_MANUAL_REOPEN,
+    ACTION_OVERRIDE_APPROVE,
+    ACTION_REJECT,
+    ACTION_WITHDRAW,
+    escape,
+)
+from bot.durations import parse_duration
+from bot.errors import NotFound, UsageError
+from bot.modals import (
+    MODAL_APPROVE,
+    MODAL_MANUAL,
+    MODAL_REJECT,
+    MODAL_RISK,
+    ModalContext,
+    approve_modal,
+    manual_modal,
+    reject_modal,
+    risk_modal,
+    submitted,
+)
+from bot.signing import Outcome, Signing
+from bot.signoffs import Vote
+from commands.replies import Respond, ephemeral, replying_errors
+
+
+def _split(value: str, parts: int) -> list[str]:
+    pieces = value.split("|")
+    if len(pieces) != parts:
+        raise UsageError("this button is from an older version of the card: press Refresh")
+    return pieces
+
+
+def _click(body: dict[str, Any], action: dict[str, Any]) -> str:
+    return f"{body['user']['id']}:{action.get('action_ts', '')}"
+
+
+def _channel(body: dict[str, Any]) -> str:
+    return str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or "")
+
+
+def withdraw_blocks(outcome: Outcome, release_id: str, role: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f":white_check_mark: {escape(outcome.message)}"}},
+        {
+            "type": "actions",
+            "block_id": "withdraw",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": ACTION_WITHDRAW,
+                    "text": {"type": "plain_text", "text": "Withdraw"},
+                    "value": f"{release_id}|{role}",
+                }
+            ],
+        },
+    ]
+
+
+class PostEphemeral:
+    """A `respond` for view submissions, which carry no response_url: chat.postEphemeral."""
+
+    def __init__(self, client: AsyncWebClient, channel: str, user: str) -> None:
+        self.client, self.channel, self.user = client, channel, user
+
+    async def __call__(self, text: str = "", **kwargs: Any) -> Any:
+        blocks = kwargs.get("blocks")
+        return await self.client.chat_postEphemeral(channel=self.channel, user=self.user, text=text, blocks=blocks)
+
+
+def register(app: AsyncApp, signing: Signing) -> None:
+    gates = signing.releases.gates
+
+    @app.action(ACTION_APPROVE)
+    async def approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        async with replying_errors(respond, ACTION_APPROVE):
+            release_id, role = _split(action["value"], 2)
+            outcome = await signing.vote(release_id, role, body["user"]["id"], Vote.APPROVE, click=_click(body, action))
+            await ephemeral(respond, outcome.message, blocks=withdraw_blocks(outcome, release_id, role))
+
+    async def open_modal(body: dict[str, Any], client: AsyncWebClient, value: str, kind: str) -> None:
+        release_id, subject = _split(value, 2)
+        user = body["user"]["id"]
+        context = ModalContext(release=release_id, subject=subject, channel=_channel(body))
+        release = await signing.releases.resolve(release_id)
+        gate = gates.get(release.gate_id).gate
+        if kind in ("approve", "reject"):
+            role = gate.role(subject)
+            if role is None:
+                raise NotFound(f"gate {gate.id} has no role {subject!r}")
+            await signing.authorise(release_id, role.role, user, f"sign as {role.title}")
+            view = approve_modal(context, role.title) if kind == "approve" else reject_modal(context, role.title)
+        elif kind == "manual":
+            check = next((c for c in gate.checks if c.id == subject and c.kind == "manual"), None)
+            if check is None:
+                raise NotFound(f"gate {gate.id} has no manual check {subject!r}")
+            await signing.authorise(release_id, str(getattr(check, "owner")), user, f"mark {check.title} done")  # noqa: B009
+            view = manual_modal(context, check.title, getattr(check, "instructions", None))
+        else:
+            risk = next((r for r in gate.risks if r.id == subject), None)
+            if risk is None:
+                raise NotFound(f"gate {gate.id} has no risk {subject!r}")
+            await signing.authorise(release_id, risk.acceptor, user, f"accept risk {risk.id}")
+            view = risk_modal(context, risk.description, risk.mitigation)
+        await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    @app.action(ACTION_APPROVE_COMMENT)
+    async def approve_with_comment(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        async with replying_errors(respond, ACTION_APPROVE_COMMENT):
+            await open_modal(body, client, action["value"], "approve")
+
+    @app.action(ACTION_REJECT)
+    async def reject(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        async with replying_errors(respond, ACTION_REJECT):
+            await open_modal(body, client, action["value"], "reject")
+
+    @app.action(ACTION_MANUAL_DONE)
+    async def manual_done(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        async with replying_errors(respond, ACTION_MANUAL_DONE):
+            await open_modal(body, client, action["value"], "manual")
+
+    @app.action(ACTION_ACCEPT_RISK)
+    async def accept_risk(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        async with replying_errors(respond, ACTION_ACCEPT_RISK):
+            await open_modal(body, client, action["value"], "risk")
+
+    @app.action(ACTION_WITHDRAW)
+    async def withdraw(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        async with replying_errors(respond, ACTION_WITHDRAW):
+            release_id, role = _split(action["value"], 2)
+            outcome = await signing.withdraw(release_id, role, body["user"]["id"])
+            await respond(text=outcome.message, response_type="ephemeral", replace_original=True)
+
+    @app.action(ACTION_MANUAL_REOPEN)
+    async def manual_reopen(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        async with replying_errors(respond, ACTION_MANUAL_REOPEN):
+            release_id, check = _split(action["value"], 2)
+            outcome = await signing.reopen_manual(release_id, check, body["user"]["id"])
+            await ephemeral(respond, outcome.message)
+
+    @app.action(ACTION_OVERRIDE_APPROVE)
+    async def override_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        await ack()
+        async with replying_errors(respond, ACTION_OVERRIDE_APPROVE):
+            release_id, request_id, role = _split(action["value"], 3)
+            outcome = await signing.approve_override(
+                release_id, request_id, role, body["user"]["id"], click=_click(body, action)
+            )
+            await ephemeral(respond, outcome.message)
+
+    # --- modal submissions: ack (closing the modal), then record, then confirm ephemerally ---
+
+    def _submission(body: dict[str, Any]) -> tuple[ModalContext, str, str]:
+        view = body["view"]
+        return ModalContext.decode(view["private_metadata"]), body["user"]["id"], f"{body['user']['id']}:{view['id']}"
+
+    @app.view(MODAL_APPROVE)
+    async def approve_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        context, user, click = _submission(body)
+        reply = PostEphemeral(client, context.channel, user)
+        async with replying_errors(reply, MODAL_APPROVE):
+            comment = submitted(body["view"], "comment")
+            outcome = await signing.vote(context.release, context.subject, user, Vote.APPROVE, comment, click=click)
+            await ephemeral(reply, outcome.message, blocks=withdraw_blocks(outcome, context.release, context.subject))
+
+    @app.view(MODAL_REJECT)
+    async def reject_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        reason = submitted(body["view"], "reason")
+        if not reason:  # Slack requires the input, but whitespace passes its check
+            await ack(response_action="errors", errors={"reason": "A rejection needs a reason."})
+            return
+        await ack()
+        context, user, click = _submission(body)
+        reply = PostEphemeral(client, context.channel, user)
+        async with replying_errors(reply, MODAL_REJECT):
+            outcome = await signing.vote(context.release, context.subject, user, Vote.REJECT, reason, click=click)
+            await ephemeral(reply, outcome.message, blocks=withdraw_blocks(outcome, context.release, context.subject))
+
+    @app.view(MODAL_MANUAL)
+    async def manual_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        evidence = submitted(body["view"], "evidence")
+        if not evidence:
+            await ack(response_action="errors", errors={"evidence": "Give a link or a sentence as evidence."})
+            return
+        await ack()
+        context, user, click = _submission(body)
+        reply = PostEphemeral(client, context.channel, user)
+        async with replying_errors(reply, MODAL_MANUAL):
+            outcome = await signing.mark_done(context.release, context.subject, user, evidence, click=click)
+            await ephemeral(reply, outcome.message)
+
+    @app.view(MODAL_RISK)
+    async def risk_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        reason = submitted(body["view"], "reason")
+        expires_text = submitted(body["view"], "expires")
+        errors: dict[str, str] = {}
+        expires_after: timedelta | None = None
+        if not reason:
+            errors["reason"] = "Say why the risk is acceptable."
+        if expires_text:
+            try:
+                expires_after = parse_duration(expires_text)
+            except ValueError:
+                errors["expires"] = "Use a duration like 7d, 24h or 90m."
+        if errors:
+            await ack(response_action="errors", errors=errors)
+            return
+        await ack()
+        context, user, click = _submission(body)
+        reply = PostEphemeral(client, context.channel, user)
+        async with replying_errors(reply, MODAL_RISK):
+            now: datetime = signing.releases.clock()
+            expires_at = now + expires_after if expires_after else None
+            outcome = await signing.accept_risk(context.release, context.subject, user, reason, expires_at, click=click)
+            await ephemeral(reply, outcome.message)
