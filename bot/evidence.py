@@ -209,6 +209,7 @@ def _override(decision: Decision, blocking: list[str]) -> dict[str, Any] | None:
         return None
     request = status.request
     return {
+        "id": request.id,
         "requested_by": request.requested_by,
         "reason": request.reason,
         "at": utc_iso(request.at),
@@ -421,6 +422,11 @@ def _md_signoffs(roles: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _sentence(text: str) -> str:
+    text = one_line(text)
+    return text if not text or text.endswith((".", "!", "?")) else text + "."
+
+
 def _md_risks(risks: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["## Accepted risks", ""]
     if not risks:
@@ -429,7 +435,7 @@ def _md_risks(risks: Sequence[Mapping[str, Any]]) -> list[str]:
         expires = f", expires {stamp(a['expires_at'])}" if a["expires_at"] else ", no expiry"
         mitigation = f" Mitigation: {one_line(a['mitigation'])}." if a["mitigation"] else ""
         lines.append(
-            f"- 🟡 **{a['risk_id']}** ({a['impact'] or 'impact unknown'}) — {one_line(a['description'] or '')}"
+            f"- 🟡 **{a['risk_id']}** ({a['impact'] or 'impact unknown'}) — {_sentence(a['description'] or '')}"
             f"{mitigation} Accepted by @{a['user']} as {a['role']} at {stamp(a['at'])}{expires}:"
             f" “{one_line(a['reason'])}”"
         )
@@ -445,6 +451,7 @@ def _md_override(override: Mapping[str, Any] | None) -> list[str]:
         state += f" ({one_line(override['invalid_reason'])})"
     lines += [
         f"- **Requested by** @{override['requested_by']} at {stamp(override['at'])}"
+        + (f" (request `{override['id']}`)" if override.get("id") else "")
         + (f" on commit `{override['sha']}`" if override["sha"] else "")
         + f": “{one_line(override['reason'])}”",
         f"- **State:** {state}, expires {stamp(override['expires_at'])}",
@@ -639,7 +646,9 @@ def _record_next_step(step: Mapping[str, Any], mentioned: Sequence[str]) -> str:
     if not step["fix"]:
         monitor = ", ".join(f"`{escape(r)}`" for r in step["monitor"])
         return f"*Next step:* {escape(step['text'])}" + (f" ({monitor})" if monitor else "")
-    lead = "*Next step:* proceed under override; fix after release:" if step["text"].startswith("proceed") else None
-    lines = [lead or "*Next step:* fix:"]
+    if step["text"].startswith("proceed"):
+        # Under an override the items to fix are exactly the override's "failing" list, shown above.
+        return "*Next step:* proceed under override; fix what was failing (above) after release"
+    lines = ["*Next step:* fix:"]
     lines += [f"• {_slack_text(item, mentioned)}" for item in step["fix"]]
     return _first_chunk(lines, "items")

@@ -19,6 +19,10 @@ log = logging.getLogger("gonogo.redis")
 
 CONNECT_TIMEOUT_S = 0.5
 COMMAND_TIMEOUT_S = 1.0
+# A bounded pool: a burst of clicks queues for a connection (up to POOL_WAIT_S) instead of opening
+# hundreds of sockets at once, which under load made connects time out and users see "unavailable".
+MAX_CONNECTIONS = 64
+POOL_WAIT_S = 2.0
 
 
 @dataclass
@@ -47,7 +51,10 @@ def _options() -> dict[str, Any]:
 
 def connect(url: str | None, data_dir: Path) -> RedisHandle:
     if url:
-        return RedisHandle(client=aioredis.Redis.from_url(url, **_options()))
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S, **_options()
+        )
+        return RedisHandle(client=aioredis.Redis(connection_pool=pool))
     return start_embedded(data_dir)
 
 
@@ -61,5 +68,12 @@ def start_embedded(data_dir: Path) -> RedisHandle:
         serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
     )
     log.info("embedded redis started", extra={"data_dir": str(data_dir), "socket": server.socket_file})
-    client = aioredis.Redis(unix_socket_path=server.socket_file, **_options())
+    pool = aioredis.BlockingConnectionPool(
+        connection_class=aioredis.UnixDomainSocketConnection,
+        path=server.socket_file,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_S,
+        **_options(),
+    )
+    client = aioredis.Redis(connection_pool=pool)
     return RedisHandle(client=client, embedded=server)

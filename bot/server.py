@@ -87,10 +87,10 @@ class Bot:
             request_verification_enabled=not self.settings.socket_mode,
             process_before_response=False,
         )
-        slash.register(self.app, self.service)
+        self.signing = Signing(self.service, Membership(self.service.store, client))
+        slash.register(self.app, self.service, self.signing)
         actions.register(self.app, self.service)
         events.register(self.app)
-        self.signing = Signing(self.service, Membership(self.service.store, client))
         signoffs.register(self.app, self.signing)
         self.metrics.gates_loaded.set(len(self.gates.ids))
 

@@ -38,6 +38,7 @@ log = logging.getLogger("gonogo.service")
 
 LOCK_TTL_MS = 30_000
 LOCK_RENEW_S = 10.0
+WORK_SLOTS = 16
 CARD_UPDATE_INTERVAL_S = 1.0  # Slack's chat.update tier allows ~1/s per message; we coalesce to that
 
 
@@ -96,6 +97,7 @@ class ReleaseService:
         self.concurrency = concurrency
         self.clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.work = asyncio.Semaphore(WORK_SLOTS)  # handler work after the ack, see commands/replies.py
 
     # --- background work that SIGTERM drains ----------------------------------------------
 

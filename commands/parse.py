@@ -12,6 +12,12 @@ USAGE = {
     "status": "/gonogo status [<release> | <gate>]",
     "run": "/gonogo run <release> [check-id ...]",
     "list": "/gonogo list",
+    "override": "/gonogo override <release> <reason>",
+    "decide": "/gonogo decide <release>",
+    "evidence": "/gonogo evidence <release>",
+    "close": "/gonogo close <release>",
+    "reopen": "/gonogo reopen <release>",
+    "history": "/gonogo history <release> [page]",
 }
 
 # subcommand -> (min args, max args or None for any)
@@ -21,6 +27,12 @@ _ARITY: dict[str, tuple[int, int | None]] = {
     "status": (0, 1),
     "run": (1, None),
     "list": (0, 0),
+    "override": (2, None),  # the reason is the rest of the text
+    "decide": (1, 1),
+    "evidence": (1, 1),
+    "close": (1, 1),
+    "reopen": (1, 1),
+    "history": (1, 2),
 }
 
 
@@ -45,6 +57,8 @@ def parse(text: str) -> Command:
         if high is not None and len(args) > high:
             extra = " ".join(args[high:])
             problem = f"unexpected extra words: {extra!r}"
+        elif name == "override":
+            problem = "an override needs a reason"
         else:
             problem = "missing arguments"
         raise UsageError(f"{problem}. Usage: `{USAGE[name]}`")

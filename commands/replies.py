@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -23,9 +25,14 @@ async def ephemeral(respond: Respond, text: str, **kwargs: Any) -> None:
 
 
 @asynccontextmanager
-async def replying_errors(respond: Respond, what: str) -> AsyncIterator[None]:
+async def replying_errors(respond: Respond, what: str, slots: asyncio.Semaphore | None = None) -> AsyncIterator[None]:
+    """Run a handler's work (after its ack) and turn any error into a clear ephemeral reply.
+
+    `slots` bounds how much handler work runs at once: a burst of 200 clicks would otherwise
+    starve the event loop until Redis replies time out and everyone hears "unavailable"."""
     try:
-        yield
+        async with slots or contextlib.nullcontext():
+            yield
     except StoreUnavailable as exc:
         log.error("state store unavailable", extra={"handler": what, "detail": exc.detail})
         await _safe(respond, ":warning: State store unavailable, try again. Nothing was changed.")

@@ -92,7 +92,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
     @app.action(ACTION_APPROVE)
     async def approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_APPROVE):
+        async with replying_errors(respond, ACTION_APPROVE, signing.releases.work):
             release_id, role = _split(action["value"], 2)
             outcome = await signing.vote(release_id, role, body["user"]["id"], Vote.APPROVE, click=_click(body, action))
             await ephemeral(respond, outcome.message, blocks=withdraw_blocks(outcome, release_id, role))
@@ -128,7 +128,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
     ) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_APPROVE_COMMENT):
+        async with replying_errors(respond, ACTION_APPROVE_COMMENT, signing.releases.work):
             await open_modal(body, client, action["value"], "approve")
 
     @app.action(ACTION_REJECT)
@@ -136,7 +136,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
     ) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_REJECT):
+        async with replying_errors(respond, ACTION_REJECT, signing.releases.work):
             await open_modal(body, client, action["value"], "reject")
 
     @app.action(ACTION_MANUAL_DONE)
@@ -144,7 +144,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
     ) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_MANUAL_DONE):
+        async with replying_errors(respond, ACTION_MANUAL_DONE, signing.releases.work):
             await open_modal(body, client, action["value"], "manual")
 
     @app.action(ACTION_ACCEPT_RISK)
@@ -152,13 +152,13 @@ def register(app: AsyncApp, signing: Signing) -> None:
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
     ) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_ACCEPT_RISK):
+        async with replying_errors(respond, ACTION_ACCEPT_RISK, signing.releases.work):
             await open_modal(body, client, action["value"], "risk")
 
     @app.action(ACTION_WITHDRAW)
     async def withdraw(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_WITHDRAW):
+        async with replying_errors(respond, ACTION_WITHDRAW, signing.releases.work):
             release_id, role = _split(action["value"], 2)
             outcome = await signing.withdraw(release_id, role, body["user"]["id"])
             await respond(text=outcome.message, response_type="ephemeral", replace_original=True)
@@ -166,7 +166,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
     @app.action(ACTION_MANUAL_REOPEN)
     async def manual_reopen(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_MANUAL_REOPEN):
+        async with replying_errors(respond, ACTION_MANUAL_REOPEN, signing.releases.work):
             release_id, check = _split(action["value"], 2)
             outcome = await signing.reopen_manual(release_id, check, body["user"]["id"])
             await ephemeral(respond, outcome.message)
@@ -174,7 +174,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
     @app.action(ACTION_OVERRIDE_APPROVE)
     async def override_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_OVERRIDE_APPROVE):
+        async with replying_errors(respond, ACTION_OVERRIDE_APPROVE, signing.releases.work):
             release_id, request_id, role = _split(action["value"], 3)
             outcome = await signing.approve_override(
                 release_id, request_id, role, body["user"]["id"], click=_click(body, action)
@@ -192,7 +192,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         await ack()
         context, user, click = _submission(body)
         reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_APPROVE):
+        async with replying_errors(reply, MODAL_APPROVE, signing.releases.work):
             comment = submitted(body["view"], "comment")
             outcome = await signing.vote(context.release, context.subject, user, Vote.APPROVE, comment, click=click)
             await ephemeral(reply, outcome.message, blocks=withdraw_blocks(outcome, context.release, context.subject))
@@ -206,7 +206,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         await ack()
         context, user, click = _submission(body)
         reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_REJECT):
+        async with replying_errors(reply, MODAL_REJECT, signing.releases.work):
             outcome = await signing.vote(context.release, context.subject, user, Vote.REJECT, reason, click=click)
             await ephemeral(reply, outcome.message, blocks=withdraw_blocks(outcome, context.release, context.subject))
 
@@ -219,7 +219,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         await ack()
         context, user, click = _submission(body)
         reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_MANUAL):
+        async with replying_errors(reply, MODAL_MANUAL, signing.releases.work):
             outcome = await signing.mark_done(context.release, context.subject, user, evidence, click=click)
             await ephemeral(reply, outcome.message)
 
@@ -242,7 +242,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         await ack()
         context, user, click = _submission(body)
         reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_RISK):
+        async with replying_errors(reply, MODAL_RISK, signing.releases.work):
             now: datetime = signing.releases.clock()
             expires_at = now + expires_after if expires_after else None
             outcome = await signing.accept_risk(context.release, context.subject, user, reason, expires_at, click=click)

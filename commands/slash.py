@@ -8,19 +8,20 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.card import render_help, render_release_list
 from bot.service import ReleaseService
+from bot.signing import Signing
 from commands.parse import parse
 from commands.replies import Respond, ephemeral, replying_errors
 
 
-def register(app: AsyncApp, service: ReleaseService) -> None:
+def register(app: AsyncApp, service: ReleaseService, signing: Signing) -> None:
     @app.command("/gonogo")
     async def gonogo(ack: AsyncAck, command: dict[str, Any], respond: Respond) -> None:
         await ack()
-        async with replying_errors(respond, "slash"):
-            await dispatch(service, command, respond)
+        async with replying_errors(respond, "slash", service.work):
+            await dispatch(service, signing, command, respond)
 
 
-async def dispatch(service: ReleaseService, command: dict[str, Any], respond: Respond) -> None:
+async def dispatch(service: ReleaseService, signing: Signing, command: dict[str, Any], respond: Respond) -> None:
     parsed = parse(command.get("text", ""))
     user = command["user_id"]
     channel = command.get("channel_id", "")
@@ -51,3 +52,9 @@ async def dispatch(service: ReleaseService, command: dict[str, Any], respond: Re
         release = await service.resolve(args[0])
         lease = await service.start_run(release, user, args[1:])
         await ephemeral(respond, f"Running {len(lease.check_ids)} check(s) of {release.id}; the card updates live.")
+    elif parsed.name == "override":
+        outcome = await signing.request_override(args[0], user, " ".join(args[1:]))
+        await ephemeral(
+            respond,
+            f"{outcome.message} Approvers were asked in <#{service.gates.get(outcome.release.gate_id).gate.channel}>.",
+        )

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import secrets
 import textwrap
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -68,6 +69,8 @@ def block_action(
     channel: str = CHANNEL,
     message_ts: str = "1700000000.000100",
     block_id: str = "gonogo_card_actions",
+    trigger_id: str = "13345224609.738474920.8088930838d88f008e0",
+    action_ts: str | None = None,
 ) -> dict[str, Any]:
     """A `block_actions` payload as Slack sends it for a button click on a message."""
     return {
@@ -76,7 +79,7 @@ def block_action(
         "api_app_id": "A0GONOGO",
         "token": "deprecated-verification-token",
         "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
-        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "trigger_id": trigger_id,
         "team": {"id": TEAM, "domain": "acme"},
         "channel": {"id": channel, "name": "deploys"},
         "message": {"type": "message", "ts": message_ts, "text": "card"},
@@ -88,7 +91,7 @@ def block_action(
                 "value": value,
                 "type": "button",
                 "text": {"type": "plain_text", "text": "button"},
-                "action_ts": f"{time.time():.6f}",
+                "action_ts": action_ts or f"{time.time():.6f}{secrets.randbelow(1000):03d}",
             }
         ],
     }
@@ -161,8 +164,35 @@ class RunningBot:
     async def command(self, text: str, *, response_url: str, user: str = "U01TECH", channel: str = CHANNEL) -> Reply:
         return await self.signed(form(slash_command(text, response_url=response_url, user=user, channel=channel)))
 
-    async def click(self, action_id: str, value: str, *, response_url: str, user: str = "U01TECH") -> Reply:
-        return await self.signed(payload_form(block_action(action_id, value, response_url=response_url, user=user)))
+    async def click(
+        self, action_id: str, value: str, *, response_url: str, user: str = "U01TECH", **extra: Any
+    ) -> Reply:
+        payload = block_action(action_id, value, response_url=response_url, user=user, **extra)
+        return await self.signed(payload_form(payload))
+
+    async def submit(self, view: Mapping[str, Any], view_id: str, user: str, values: Mapping[str, str]) -> Reply:
+        """A `view_submission` of a modal the bot opened, with the user's input per block."""
+        state = {block: {"value": {"type": "plain_text_input", "value": text}} for block, text in values.items()}
+        payload = {
+            "type": "view_submission",
+            "team": {"id": TEAM, "domain": "acme"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
+            "api_app_id": "A0GONOGO",
+            "token": "deprecated-verification-token",
+            "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+            "view": {
+                **view,
+                "id": view_id,
+                "team_id": TEAM,
+                "state": {"values": state},
+                "hash": "156772938.1827394",
+                "app_id": "A0GONOGO",
+                "bot_id": "B0BOT",
+            },
+            "response_urls": [],
+            "is_enterprise_install": False,
+        }
+        return await self.signed(payload_form(payload))
 
     async def get(self, path: str) -> Reply:
         assert self.session is not None
