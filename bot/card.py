@@ -178,7 +178,14 @@ class CardView:
 
 def headline(view: CardView) -> str:
     gate, release, decision = view.gate, view.release, view.decision
-    status = f"{RUNNING} RUNNING" if view.running else f"{decision.verdict.emoji} {decision.verdict.value}"
+    if release.state is State.CLOSED:
+        status = "⚫ CLOSED"
+    elif release.state is State.DECIDED and release.last_verdict is not None:
+        status = f"{release.last_verdict.emoji} {release.last_verdict.value} (decided)"
+    elif view.running:
+        status = f"{RUNNING} RUNNING"
+    else:
+        status = f"{decision.verdict.emoji} {decision.verdict.value}"
     title = f"{status} · {gate.name} {release.version}"
     if decision.score is not None:
         title += f" · risk {decision.score.score:g}"
@@ -576,6 +583,11 @@ USAGE = [
     ("status [<release> | <gate>]", "show a release's card (here: at the bottom); alone: the open releases"),
     ("run <release> [check-id ...]", "run the checks now (all, or the ones named)"),
     ("list", "open releases with their verdicts and what blocks them"),
+    ("override <release> <reason>", "break-glass: ask the override approvers to let a NO-GO go"),
+    ("decide <release>", "freeze the verdict: post the decision record, keep the evidence bundle"),
+    ("evidence <release>", "upload the evidence bundle (Markdown) to the card's thread"),
+    ("close <release> / reopen <release>", "close a release / open it again"),
+    ("history <release> [--page N]", "the audit trail"),
     ("help", "this message"),
 ]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,17 @@ from rich.live import Live
 from bot import logs
 from bot.decision import DecisionInput, decide
 from bot.errors import ConfigError, GonogoError
+from bot.evidence import render_markdown
 from bot.gate import Gate
 from bot.loader import load_gate, load_gates
 from bot.masking import Masker
+from bot.people import People, load_people, with_manual_marks
+from bot.redis_conn import connect
+from bot.release import parse_release_id
 from bot.report import json_document, results_table, verdict_text
 from bot.results import CheckResult
 from bot.runner import DEFAULT_CONCURRENCY, run_checks
+from bot.store import Store
 from checks.base import CheckContext
 
 EXIT_CONFIG = 2
@@ -43,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--ignore-signoffs", action="store_true", help="decide on checks alone (sign-offs and risk acceptance unknown)"
     )
+    check.add_argument(
+        "--release",
+        metavar="ID",
+        default=None,
+        help="use this release's stored sign-offs, accepted risks, override and commit (needs REDIS_URL)",
+    )
+
+    export = sub.add_parser("export", help="print a decided release's evidence bundle (needs REDIS_URL)")
+    export.add_argument("release", help="release id, e.g. payments@1.4.0")
+    export.add_argument("--format", choices=["json", "md"], default="json")
 
     validate = sub.add_parser("validate", help="validate gate files and report every problem")
     validate.add_argument("target", type=Path, help="gate file or directory")
@@ -61,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_check(args))
         if args.command == "validate":
             return _validate(args.target)
+        if args.command == "export":
+            return asyncio.run(_export(args.release, args.format))
         if args.command == "schema":
             print(json.dumps(Gate.model_json_schema(), indent=2))
             return 0
@@ -126,17 +144,58 @@ async def _check(args: argparse.Namespace) -> int:
         ctx = CheckContext(session=session, base_dir=args.workdir or Path.cwd(), env=env)
         await _run_with_progress(gate, specs, ctx, results, console, live=live, quiet=args.json, n=args.concurrency)
 
-    decision = decide(
-        DecisionInput(gate=gate, now=datetime.now(UTC), results=results, ignore_signoffs=args.ignore_signoffs)
-    )
+    now = datetime.now(UTC)
+    if args.release:
+        people, sha = await _release_facts(args.release, gate.id)
+        results = with_manual_marks(gate, results, people.marks)
+        decision = decide(people.decision_input(gate, now, results, sha))
+    else:
+        decision = decide(DecisionInput(gate=gate, now=now, results=results, ignore_signoffs=args.ignore_signoffs))
     if args.json:
-        document = json_document(gate, decision, results, gate_file=str(args.file), gate_sha256=loaded.sha256)
+        document = json_document(
+            gate, decision, results, gate_file=str(args.file), gate_sha256=loaded.sha256, release=args.release
+        )
         print(json.dumps(document, indent=2))
     else:
         if not live:
             console.print(results_table(gate, results))
         console.print(verdict_text(decision))
     return decision.verdict.exit_code
+
+
+@contextlib.asynccontextmanager
+async def _store() -> AsyncIterator[Store]:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        raise ConfigError(["REDIS_URL is not set: it must point at the bot's Redis"])
+    handle = connect(url, Path("."))
+    try:
+        yield Store(handle.client)
+    finally:
+        await handle.close()
+
+
+async def _release_facts(release_id: str, gate_id: str) -> tuple[People, str | None]:
+    """What people recorded in Slack for this release, so CI and the card decide alike."""
+    parse_release_id(release_id)
+    async with _store() as store:
+        release = await store.get_release(release_id)
+        if release is None:
+            raise ConfigError([f"--release: no release {release_id!r} in the store"])
+        if release.gate_id != gate_id:
+            raise ConfigError([f"--release: {release_id} belongs to gate {release.gate_id}, not {gate_id}"])
+        return await load_people(store, release_id), release.sha
+
+
+async def _export(release_id: str, fmt: str) -> int:
+    parse_release_id(release_id)
+    async with _store() as store:
+        raw = await store.get_bundle(release_id)
+    if raw is None:
+        raise ConfigError([f"{release_id} has no evidence bundle: decide it first (`/gonogo decide {release_id}`)"])
+    bundle = json.loads(raw)
+    print(json.dumps(bundle, indent=2, sort_keys=True) if fmt == "json" else render_markdown(bundle))
+    return 0
 
 
 async def _run_with_progress(

@@ -59,7 +59,7 @@ def json_document(
                 "severity": spec.severity.value,
                 "group": spec.group,
                 "status": found.status.value if found else "not_run",
-                "summary": found.summary if found else "not run",
+                "summary": plain(found.summary) if found else "not run",
                 "details": found.details if found else "",
                 "value": found.value if found else None,
                 "duration_s": round(found.duration_s, 3) if found else None,
@@ -115,7 +115,7 @@ def results_table(gate: Gate, results: Mapping[str, CheckResult], running: set[s
         table.add_row(
             Text(found.status.value.upper(), style=_STATUS_STYLE[found.status]),
             name,
-            found.summary,
+            plain(found.summary),
             format_duration_short(found.duration_s),
         )
     return table

@@ -29,6 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import StoreUnavailable
 from bot.gateset import GateSet
+from bot.lifecycle import Lifecycle
 from bot.membership import Membership
 from bot.metrics import Metrics
 from bot.redis_conn import RedisHandle, connect
@@ -87,8 +88,9 @@ class Bot:
             request_verification_enabled=not self.settings.socket_mode,
             process_before_response=False,
         )
-        self.signing = Signing(self.service, Membership(self.service.store, client))
-        slash.register(self.app, self.service, self.signing)
+        membership = Membership(self.service.store, client)
+        self.signing = Signing(self.service, membership)
+        slash.register(self.app, self.service, self.signing, Lifecycle(self.service, membership))
         actions.register(self.app, self.service)
         events.register(self.app)
         signoffs.register(self.app, self.signing)

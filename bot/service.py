@@ -163,7 +163,7 @@ class ReleaseService:
         if outcome == "exists":
             if sha is None or sha == found.sha:
                 return found, False
-            moved = await self._update(
+            moved = await self.update_release(
                 found,
                 lambda r: r.model_copy(update={"sha": sha}),
                 AuditEvent(type="sha_moved", actor=actor, at=now, data={"from": found.sha, "to": sha}),
@@ -173,7 +173,7 @@ class ReleaseService:
             return moved, True
         return await self.publish_card(found), True
 
-    async def _update(
+    async def update_release(
         self, release: Release, change: Callable[[Release], Release], event: AuditEvent | None
     ) -> Release:
         """Compare-and-set with a few retries: concurrent writers (replicas) never lose updates."""
@@ -229,7 +229,7 @@ class ReleaseService:
         posted = await self.slack.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
         old_channel, old_ts = release.card_channel, release.card_ts
         new_ts = str(posted["ts"])
-        updated = await self._update(
+        updated = await self.update_release(
             release,
             lambda r: r.model_copy(
                 update={"card_channel": str(posted["channel"]), "card_ts": new_ts, "thread_ts": r.thread_ts or new_ts}
@@ -324,7 +324,7 @@ class ReleaseService:
                     },
                 ),
             )
-            current = await self._update(
+            current = await self.update_release(
                 state.release, lambda r: r.model_copy(update={"last_verdict": record.verdict}), None
             )
             updater.release = current

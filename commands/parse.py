@@ -17,7 +17,7 @@ USAGE = {
     "evidence": "/gonogo evidence <release>",
     "close": "/gonogo close <release>",
     "reopen": "/gonogo reopen <release>",
-    "history": "/gonogo history <release> [page]",
+    "history": "/gonogo history <release> [--page N]",
 }
 
 # subcommand -> (min args, max args or None for any)
@@ -32,7 +32,7 @@ _ARITY: dict[str, tuple[int, int | None]] = {
     "evidence": (1, 1),
     "close": (1, 1),
     "reopen": (1, 1),
-    "history": (1, 2),
+    "history": (1, 3),
 }
 
 

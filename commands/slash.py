@@ -7,21 +7,35 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.card import render_help, render_release_list
+from bot.errors import UsageError
+from bot.lifecycle import Lifecycle
 from bot.service import ReleaseService
 from bot.signing import Signing
-from commands.parse import parse
+from commands.parse import USAGE, parse
 from commands.replies import Respond, ephemeral, replying_errors
 
 
-def register(app: AsyncApp, service: ReleaseService, signing: Signing) -> None:
+def register(app: AsyncApp, service: ReleaseService, signing: Signing, lifecycle: Lifecycle) -> None:
     @app.command("/gonogo")
     async def gonogo(ack: AsyncAck, command: dict[str, Any], respond: Respond) -> None:
         await ack()
         async with replying_errors(respond, "slash", service.work):
-            await dispatch(service, signing, command, respond)
+            await dispatch(service, signing, lifecycle, command, respond)
 
 
-async def dispatch(service: ReleaseService, signing: Signing, command: dict[str, Any], respond: Respond) -> None:
+def _page(args: tuple[str, ...]) -> int | None:
+    """`history <release> [N | --page N]`."""
+    rest = [a for a in args[1:] if a != "--page"]
+    if not rest:
+        return None
+    if len(rest) > 1 or not rest[0].lstrip("-").isdigit():
+        raise UsageError(f"bad page {' '.join(rest)!r}. Usage: `{USAGE['history']}`")
+    return int(rest[0])
+
+
+async def dispatch(
+    service: ReleaseService, signing: Signing, lifecycle: Lifecycle, command: dict[str, Any], respond: Respond
+) -> None:
     parsed = parse(command.get("text", ""))
     user = command["user_id"]
     channel = command.get("channel_id", "")
@@ -54,7 +68,25 @@ async def dispatch(service: ReleaseService, signing: Signing, command: dict[str,
         await ephemeral(respond, f"Running {len(lease.check_ids)} check(s) of {release.id}; the card updates live.")
     elif parsed.name == "override":
         outcome = await signing.request_override(args[0], user, " ".join(args[1:]))
+        channel = service.gates.get(outcome.release.gate_id).gate.channel
+        await ephemeral(respond, f"{outcome.message} Approvers were asked in <#{channel}>.")
+    elif parsed.name == "decide":
+        decided = await lifecycle.decide(args[0], user)
+        where = decided.release.card_channel
         await ephemeral(
-            respond,
-            f"{outcome.message} Approvers were asked in <#{service.gates.get(outcome.release.gate_id).gate.channel}>.",
+            respond, f"{decided.release.id} decided: {decided.bundle.get('verdict')}. The record is in <#{where}>."
         )
+    elif parsed.name == "evidence":
+        filename = await lifecycle.upload_evidence(args[0], user)
+        await ephemeral(respond, f"Uploaded `{filename}` to the card's thread.")
+    elif parsed.name == "close":
+        closed = await lifecycle.close(args[0], user)
+        await ephemeral(respond, f"{closed.id} is closed.")
+    elif parsed.name == "reopen":
+        reopened = await lifecycle.reopen(args[0], user)
+        await ephemeral(respond, f"{reopened.id} is open again.")
+    elif parsed.name == "history":
+        history = await lifecycle.history(args[0], _page(args))
+        await ephemeral(respond, history.text, blocks=history.blocks)
+    else:  # parse() knows a subcommand this dispatcher does not: a bug, never a silent no-op
+        raise AssertionError(f"unhandled subcommand {parsed.name}")

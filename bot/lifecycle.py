@@ -1,0 +1,161 @@
+"""A release's life after its checks: decide (freeze the verdict and keep the evidence), close,
+reopen, upload the evidence, show the history. Every step is audited."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from bot.card import Message
+from bot.errors import Conflict, Forbidden
+from bot.evidence import build_bundle, render_markdown, render_record
+from bot.history import render_history
+from bot.membership import Membership
+from bot.release import Release, State
+from bot.service import ReleaseService
+from bot.store import AuditEvent
+
+log = logging.getLogger("gonogo.lifecycle")
+
+
+@dataclass(frozen=True)
+class Decided:
+    release: Release
+    bundle: dict[str, object]
+
+
+class Lifecycle:
+    def __init__(self, releases: ReleaseService, membership: Membership) -> None:
+        self.releases = releases
+        self.membership = membership
+
+    async def _member_of_a_required_role(self, release: Release, user: str, action: str) -> None:
+        gate = self.releases.gates.get(release.gate_id).gate
+        required = [r for r in gate.signoffs if r.required]
+        for role in required:
+            if user in await self.membership.members(role):
+                return
+        if not required:  # a gate without sign-offs: anyone in the channel may decide
+            return
+        labels = ", ".join(r.title for r in required)
+        await self.releases.store.append_audit(
+            release.id,
+            AuditEvent(type="signoff_refused", actor=user, at=self.releases.clock(), data={"action": action}),
+        )
+        raise Forbidden(f"only members of a required role ({labels}) can {action} {release.id}")
+
+    async def decide(self, release_id: str, user: str) -> Decided:
+        """Freeze the verdict: the record goes to the gate's channel, the bundle into Redis."""
+        release = await self.releases.resolve(release_id)
+        if release.state is not State.OPEN:
+            raise Conflict(f"{release.id} is {release.state.value}: `/gonogo reopen {release.id}` to decide again")
+        await self._member_of_a_required_role(release, user, "decide")
+        if await self.releases.store.current_run(release.id) is not None:
+            raise Conflict(f"checks of {release.id} are running: decide when they finish")
+        state = await self.releases.state(release)
+        now = self.releases.clock()
+        runs = await self.releases.store.runs(release.id, count=20)
+        bundle = build_bundle(
+            loaded=state.loaded,
+            release=release,
+            decision=state.decision,
+            results=state.results,
+            decided_by=user,
+            decided_at=now,
+            drills=state.people.drills,
+            runs=runs,
+        )
+        await self.releases.store.save_bundle(release.id, json.dumps(bundle, sort_keys=True))
+        decided = await self.releases.update_release(
+            release,
+            lambda r: r.model_copy(update={"state": State.DECIDED, "last_verdict": state.decision.verdict}),
+            AuditEvent(
+                type="decided",
+                actor=user,
+                at=now,
+                data={
+                    "verdict": state.decision.verdict.value,
+                    "checks_passed": state.decision.checks_passed,
+                    "checks_total": state.decision.checks_total,
+                },
+            ),
+        )
+        record = render_record(bundle)
+        channel = state.loaded.gate.channel
+        await self.releases.slack.chat_postMessage(channel=channel, text=record.text, blocks=record.blocks)
+        return Decided(await self.releases.publish_card(decided), bundle)
+
+    async def close(self, release_id: str, user: str) -> Release:
+        release = await self.releases.resolve(release_id)
+        if release.state is State.CLOSED:
+            raise Conflict(f"{release.id} is already closed")
+        await self._member_of_a_required_role(release, user, "close")
+        closed = await self.releases.update_release(
+            release,
+            lambda r: r.model_copy(update={"state": State.CLOSED}),
+            AuditEvent(type="closed", actor=user, at=self.releases.clock(), data={"from": release.state.value}),
+        )
+        return await self.releases.publish_card(closed)
+
+    async def reopen(self, release_id: str, user: str) -> Release:
+        release = await self.releases.resolve(release_id)
+        if release.state is State.OPEN:
+            raise Conflict(f"{release.id} is already open")
+        await self._member_of_a_required_role(release, user, "reopen")
+        reopened = await self.releases.update_release(
+            release,
+            lambda r: r.model_copy(update={"state": State.OPEN}),
+            AuditEvent(type="reopened", actor=user, at=self.releases.clock(), data={"from": release.state.value}),
+        )
+        return await self.releases.publish_card(reopened)
+
+    async def bundle(self, release: Release) -> tuple[dict[str, object], bool]:
+        """The frozen bundle, or (not decided yet) a snapshot of now, and whether it is frozen."""
+        stored = await self.releases.store.get_bundle(release.id)
+        if stored is not None and release.state is not State.OPEN:
+            return json.loads(stored), True
+        state = await self.releases.state(release)
+        runs = await self.releases.store.runs(release.id, count=20)
+        snapshot = build_bundle(
+            loaded=state.loaded,
+            release=release,
+            decision=state.decision,
+            results=state.results,
+            decided_by="(not decided)",
+            decided_at=self.releases.clock(),
+            drills=state.people.drills,
+            runs=runs,
+        )
+        return snapshot, False
+
+    async def upload_evidence(self, release_id: str, user: str) -> str:
+        release = await self.releases.resolve(release_id)
+        bundle, frozen = await self.bundle(release)
+        markdown = render_markdown(bundle)
+        if not frozen:
+            markdown = f"> Snapshot: {release.id} is not decided yet (`/gonogo decide {release.id}`).\n\n{markdown}"
+        channel = release.card_channel or self.releases.gates.get(release.gate_id).gate.channel
+        filename = f"{release.id.replace('@', '-')}-evidence.md"
+        await self.releases.slack.files_upload_v2(
+            channel=channel,
+            thread_ts=release.thread_ts,
+            content=markdown,
+            filename=filename,
+            title=f"Evidence for {release.id}",
+        )
+        await self.releases.store.append_audit(
+            release.id,
+            AuditEvent(
+                type="evidence_uploaded",
+                actor=user,
+                at=self.releases.clock(),
+                data={"file": filename, "verdict": bundle.get("verdict"), "frozen": frozen},
+            ),
+        )
+        return filename
+
+    async def history(self, release_id: str, page: int | None) -> Message:
+        release = await self.releases.resolve(release_id)
+        entries = await self.releases.store.audit(release.id, count=10_000)
+        return render_history(release.id, entries, page=page, now=self.releases.clock())
