@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from rich.console import Console, Group
@@ -20,18 +20,20 @@ from rich.live import Live
 from bot import logs
 from bot.decision import DecisionInput, decide
 from bot.errors import ConfigError, GonogoError
-from bot.evidence import render_markdown
 from bot.gate import Gate
 from bot.loader import load_gate, load_gates
 from bot.masking import Masker
-from bot.people import People, load_people, with_manual_marks
-from bot.redis_conn import connect
-from bot.release import parse_release_id
 from bot.report import json_document, results_table, verdict_text
 from bot.results import CheckResult
 from bot.runner import DEFAULT_CONCURRENCY, run_checks
-from bot.store import Store
 from checks.base import CheckContext
+
+if TYPE_CHECKING:
+    from bot.people import People
+    from bot.store import Store
+
+# Redis, Slack and the evidence renderers are imported where they are used: `gonogo check` in a
+# CI job should not pay their import time on every run (see bench/fanout.py).
 
 EXIT_CONFIG = 2
 
@@ -146,6 +148,8 @@ async def _check(args: argparse.Namespace) -> int:
 
     now = datetime.now(UTC)
     if args.release:
+        from bot.people import with_manual_marks
+
         people, sha = await _release_facts(args.release, gate.id)
         results = with_manual_marks(gate, results, people.marks)
         decision = decide(people.decision_input(gate, now, results, sha))
@@ -165,9 +169,13 @@ async def _check(args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def _store() -> AsyncIterator[Store]:
+    from bot.store import Store
+
     url = os.environ.get("REDIS_URL")
     if not url:
         raise ConfigError(["REDIS_URL is not set: it must point at the bot's Redis"])
+    from bot.redis_conn import connect
+
     handle = connect(url, Path("."))
     try:
         yield Store(handle.client)
@@ -177,6 +185,9 @@ async def _store() -> AsyncIterator[Store]:
 
 async def _release_facts(release_id: str, gate_id: str) -> tuple[People, str | None]:
     """What people recorded in Slack for this release, so CI and the card decide alike."""
+    from bot.people import load_people
+    from bot.release import parse_release_id
+
     parse_release_id(release_id)
     async with _store() as store:
         release = await store.get_release(release_id)
@@ -188,6 +199,9 @@ async def _release_facts(release_id: str, gate_id: str) -> tuple[People, str | N
 
 
 async def _export(release_id: str, fmt: str) -> int:
+    from bot.evidence import render_markdown
+    from bot.release import parse_release_id
+
     parse_release_id(release_id)
     async with _store() as store:
         raw = await store.get_bundle(release_id)

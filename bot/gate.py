@@ -66,6 +66,9 @@ class ThresholdPolicy(_Model):
     def _ordered(self) -> ThresholdPolicy:
         if self.review > self.go:
             raise ValueError(f"review ({self.review}) must not exceed go ({self.go})")
+        if self.review < self.go and not self.review_role:
+            # Without a reviewer the review band could never become GO: say so at load time.
+            raise ValueError("a review band (review < go) needs review_role: the role whose sign-off lets it go")
         return self
 
 

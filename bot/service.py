@@ -353,6 +353,15 @@ class ReleaseService:
                 sig = stale.signature
                 if await self.store.first_notice(release.id, f"{sig.role}|{sig.user}|{sig.at.isoformat()}"):
                     lines.append(f"<@{sig.user}>: your {sig.vote.value} as {role.label} is stale ({stale.reason})")
+                    await self.store.append_audit(
+                        release.id,
+                        AuditEvent(
+                            type="signoff_stale",
+                            actor="gonogo",
+                            at=self.clock(),
+                            data={"role": sig.role, "label": role.label, "user": sig.user, "reason": stale.reason},
+                        ),
+                    )
         if not lines:
             return
         text = "Please review and sign again:\n" + "\n".join(lines)

@@ -18,7 +18,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -37,6 +37,10 @@ class Spec(SpecBase):
     shell: bool = False
     cwd: str | None = Field(default=None, description="Working directory, relative to the gate working directory")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the child")
+    pass_env: list[str] = Field(
+        default_factory=list,
+        description="Variables of gonogo's environment passed on although their names look secret (e.g. VAULT_TOKEN)",
+    )
 
     default_timeout: ClassVar[timedelta] = timedelta(minutes=10)
 
@@ -72,19 +76,28 @@ _BOT_PREFIXES = ("SLACK_", "GONOGO_")
 _BOT_NAMES = frozenset({"REDIS_URL"})
 
 
+def is_bots_own(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith(_BOT_PREFIXES) or upper in _BOT_NAMES
+
+
 def is_withheld(name: str) -> bool:
     """Whether an environment variable of the bot must not reach a check's child process."""
-    upper = name.upper()
-    return upper.startswith(_BOT_PREFIXES) or upper in _BOT_NAMES or SECRET_NAME.search(name) is not None
+    return is_bots_own(name) or SECRET_NAME.search(name) is not None
 
 
-def child_env(env: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+def child_env(env: Mapping[str, str], extra: Mapping[str, str], passed: Sequence[str] = ()) -> dict[str, str]:
     """The child's environment: `env` without the bot's secrets, then `extra` on top.
 
     A variable the check sets in `extra` is passed even when its name looks secret: the gate's
     author asked for it explicitly (e.g. `env: {NPM_TOKEN: ...}` for a private registry).
     """
-    kept = {name: value for name, value in env.items() if not is_withheld(name)}
+    # `pass_env` opens secret-looking names the gate needs (VAULT_TOKEN), never the bot's own.
+    kept = {
+        name: value
+        for name, value in env.items()
+        if not is_withheld(name) or (name in passed and not is_bots_own(name))
+    }
     kept.update(extra)
     return kept
 
@@ -224,7 +237,7 @@ async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
             _Child,
             *argv,
             cwd=cwd,
-            env=child_env(ctx.env, spec.env),
+            env=child_env(ctx.env, spec.env, spec.pass_env),
             stdin=subprocess.DEVNULL,  # nothing may sit waiting for a prompt's answer
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -321,3 +321,9 @@ async def test_secrets_the_child_prints_are_masked_by_the_runner(
     assert "very-secret-deploy-value" not in outcome.details
     assert "xoxb-123456" not in outcome.details
     assert outcome.details == f"deploying with {MASK} and {MASK}"
+
+
+def test_pass_env_opens_named_secrets_but_never_the_bots_own() -> None:
+    env = {"VAULT_TOKEN": "v", "AWS_SECRET_ACCESS_KEY": "a", "SLACK_BOT_TOKEN": "s", "REDIS_URL": "r", "PATH": "/bin"}
+    passed = child_env(env, {}, ["VAULT_TOKEN", "SLACK_BOT_TOKEN", "REDIS_URL"])
+    assert passed == {"VAULT_TOKEN": "v", "PATH": "/bin"}

@@ -172,3 +172,17 @@ def test_schema_accepts_the_contract_example() -> None:
     import jsonschema
 
     jsonschema.validate(yaml.safe_load(CONTRACT.read_text()), Gate.model_json_schema())
+
+
+def test_a_threshold_review_band_needs_a_review_role(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        id: deploy
+        name: Deploy
+        channel: C1
+        policy: {kind: threshold, go: 1.0, review: 0.9}
+        """,
+    )
+    (problem,) = problems_of(path)
+    assert "policy" in problem and "needs review_role" in problem
