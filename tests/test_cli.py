@@ -1,0 +1,129 @@
+"""`gonogo check` as CI runs it: exit codes, the --json contract, plain output off a terminal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+PASS = '["python3", "-c", "print(\'ok\')"]'
+FAIL = '["python3", "-c", "print(\'boom\'); raise SystemExit(4)"]'
+
+
+def gate(tmp_path: Path, checks: str, extra: str = "") -> Path:
+    path = tmp_path / "gate.yml"
+    body = f"id: cli\nname: CLI gate\nchannel: C1\nchecks:\n{textwrap.dedent(checks)}{textwrap.dedent(extra)}"
+    path.write_text(body)
+    return path
+
+
+def check(check_id: str, run: str, severity: str = "required") -> str:
+    return f"  - {{id: {check_id}, kind: command, run: {run}, severity: {severity}}}\n"
+
+
+@pytest.mark.parametrize(
+    ("checks", "extra", "flags", "code"),
+    [
+        (check("a", PASS) + check("b", PASS), "", [], 0),
+        (check("a", PASS) + check("lint", FAIL, "advisory"), "", [], 0),
+        (check("a", PASS) + check("b", FAIL), "", [], 1),
+        (check("a", FAIL, "blocker"), "", [], 1),
+        (
+            check("a", PASS),
+            "risks:\n  - {id: r1, description: d, acceptor: lead}\nsignoffs:\n  - {role: lead, users: [U1]}\n",
+            ["--ignore-signoffs"],
+            3,
+        ),
+        (check("a", PASS), "signoffs:\n  - {role: lead, users: [U1]}\n", [], 1),
+        (check("a", PASS), "signoffs:\n  - {role: lead, users: [U1]}\n", ["--ignore-signoffs"], 0),
+        (check("a", PASS) + check("b", FAIL), "", ["--only", "a"], 1),  # b never ran: not passing
+    ],
+)
+def test_exit_codes(tmp_path: Path, checks: str, extra: str, flags: list[str], code: int) -> None:
+    assert main(["check", str(gate(tmp_path, checks, extra)), *flags]) == code
+
+
+def test_config_and_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = gate(tmp_path, check("a", PASS))
+    assert main(["check", str(tmp_path / "missing.yml")]) == 2
+    assert main(["check", str(path), "--only", "nope"]) == 2
+    assert "--only: unknown check nope" in capsys.readouterr().err
+    assert main(["check", str(path), "--concurrency", "0"]) == 2
+    bad = tmp_path / "bad.yml"
+    bad.write_text("id: Bad\nname: x\nchannel: C1\nchecks: [{id: a, kind: command, run: 'ls | wc'}]\n")
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yml" in err and "checks[0]" in err
+
+
+def test_json_document_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = gate(tmp_path, check("a", PASS) + check("b", FAIL))
+    capsys.readouterr()
+    assert main(["check", str(path), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) >= {
+        "version",
+        "gate",
+        "release",
+        "verdict",
+        "exit_code",
+        "decided_at",
+        "policy",
+        "checks_passed",
+        "checks_total",
+        "score",
+        "reasons",
+        "checks",
+        "signoffs",
+    }
+    assert doc["version"] == 1 and doc["verdict"] == "NO-GO" and doc["exit_code"] == 1
+    assert doc["gate"]["id"] == "cli" and len(doc["gate"]["sha256"]) == 64
+    by_id = {c["id"]: c for c in doc["checks"]}
+    assert by_id["a"]["status"] == "pass" and by_id["b"]["status"] == "fail"
+    assert by_id["b"]["summary"].startswith("exit 4 after") and "boom" in by_id["b"]["details"]
+    assert set(by_id["a"]) == {
+        "id",
+        "name",
+        "kind",
+        "severity",
+        "group",
+        "status",
+        "summary",
+        "details",
+        "value",
+        "duration_s",
+        "started_at",
+        "finished_at",
+    }
+    assert {"level": "blocking", "code": "check_not_passing", "subject": "b"}.items() <= doc["reasons"][0].items()
+
+
+def test_plain_output_off_a_terminal(tmp_path: Path) -> None:
+    path = gate(tmp_path, check("a", PASS) + check("b", FAIL))
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "check", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert any(line.strip().startswith("pass  a:") for line in lines)  # one line per finished check
+    assert any(line.strip().startswith("fail  b: exit 4") for line in lines)
+    assert "NO-GO" in done.stdout and "\x1b[" not in done.stdout  # no colour codes in CI logs
+
+
+def test_secrets_in_output_are_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEPLOY_TOKEN", "s3cr3t-value-123")
+    leak = '["python3", "-c", "print(\'token xoxb-1234-5678-abcdefghijkl and s3cr3t-value-123\'); raise SystemExit(1)"]'
+    # pass_env lets the child see the secret; the runner must still mask it on the way out.
+    path = gate(tmp_path, f"  - {{id: leak, kind: command, run: {leak}, pass_env: [DEPLOY_TOKEN]}}\n")
+    capsys.readouterr()
+    main(["check", str(path), "--json"])
+    out = capsys.readouterr().out
+    assert "s3cr3t-value-123" not in out and "xoxb-1234-5678-abcdefghijkl" not in out
