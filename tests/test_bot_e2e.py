@@ -93,7 +93,7 @@ async def open_release(bot: RunningBot, standin: SlackStandIn, text: str = "open
     url = standin.new_response_url()
     reply = await bot.command(text, response_url=url)
     assert reply.status == 200
-    posted = await standin.wait_for("chat.postMessage", lambda c: c.args.get("channel") == CHANNEL)
+    posted = await standin.wait_for("chat.postMessage", lambda c: c.args.get("channel") == CHANNEL and c.ok)
     return str(posted.response["ts"])
 
 
@@ -375,3 +375,39 @@ async def test_socket_mode_connects_and_handles_a_slash_command(
         assert "Opened payments@2.0.0" in (await reply_to(standin, url))["text"]
     finally:
         await bot.stop()
+
+
+async def test_slack_429_is_retried_after_retry_after(bot: RunningBot, standin: SlackStandIn) -> None:
+    standin.fail_next("chat.postMessage", status=429, retry_after=0)
+    await open_release(bot, standin)
+    attempts = standin.calls("chat.postMessage")
+    assert [c.status for c in attempts][:2] == [429, 200]
+
+
+async def test_sighup_keeps_the_last_good_gates(bot: RunningBot, standin: SlackStandIn, gates_dir: Path) -> None:
+    import os
+    import signal
+
+    (gates_dir / "payments.yml").write_text("id: payments\nname: broken\nchannel: C1\nchecks: [{id: x, kind: nope}]\n")
+    os.kill(os.getpid(), signal.SIGHUP)
+    await asyncio.sleep(0.2)
+    assert (await bot.get("/readyz")).status == 200
+    await open_release(bot, standin)  # the last good payments gate is still served
+
+
+async def test_sigterm_drains_a_running_check_before_exiting(
+    standin: SlackStandIn, redis_client: aioredis.Redis, redis_url: str, gates_dir: Path, tmp_path: Path
+) -> None:
+    settings = bot_settings(api_url=standin.api_url, redis_url=redis_url, gates=gates_dir, data_dir=tmp_path / "d")
+    bot = await RunningBot(settings).start()
+    try:
+        await open_release(bot, standin, "open slow 1.0")
+        await bot.command("run slow@1.0", response_url=standin.new_response_url())
+        await standin.wait_for("chat.update", lambda c: header_of(c.args).startswith("⏳ RUNNING"))
+    finally:
+        started = time.monotonic()
+        await bot.stop()  # what SIGTERM triggers: stop taking work, drain, exit
+    assert time.monotonic() - started < 5
+    results = await redis_client.hgetall(keys.results("slow@1.0"))
+    assert "nap" in results  # the 2 s check finished and was stored before the process exited
+    assert await redis_client.llen(keys.runs("slow@1.0")) == 1
