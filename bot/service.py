@@ -21,7 +21,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.card import CardView, Message, render_card, render_check_details
+from bot.card import FOLD_AT, CardView, Message, render_card, render_check_details, render_results_listing
 from bot.decision import Decision, decide
 from bot.errors import Conflict, NotFound, StoreUnavailable, UsageError
 from bot.gateset import GateSet
@@ -381,9 +381,19 @@ class ReleaseService:
                 log.warning("cannot renew run lease", extra={"release": rid})
 
     async def _post_failures(self, release: Release, loaded: LoadedGate, results: list[CheckResult]) -> None:
-        """Per-check details (output tails) go to the card's thread, never into the card."""
+        """Per-check details (output tails) go to the card's thread, never into the card. A big gate's
+        card folds its passing checks, so the thread also gets the full list."""
         if not release.thread_ts or not release.card_channel:
             return
+        if len(loaded.gate.checks) > FOLD_AT:
+            stored = await self.store.results(release.id)
+            for page in render_results_listing(loaded.gate, stored, self.clock()):
+                try:
+                    await self.slack.chat_postMessage(
+                        channel=release.card_channel, thread_ts=release.thread_ts, text=page.text, blocks=page.blocks
+                    )
+                except SlackApiError as exc:
+                    log.warning("could not post the check list", extra={"release": release.id, "error": str(exc)})
         for result in results:
             if result.status.passing or result.status is Status.PENDING:
                 continue

@@ -411,3 +411,26 @@ async def test_sigterm_drains_a_running_check_before_exiting(
     results = await redis_client.hgetall(keys.results("slow@1.0"))
     assert "nap" in results  # the 2 s check finished and was stored before the process exited
     assert await redis_client.llen(keys.runs("slow@1.0")) == 1
+
+
+async def test_a_120_check_gate_card_is_accepted_by_slack(
+    bot: RunningBot, standin: SlackStandIn, gates_dir: Path
+) -> None:
+    checks = "\n".join(
+        f"  - {{id: c{i:03d}, kind: command, run: [python3, -c, 'raise SystemExit({i % 7 == 0:d})']}}"
+        for i in range(120)
+    )
+    write_gate(gates_dir, f"id: huge\nname: Huge\nchannel: C0DEPLOYS\nchecks:\n{checks}\n", "huge.yml")
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGHUP)
+    await asyncio.sleep(0.3)
+    await open_release(bot, standin, "open huge 1.0")
+    await bot.command("run huge@1.0", response_url=standin.new_response_url())
+    final = await standin.wait_for("chat.update", lambda c: header_of(c.args).startswith("🔴 NO-GO · Huge"), timeout=30)
+    assert final.ok and len(final.args["blocks"]) <= 50
+    assert "more checks pass (full list in the thread)" in json.dumps(final.args["blocks"])
+    assert all(c.ok for c in standin.calls("chat.update"))
+    listing = await standin.wait_for("chat.postMessage", lambda c: "All 120 checks of Huge" in c.args.get("text", ""))
+    assert all(f"*c{i:03d}*" in json.dumps(listing.args["blocks"]) for i in range(120))
