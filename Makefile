@@ -31,6 +31,7 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/ack_latency.py
 
 serve: $(STAMP)
 	$(BIN)/gonogo serve
