@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.card import Message
 from bot.errors import Conflict, Forbidden
@@ -13,7 +14,7 @@ from bot.evidence import build_bundle, render_markdown, render_record
 from bot.history import render_history
 from bot.membership import Membership
 from bot.release import Release, State
-from bot.service import ReleaseService
+from bot.service import ReleaseService, ReleaseState
 from bot.store import AuditEvent
 
 log = logging.getLogger("gonogo.lifecycle")
@@ -55,17 +56,7 @@ class Lifecycle:
             raise Conflict(f"checks of {release.id} are running: decide when they finish")
         state = await self.releases.state(release)
         now = self.releases.clock()
-        runs = await self.releases.store.runs(release.id, count=20)
-        bundle = build_bundle(
-            loaded=state.loaded,
-            release=release,
-            decision=state.decision,
-            results=state.results,
-            decided_by=user,
-            decided_at=now,
-            drills=state.people.drills,
-            runs=runs,
-        )
+        bundle = await self._build(state, user, now)
         await self.releases.store.save_bundle(release.id, json.dumps(bundle, sort_keys=True))
         decided = await self.releases.update_release(
             release,
@@ -115,19 +106,20 @@ class Lifecycle:
         stored = await self.releases.store.get_bundle(release.id)
         if stored is not None and release.state is not State.OPEN:
             return json.loads(stored), True
-        state = await self.releases.state(release)
-        runs = await self.releases.store.runs(release.id, count=20)
-        snapshot = build_bundle(
+        return await self._build(await self.releases.state(release), "(not decided)", self.releases.clock()), False
+
+    async def _build(self, state: ReleaseState, decided_by: str, at: datetime) -> dict[str, object]:
+        runs = await self.releases.store.runs(state.release.id, count=20)
+        return build_bundle(
             loaded=state.loaded,
-            release=release,
+            release=state.release,
             decision=state.decision,
             results=state.results,
-            decided_by="(not decided)",
-            decided_at=self.releases.clock(),
+            decided_by=decided_by,
+            decided_at=at,
             drills=state.people.drills,
             runs=runs,
         )
-        return snapshot, False
 
     async def upload_evidence(self, release_id: str, user: str) -> str:
         release = await self.releases.resolve(release_id)

@@ -123,37 +123,21 @@ def register(app: AsyncApp, signing: Signing) -> None:
             view = risk_modal(context, risk.description, risk.mitigation)
         await client.views_open(trigger_id=body["trigger_id"], view=view)
 
-    @app.action(ACTION_APPROVE_COMMENT)
-    async def approve_with_comment(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
-    ) -> None:
-        await ack()
-        async with replying_errors(respond, ACTION_APPROVE_COMMENT, signing.releases.work):
-            await open_modal(body, client, action["value"], "approve")
+    def modal_opener(action_id: str, kind: str) -> None:
+        """Buttons whose work is a modal: authorise first, then open it (the trigger lasts 3 s)."""
 
-    @app.action(ACTION_REJECT)
-    async def reject(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
-    ) -> None:
-        await ack()
-        async with replying_errors(respond, ACTION_REJECT, signing.releases.work):
-            await open_modal(body, client, action["value"], "reject")
+        @app.action(action_id)
+        async def opener(
+            ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
+        ) -> None:
+            await ack()
+            async with replying_errors(respond, action_id, signing.releases.work):
+                await open_modal(body, client, action["value"], kind)
 
-    @app.action(ACTION_MANUAL_DONE)
-    async def manual_done(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
-    ) -> None:
-        await ack()
-        async with replying_errors(respond, ACTION_MANUAL_DONE, signing.releases.work):
-            await open_modal(body, client, action["value"], "manual")
-
-    @app.action(ACTION_ACCEPT_RISK)
-    async def accept_risk(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
-    ) -> None:
-        await ack()
-        async with replying_errors(respond, ACTION_ACCEPT_RISK, signing.releases.work):
-            await open_modal(body, client, action["value"], "risk")
+    modal_opener(ACTION_APPROVE_COMMENT, "approve")
+    modal_opener(ACTION_REJECT, "reject")
+    modal_opener(ACTION_MANUAL_DONE, "manual")
+    modal_opener(ACTION_ACCEPT_RISK, "risk")
 
     @app.action(ACTION_WITHDRAW)
     async def withdraw(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
