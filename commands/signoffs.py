@@ -131,7 +131,9 @@ def register(app: AsyncApp, signing: Signing) -> None:
             ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
         ) -> None:
             await ack()
-            async with replying_errors(respond, action_id, signing.releases.work):
+            # No work slot: the trigger_id dies 3 s after the click, so a modal must not queue
+            # behind a burst of other handlers' work (it only reads Redis and calls views.open).
+            async with replying_errors(respond, action_id):
                 await open_modal(body, client, action["value"], kind)
 
     modal_opener(ACTION_APPROVE_COMMENT, "approve")
