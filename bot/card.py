@@ -126,17 +126,18 @@ class Message:
     blocks: list[dict[str, Any]]
 
 
-def _message(text: str, blocks: Sequence[Block]) -> Message:
+def message(text: str, blocks: Sequence[Block]) -> Message:
+    """Render blocks (validating each) into a Message, refusing more than Slack's 50."""
     rendered = [b.to_dict() for b in blocks]  # to_dict() validates every block
     assert len(rendered) <= MAX_BLOCKS, f"{len(rendered)} blocks"
     return Message(text=cut(text, TEXT_LIMIT), blocks=rendered)
 
 
-def _section(text: str, block_id: str | None = None) -> SectionBlock:
+def section(text: str, block_id: str | None = None) -> SectionBlock:
     return SectionBlock(text=MarkdownTextObject(text=cut(text, SECTION_LIMIT)), block_id=block_id)
 
 
-def _context(text: str) -> ContextBlock:
+def context(text: str) -> ContextBlock:
     return ContextBlock(elements=[MarkdownTextObject(text=cut(text, SECTION_LIMIT))])
 
 
@@ -265,7 +266,7 @@ def _check_sections(view: CardView) -> list[SectionBlock]:
     if len(chunks) > MAX_CHECK_SECTIONS:
         left = sum(c.count("\n") + 1 for c in chunks[MAX_CHECK_SECTIONS - 1 :])
         chunks = [*chunks[: MAX_CHECK_SECTIONS - 1], f"…and {left} more lines: the full list is in the thread"]
-    return [_section(text) for text in chunks]
+    return [section(text) for text in chunks]
 
 
 def _signature_line(sig: Signature, now: datetime) -> str:
@@ -337,7 +338,7 @@ def _signoff_blocks(view: CardView) -> list[Block]:
     if not view.gate.signoffs:
         return []
     by_role = {r.role: r for r in view.decision.roles}
-    blocks: list[Block] = [_section("*Sign-offs*")]
+    blocks: list[Block] = [section("*Sign-offs*")]
     with_buttons = view.actionable and len(view.gate.signoffs) <= MAX_ROLE_BUTTON_ROWS
     lines = []
     for spec in view.gate.signoffs:
@@ -348,10 +349,10 @@ def _signoff_blocks(view: CardView) -> list[Block]:
             )
         line = role_line(status, spec.users, spec.usergroup, view.now)
         if with_buttons:
-            blocks += [_section(line), role_buttons(view, spec.role, spec.title)]
+            blocks += [section(line), role_buttons(view, spec.role, spec.title)]
         else:
             lines.append(line)
-    blocks += [_section(text) for text in chunk_lines(lines)[:2]]
+    blocks += [section(text) for text in chunk_lines(lines)[:2]]
     return blocks
 
 
@@ -373,7 +374,7 @@ def _risk_section(view: CardView) -> SectionBlock | None:
             f"{'🟡' if acceptance else '⚠️'} *{escape(risk.id)}* ({risk.impact.value}) —"
             f" {escape(one_line(risk.description))}{mitigation} · {state}"
         )
-    return _section("\n".join(chunk_lines(lines)[:1]))
+    return section("\n".join(chunk_lines(lines)[:1]))
 
 
 def _risk_buttons(view: CardView) -> ActionsBlock | None:
@@ -423,7 +424,7 @@ def _drill_section(view: CardView) -> SectionBlock | None:
             f"{mark} *{escape(drill.title)}*{optional} — {verb} {age(view.now, found.finished_at)}{note}:"
             f" {escape(cut(one_line(found.summary), CARD_SUMMARY_LIMIT))}"
         )
-    return _section("\n".join(chunk_lines(lines)[:1]))
+    return section("\n".join(chunk_lines(lines)[:1]))
 
 
 def _footer(view: CardView) -> str:
@@ -469,8 +470,8 @@ def card_text(view: CardView) -> str:
 def render_card(view: CardView) -> Message:
     head: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=headline(view), emoji=True)),
-        _section(_facts(view)),
-        _section(_why(view)),
+        section(_facts(view)),
+        section(_why(view)),
         DividerBlock(),
     ]
     checks: list[Block] = list(_check_sections(view))
@@ -481,12 +482,12 @@ def render_card(view: CardView) -> Message:
     for optional in (_risk_section(view), _risk_buttons(view), _drill_section(view)):
         if optional is not None:
             rest.append(optional)
-    tail: list[Block] = [_context(_footer(view)), _buttons(view)]
+    tail: list[Block] = [context(_footer(view)), _buttons(view)]
     # Check sections give way first: the thread has the full list, the buttons exist nowhere else.
     room = MAX_BLOCKS - len(head) - len(rest) - len(tail)
     if len(checks) > room:
-        checks = [*checks[: max(room - 1, 0)], _section("…more checks than fit here: the full list is in the thread")]
-    return _message(card_text(view), [*head, *checks, *rest, *tail])
+        checks = [*checks[: max(room - 1, 0)], section("…more checks than fit here: the full list is in the thread")]
+    return message(card_text(view), [*head, *checks, *rest, *tail])
 
 
 # --- messages in the card's thread ----------------------------------------------------------
@@ -520,10 +521,10 @@ def render_override_request(gate: Gate, release: Release, request_id: str, reque
         for role in gate.override.approvers
     ]
     blocks: list[Block] = [
-        _section(text),
+        section(text),
         ActionsBlock(block_id=f"override|{request_id}", elements=buttons[:MAX_BUTTONS]),
     ]
-    return _message(f"Override requested for {release.id}: {one_line(reason)}", blocks)
+    return message(f"Override requested for {release.id}: {one_line(reason)}", blocks)
 
 
 def render_override_active(
@@ -535,9 +536,7 @@ def render_override_active(
     if failing:
         lines.append("Failing at this moment:")
         lines += [f"• {reason_mrkdwn(one_line(f))}" for f in failing[:20]]
-    return _message(
-        f"{release.id} is GO (OVERRIDE): {one_line(reason)}", [_section(c) for c in chunk_lines(lines)[:10]]
-    )
+    return message(f"{release.id} is GO (OVERRIDE): {one_line(reason)}", [section(c) for c in chunk_lines(lines)[:10]])
 
 
 def render_check_details(gate: Gate, result: CheckResult) -> Message:
@@ -549,14 +548,14 @@ def render_check_details(gate: Gate, result: CheckResult) -> Message:
     )
     summary = escape(one_line(result.summary))
     head = f"{result.status.emoji} *{escape(title)}* {verb} after {result.duration_s:.1f} s: {summary}"
-    blocks: list[Block] = [_section(head)]
+    blocks: list[Block] = [section(head)]
     if result.details.strip():
         # The runner keeps details under 2800 characters; escaping can grow them, so cut the head.
         body = code_block(result.details)
         if len(body) > SECTION_LIMIT:
             body = code_block("…" + result.details[-(SECTION_LIMIT - 200) :])
-        blocks.append(_section(body))
-    return _message(f"{title} {verb}: {one_line(result.summary)}", blocks)
+        blocks.append(section(body))
+    return message(f"{title} {verb}: {one_line(result.summary)}", blocks)
 
 
 def render_results_listing(gate: Gate, results: Mapping[str, CheckResult], now: datetime) -> list[Message]:
@@ -571,9 +570,9 @@ def render_results_listing(gate: Gate, results: Mapping[str, CheckResult], now: 
                 f"{found.status.emoji} *{escape(check.title)}* — {escape(cut(one_line(found.summary), 200))}"
                 f" · {found.duration_s:.1f} s · _{age(now, found.finished_at)}_"
             )
-    sections = [_section(text) for text in chunk_lines(lines)]
+    sections = [section(text) for text in chunk_lines(lines)]
     pages = [sections[i : i + MAX_BLOCKS] for i in range(0, len(sections), MAX_BLOCKS)]
-    return [_message(f"All {len(gate.checks)} checks of {gate.name}", page) for page in pages]
+    return [message(f"All {len(gate.checks)} checks of {gate.name}", page) for page in pages]
 
 
 # --- ephemeral answers ----------------------------------------------------------------------
@@ -598,10 +597,10 @@ def render_help(note: str | None = None) -> Message:
     text += "\nA release is `<gate>@<version>`, e.g. `payments@1.4.0`."
     blocks: list[Block] = []
     if note:
-        blocks.append(_section(f":warning: {escape(note)}"))
-    blocks.append(_section(text))
+        blocks.append(section(f":warning: {escape(note)}"))
+    blocks.append(section(text))
     plain = "\n".join(f"/gonogo {usage} — {what}" for usage, what in USAGE)
-    return _message(f"{note}\n{plain}" if note else plain, blocks)
+    return message(f"{note}\n{plain}" if note else plain, blocks)
 
 
 def release_line(release: Release, decision: Decision | None, now: datetime) -> str:
@@ -623,10 +622,10 @@ def release_line(release: Release, decision: Decision | None, now: datetime) -> 
 def render_release_list(rows: Sequence[tuple[Release, Decision | None]], now: datetime) -> Message:
     if not rows:
         text = "No open releases. Open one with `/gonogo open <gate> <version>`."
-        return _message(text, [_section(text)])
+        return message(text, [section(text)])
     lines = [f"*Open releases* ({len(rows)})", *(release_line(r, d, now) for r, d in rows)]
     chunks = chunk_lines(lines)
     if len(chunks) > MAX_BLOCKS:
         chunks = [*chunks[: MAX_BLOCKS - 1], "…more releases than fit here"]
     plain = "; ".join(f"{r.id} {d.verdict.value if d else 'unknown'}" for r, d in rows)
-    return _message(f"Open releases: {plain}", [_section(c) for c in chunks])
+    return message(f"Open releases: {plain}", [section(c) for c in chunks])

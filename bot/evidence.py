@@ -18,18 +18,18 @@ from pathlib import PurePath
 from types import MappingProxyType
 from typing import Any
 
-from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTextObject, PlainTextObject, SectionBlock
+from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTextObject, PlainTextObject
 
 from bot.card import (
     HEADER_LIMIT,
-    MAX_BLOCKS,
     SECTION_LIMIT,
-    TEXT_LIMIT,
     Message,
     chunk_lines,
     cut,
     escape,
+    message,
     one_line,
+    section,
     user_ref,
 )
 from bot.decision import MENTION, Decision, Verdict
@@ -506,10 +506,6 @@ def _md_runs(runs: Sequence[Mapping[str, Any]]) -> list[str]:
 # --- the Slack record -------------------------------------------------------------------------
 
 
-def _section(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=cut(text, SECTION_LIMIT)))
-
-
 def _first_chunk(lines: Sequence[str], what: str) -> str:
     """The lines that fit one section; the rest is named, not dropped silently."""
     chunks = chunk_lines(lines, SECTION_LIMIT - 80)
@@ -543,16 +539,16 @@ def render_record(bundle: Mapping[str, Any]) -> Message:
     ]
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=cut(header, HEADER_LIMIT), emoji=True)),
-        _section("\n".join(facts)),
-        _section(_record_checks(bundle)),
+        section("\n".join(facts)),
+        section(_record_checks(bundle)),
     ]
     if bundle["signoffs"]:
-        blocks.append(_section(_record_signoffs(bundle["signoffs"])))
+        blocks.append(section(_record_signoffs(bundle["signoffs"])))
     if bundle["accepted_risks"]:
-        blocks.append(_section(_record_risks(bundle["accepted_risks"])))
+        blocks.append(section(_record_risks(bundle["accepted_risks"])))
     if bundle["override"] is not None:
-        blocks.append(_section(_record_override(bundle["override"], mentioned)))
-    blocks.append(_section(_record_next_step(bundle["next_step"], mentioned)))
+        blocks.append(section(_record_override(bundle["override"], mentioned)))
+    blocks.append(section(_record_next_step(bundle["next_step"], mentioned)))
     blocks.append(
         ContextBlock(
             elements=[
@@ -563,14 +559,12 @@ def render_record(bundle: Mapping[str, Any]) -> Message:
             ]
         )
     )
-    rendered = [b.to_dict() for b in blocks]  # to_dict() validates every block
-    assert len(rendered) <= MAX_BLOCKS, f"{len(rendered)} blocks"
     failing = f", failing: {', '.join(bundle['failing_checks'])}" if bundle["failing_checks"] else ""
     text = (
         f"{verdict.value}: {release['id']} decided by @{bundle['decided_by']}"
         f" — {bundle['checks_passed']}/{bundle['checks_total']} checks pass{failing}"
     )
-    return Message(text=cut(escape(one_line(text)), TEXT_LIMIT), blocks=rendered)
+    return message(escape(one_line(text)), blocks)
 
 
 def _record_checks(bundle: Mapping[str, Any]) -> str:

@@ -18,18 +18,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import Block
 
 from bot.card import (
-    MAX_BLOCKS,
-    SECTION_LIMIT,
-    TEXT_LIMIT,
     Message,
     chunk_lines,
+    context,
     cut,
     escape,
+    message,
     one_line,
     reason_mrkdwn,
+    section,
     user_ref,
 )
 from bot.decision import Verdict
@@ -304,20 +304,6 @@ def navigation(release_id: str, page: Page) -> str:
     return " · ".join(parts)
 
 
-def _section(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=cut(text, SECTION_LIMIT)))
-
-
-def _context(text: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=cut(text, SECTION_LIMIT))])
-
-
-def _finish(text: str, blocks: Sequence[Block]) -> Message:
-    rendered = [b.to_dict() for b in blocks]  # to_dict() validates every block
-    assert len(rendered) <= MAX_BLOCKS, f"{len(rendered)} blocks"
-    return Message(text=cut(text, TEXT_LIMIT), blocks=rendered)
-
-
 def render_history(
     release_id: str, entries: Sequence[AuditEntry], *, page: int | None = None, now: datetime
 ) -> Message:
@@ -326,7 +312,7 @@ def render_history(
     as_of = f"as of {stamp(now)}"
     if not entries:
         text = f"{title}\nNothing recorded yet."
-        return _finish(f"No history for {release_id} yet", [_section(text), _context(as_of)])
+        return message(f"No history for {release_id} yet", [section(text), context(as_of)])
     shown = paginate(len(entries), page)
     if shown is None:
         pages = page_count(len(entries))
@@ -335,10 +321,10 @@ def render_history(
             f"{title}\nThere is no page {page}: {len(entries)} entries make {valid}"
             f" ({PAGE_SIZE} a page, page {pages} is the newest). Try {_command(release_id, pages)}."
         )
-        return _finish(f"No page {page} in the history of {release_id}", [_section(text), _context(as_of)])
+        return message(f"No page {page} in the history of {release_id}", [section(text), context(as_of)])
     lines = [entry_line(e) for e in entries[shown.start : shown.stop]]
-    blocks: list[Block] = [_section(f"{title} · {navigation(release_id, shown)}")]
-    blocks += [_section(chunk) for chunk in chunk_lines(lines)]
-    blocks.append(_context(as_of))
+    blocks: list[Block] = [section(f"{title} · {navigation(release_id, shown)}")]
+    blocks += [section(chunk) for chunk in chunk_lines(lines)]
+    blocks.append(context(as_of))
     fallback = f"History of {release_id}: entries {shown.start + 1}–{shown.stop} of {shown.total}"
-    return _finish(fallback, blocks)
+    return message(fallback, blocks)

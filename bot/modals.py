@@ -10,11 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from slack_sdk.models.blocks import InputBlock, PlainTextInputElement, SectionBlock
-from slack_sdk.models.blocks.basic_components import MarkdownTextObject
+from slack_sdk.models.blocks import InputBlock, PlainTextInputElement
 from slack_sdk.models.views import View
 
-from bot.card import cut, escape
+from bot.card import cut, escape, section
 
 MODAL_APPROVE = "gonogo_approve_modal"
 MODAL_REJECT = "gonogo_reject_modal"
@@ -62,10 +61,6 @@ def _view(callback_id: str, title: str, submit: str, context: ModalContext, bloc
     return view.to_dict()  # to_dict() validates
 
 
-def _intro(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=cut(text, 3000)))
-
-
 def approve_modal(context: ModalContext, label: str) -> dict[str, Any]:
     return _view(
         MODAL_APPROVE,
@@ -73,7 +68,7 @@ def approve_modal(context: ModalContext, label: str) -> dict[str, Any]:
         "Approve",
         context,
         [
-            _intro(f"Approve *{escape(context.release)}* as *{escape(label)}*."),
+            section(f"Approve *{escape(context.release)}* as *{escape(label)}*."),
             _text_input("comment", "Comment", optional=True, multiline=True, placeholder="What you checked (optional)"),
         ],
     )
@@ -86,7 +81,7 @@ def reject_modal(context: ModalContext, label: str) -> dict[str, Any]:
         "Reject",
         context,
         [
-            _intro(f"Reject *{escape(context.release)}* as *{escape(label)}*. Everyone will see your reason."),
+            section(f"Reject *{escape(context.release)}* as *{escape(label)}*. Everyone will see your reason."),
             _text_input("reason", "Reason", optional=False, multiline=True, placeholder="What must change first"),
         ],
     )
@@ -100,7 +95,7 @@ def manual_modal(context: ModalContext, title: str, instructions: str | None) ->
         "Mark done",
         context,
         [
-            _intro(f"Mark *{escape(title)}* done for *{escape(context.release)}*.{hint}"),
+            section(f"Mark *{escape(title)}* done for *{escape(context.release)}*.{hint}"),
             _text_input("evidence", "Evidence", optional=False, multiline=True, placeholder="A link or a sentence"),
         ],
     )
@@ -115,7 +110,7 @@ def risk_modal(context: ModalContext, description: str, mitigation: str | None) 
         "Accept",
         context,
         [
-            _intro(f"Accept risk {what}: {escape(description)}{mitigated}"),
+            section(f"Accept risk {what}: {escape(description)}{mitigated}"),
             _text_input("reason", "Why it is acceptable", optional=False, multiline=True, placeholder="Reason"),
             _text_input(
                 "expires", "Expires after", optional=True, multiline=False, placeholder="e.g. 7d, 24h (optional)"

@@ -7,14 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from slack_sdk.models.blocks import Block
 
 from bot.card import (
     ACTION_REFRESH,
     ACTION_RUN,
     FOLD_AT,
     CardView,
-    Message,
     escape,
     reason_mrkdwn,
     render_card,
@@ -29,6 +27,7 @@ from bot.loader import load_gate
 from bot.release import Release, RunRecord
 from bot.results import CheckResult, Status
 from bot.signoffs import DrillResult, Signature, Vote
+from tests.blockkit import all_text, assert_valid
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 CONTRACT = load_gate(Path(__file__).parent / "data" / "contract.yml").gate
@@ -64,34 +63,6 @@ def view(gate: Gate, results: dict[str, CheckResult], **extra: Any) -> CardView:
         DecisionInput(gate=gate, now=NOW, results=results, sha="abc1234def", signatures=signatures, drills=drills)
     )
     return CardView(gate=gate, release=release(gate), decision=decision, results=results, now=NOW, **extra)
-
-
-def assert_valid(message: Message) -> None:
-    """What Slack itself enforces: 50 blocks, valid Block Kit, section and header text limits."""
-    assert 0 < len(message.blocks) <= 50
-    assert message.text and len(message.text) <= 40_000
-    ids = [b["block_id"] for b in message.blocks if "block_id" in b]
-    assert len(ids) == len(set(ids))
-    for raw in message.blocks:
-        block = Block.parse(raw)
-        assert block is not None
-        block.validate_json()
-        if raw["type"] == "section":
-            assert len(raw["text"]["text"]) <= 3000
-        if raw["type"] == "header":
-            assert len(raw["text"]["text"]) <= 150
-
-
-def all_text(message: Message) -> str:
-    parts: list[str] = []
-    for block in message.blocks:
-        if "text" in block:
-            parts.append(block["text"]["text"])
-        for element in block.get("elements", []):
-            if "text" in element:
-                text = element["text"]
-                parts.append(text["text"] if isinstance(text, dict) else text)
-    return "\n".join(parts)
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from slack_sdk.models.blocks import Block
 
-from bot.card import Message
 from bot.decision import DecisionInput, Verdict, decide
 from bot.evidence import NEXT_GO, NEXT_RISK, build_bundle, md_cell, md_fence, render_markdown, render_record, stamp
 from bot.gate import RiskScorePolicy
@@ -20,6 +18,7 @@ from bot.loader import LoadedGate, load_gate
 from bot.release import Release, RunRecord, State
 from bot.results import CheckResult, Status
 from bot.signoffs import DrillResult, OverrideApproval, OverrideRequest, RiskAcceptance, Signature, Vote
+from tests.blockkit import all_text, assert_valid
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SHA = "abc1234def"
@@ -478,33 +477,11 @@ def test_markdown_shows_the_risk_score() -> None:
 # --- the Slack record -----------------------------------------------------------------------------
 
 
-def assert_valid(message: Message) -> None:
-    assert 0 < len(message.blocks) <= 50
-    assert message.text and len(message.text) <= 3000
-    for raw in message.blocks:
-        block = Block.parse(raw)
-        assert block is not None
-        block.validate_json()
-        if raw["type"] == "section":
-            assert len(raw["text"]["text"]) <= 3000
-        if raw["type"] == "header":
-            assert len(raw["text"]["text"]) <= 150
-
-
-def all_text(message: Message) -> str:
-    parts: list[str] = []
-    for block in message.blocks:
-        if "text" in block:
-            parts.append(block["text"]["text"])
-        parts += [e["text"] for e in block.get("elements", []) if isinstance(e.get("text"), str)]
-    return "\n".join(parts)
-
-
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_record_is_valid_block_kit(name: str) -> None:
     bundle = SCENARIOS[name]()
     message = render_record(bundle)
-    assert_valid(message)
+    assert_valid(message, text_limit=3000)
     verdict = Verdict(bundle["verdict"])
     assert message.blocks[0]["text"]["text"] == f"{verdict.emoji} {verdict.value} · payments@1.4.0"
     text = all_text(message)
@@ -550,7 +527,7 @@ def test_record_of_a_huge_gate_stays_within_slack_limits() -> None:
     results = {str(c["id"]): result(str(c["id"]), "fail", "x" * 500) for c in checks}
     bundle = bundle_for(loaded, results=results)
     message = render_record(bundle)
-    assert_valid(message)
+    assert_valid(message, text_limit=3000)
     assert "more failing checks in the evidence bundle" in all_text(message)
     assert len(bundle["failing_checks"]) == 200
     assert_same_content(bundle, render_markdown(bundle))

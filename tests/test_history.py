@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from slack_sdk.models.blocks import Block
 
 from bot.card import Message
 from bot.history import PAGE_SIZE, Page, describe, entry_line, paginate, render_history
 from bot.store import AuditEntry
+from tests.blockkit import all_text, assert_valid
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 RID = "payments@1.4.0"
@@ -24,26 +24,6 @@ def trail(count: int) -> list[AuditEntry]:
     """`count` entries a minute apart, oldest first, each numbered #001, #002, ... in its reason."""
     start = NOW - timedelta(minutes=count)
     return [entry("closed", {"reason": f"#{i + 1:03d}"}, at=start + timedelta(minutes=i)) for i in range(count)]
-
-
-def assert_valid(message: Message) -> None:
-    assert 0 < len(message.blocks) <= 50
-    assert message.text and len(message.text) <= 3000
-    for raw in message.blocks:
-        block = Block.parse(raw)
-        assert block is not None
-        block.validate_json()
-        if raw["type"] == "section":
-            assert len(raw["text"]["text"]) <= 3000
-
-
-def all_text(message: Message) -> str:
-    parts: list[str] = []
-    for block in message.blocks:
-        if "text" in block:
-            parts.append(block["text"]["text"])
-        parts += [e["text"] for e in block.get("elements", []) if isinstance(e.get("text"), str)]
-    return "\n".join(parts)
 
 
 def entry_lines(message: Message) -> list[str]:
@@ -112,14 +92,14 @@ def test_pages_cover_every_entry_once() -> None:
 )
 def test_navigation_line(total: int, page: int | None, navigation: str) -> None:
     message = render_history(RID, trail(total), page=page, now=NOW)
-    assert_valid(message)
+    assert_valid(message, text_limit=3000)
     assert message.blocks[0]["text"]["text"] == f"*History of {RID}* · {navigation}"
 
 
 @pytest.mark.parametrize("total", [0, 1, 40, 41, 80, 95])
 def test_default_page_shows_the_newest_entries_newest_last(total: int) -> None:
     message = render_history(RID, trail(total), now=NOW)
-    assert_valid(message)
+    assert_valid(message, text_limit=3000)
     lines = entry_lines(message)
     numbers = [int(line.rsplit("#", 1)[1].rstrip("”")) for line in lines]
     assert numbers == list(range(max(1, total - PAGE_SIZE + 1), total + 1))  # the newest, newest last
@@ -135,7 +115,7 @@ def test_an_older_page_shows_its_slice(page: int, first: int, last: int) -> None
 
 def test_no_history_yet() -> None:
     message = render_history(RID, [], now=NOW)
-    assert_valid(message)
+    assert_valid(message, text_limit=3000)
     assert "Nothing recorded yet." in all_text(message)
     assert message.text == f"No history for {RID} yet"
 
@@ -143,7 +123,7 @@ def test_no_history_yet() -> None:
 @pytest.mark.parametrize(("page", "valid"), [(4, "pages 1–3"), (0, "pages 1–3"), (-2, "pages 1–3")])
 def test_a_page_out_of_range_says_which_pages_exist(page: int, valid: str) -> None:
     message = render_history(RID, trail(95), page=page, now=NOW)
-    assert_valid(message)
+    assert_valid(message, text_limit=3000)
     text = all_text(message)
     assert f"There is no page {page}: 95 entries make {valid}" in text
     assert "Try `/gonogo history payments@1.4.0 --page 3`" in text
@@ -160,7 +140,7 @@ def test_a_full_page_of_long_entries_fits_slack() -> None:
     entries = [entry("signed", {"role": "sre", "vote": "approve", "comment": long}) for _ in range(95)]
     entries += [entry("mystery", {"blob": long * 3}) for _ in range(5)]
     message = render_history(RID, entries, now=NOW)
-    assert_valid(message)
+    assert_valid(message, text_limit=3000)
     assert len(entry_lines(message)) == PAGE_SIZE
 
 
@@ -305,7 +285,7 @@ def test_entry_line_has_the_utc_time_first() -> None:
 )
 def test_user_text_is_escaped(type_: str, data: dict[str, Any]) -> None:
     message = render_history(RID, [entry(type_, data)], now=NOW)
-    assert_valid(message)
+    assert_valid(message, text_limit=3000)
     text = all_text(message)
     assert "<!channel>" not in text
     assert "&lt;!channel&gt; ship it &amp; go" in text
@@ -335,6 +315,6 @@ def test_every_known_type_renders_in_one_valid_message() -> None:
     ]
     entries = [entry(t, {}, at=NOW + timedelta(minutes=i)) for i, t in enumerate(types)]
     message = render_history(RID, entries, now=NOW)
-    assert_valid(message)
+    assert_valid(message, text_limit=3000)
     assert len(entry_lines(message)) == len(types)
     assert message.text == f"History of {RID}: entries 1–{len(types)} of {len(types)}"
