@@ -78,28 +78,23 @@ class Lifecycle:
         return Decided(await self.releases.publish_card(decided), bundle)
 
     async def close(self, release_id: str, user: str) -> Release:
-        release = await self.releases.resolve(release_id)
-        if release.state is State.CLOSED:
-            raise Conflict(f"{release.id} is already closed")
-        await self._member_of_a_required_role(release, user, "close")
-        closed = await self.releases.update_release(
-            release,
-            lambda r: r.model_copy(update={"state": State.CLOSED}),
-            AuditEvent(type="closed", actor=user, at=self.releases.clock(), data={"from": release.state.value}),
-        )
-        return await self.releases.publish_card(closed)
+        return await self._move(release_id, user, State.CLOSED, "closed", "close")
 
     async def reopen(self, release_id: str, user: str) -> Release:
+        return await self._move(release_id, user, State.OPEN, "reopened", "reopen")
+
+    async def _move(self, release_id: str, user: str, to: State, event: str, action: str) -> Release:
+        """Change a release's state (audited), refresh its card."""
         release = await self.releases.resolve(release_id)
-        if release.state is State.OPEN:
-            raise Conflict(f"{release.id} is already open")
-        await self._member_of_a_required_role(release, user, "reopen")
-        reopened = await self.releases.update_release(
+        if release.state is to:
+            raise Conflict(f"{release.id} is already {to.value}")
+        await self._member_of_a_required_role(release, user, action)
+        moved = await self.releases.update_release(
             release,
-            lambda r: r.model_copy(update={"state": State.OPEN}),
-            AuditEvent(type="reopened", actor=user, at=self.releases.clock(), data={"from": release.state.value}),
+            lambda r: r.model_copy(update={"state": to}),
+            AuditEvent(type=event, actor=user, at=self.releases.clock(), data={"from": release.state.value}),
         )
-        return await self.releases.publish_card(reopened)
+        return await self.releases.publish_card(moved)
 
     async def bundle(self, release: Release) -> tuple[dict[str, object], bool]:
         """The frozen bundle, or (not decided yet) a snapshot of now, and whether it is frozen."""
