@@ -31,7 +31,8 @@ from bot.people import People, load_people, with_manual_marks
 from bot.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
 from bot.results import CheckResult, Status
 from bot.runner import run_checks
-from bot.store import AuditEvent, Store
+from bot.signoffs import ManualMark, blocker_digest
+from bot.store import AuditEvent, Fact, Store
 from checks.base import CheckContext
 
 log = logging.getLogger("gonogo.service")
@@ -195,6 +196,15 @@ class ReleaseService:
 
     async def people(self, release_id: str) -> People:
         return await load_people(self.store, release_id)
+
+    async def blocker_digest(self, release: Release) -> str:
+        """What a signature is bound to: the blockers' statuses now. Two reads instead of the full
+        state a card needs, since every sign-off click computes it."""
+        gate = self.gates.get(release.gate_id).gate
+        results = await self.store.results(release.id)
+        marks = await self.store.facts(Fact.MANUAL, release.id)
+        merged = with_manual_marks(gate, results, {k: ManualMark.model_validate_json(v) for k, v in marks.items()})
+        return blocker_digest(gate, merged)
 
     async def state(self, release: Release) -> ReleaseState:
         loaded = self.gates.get(release.gate_id)

@@ -125,7 +125,7 @@ class Signing:
                 ),
             )
             raise Forbidden(f"you opened {release.id}, and gate {loaded.gate.id} does not allow self-approval")
-        state = await self.releases.state(release)
+        digest = await self.releases.blocker_digest(release)
         signature = Signature(
             role=role.role,
             user=user,
@@ -133,7 +133,7 @@ class Signing:
             at=self.now(),
             comment=comment,
             sha=release.sha,
-            digest=state.decision.blocker_digest,
+            digest=digest,
         )
         outcome, _ = await self.releases.store.put_fact(
             Fact.SIGNATURES,
