@@ -18,19 +18,19 @@ from rich.console import Console, Group
 from rich.live import Live
 
 from bot import logs
-from bot.decision import DecisionInput, decide
-from bot.errors import ConfigError, GonogoError
-from bot.gate import Gate
-from bot.loader import load_gate, load_gates
-from bot.masking import Masker
-from bot.report import json_document, results_table, verdict_text
-from bot.results import CheckResult
-from bot.runner import DEFAULT_CONCURRENCY, run_checks
+from bot.core.decision import DecisionInput, decide
+from bot.core.errors import ConfigError, GonogoError
+from bot.core.gate import Gate
+from bot.core.loader import load_gate, load_gates
+from bot.core.masking import Masker
+from bot.core.results import CheckResult
+from bot.services.runner import DEFAULT_CONCURRENCY, run_checks
+from bot.terminal import json_document, results_table, verdict_text
 from checks.base import CheckContext
 
 if TYPE_CHECKING:
-    from bot.people import People
-    from bot.store import Store
+    from bot.services.people import People
+    from bot.store.store import Store
 
 # Redis, Slack and the evidence renderers are imported where they are used: `gonogo check` in a
 # CI job should not pay their import time on every run (see bench/fanout.py).
@@ -148,7 +148,7 @@ async def _check(args: argparse.Namespace) -> int:
 
     now = datetime.now(UTC)
     if args.release:
-        from bot.people import with_manual_marks
+        from bot.services.people import with_manual_marks
 
         people, sha = await _release_facts(args.release, gate.id)
         results = with_manual_marks(gate, results, people.marks)
@@ -169,12 +169,12 @@ async def _check(args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def _store() -> AsyncIterator[Store]:
-    from bot.store import Store
+    from bot.store.store import Store
 
     url = os.environ.get("REDIS_URL")
     if not url:
         raise ConfigError(["REDIS_URL is not set: it must point at the bot's Redis"])
-    from bot.redis_conn import connect
+    from bot.store.connection import connect
 
     handle = connect(url, Path("."))
     try:
@@ -185,8 +185,8 @@ async def _store() -> AsyncIterator[Store]:
 
 async def _release_facts(release_id: str, gate_id: str) -> tuple[People, str | None]:
     """What people recorded in Slack for this release, so CI and the card decide alike."""
-    from bot.people import load_people
-    from bot.release import parse_release_id
+    from bot.core.release import parse_release_id
+    from bot.services.people import load_people
 
     parse_release_id(release_id)
     async with _store() as store:
@@ -199,8 +199,8 @@ async def _release_facts(release_id: str, gate_id: str) -> tuple[People, str | N
 
 
 async def _export(release_id: str, fmt: str) -> int:
-    from bot.evidence import render_markdown
-    from bot.release import parse_release_id
+    from bot.core.evidence import render_markdown
+    from bot.core.release import parse_release_id
 
     parse_release_id(release_id)
     async with _store() as store:

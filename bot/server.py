@@ -27,17 +27,17 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import StoreUnavailable
-from bot.gateset import GateSet
-from bot.lifecycle import Lifecycle
-from bot.membership import Membership
+from bot.core.errors import StoreUnavailable
+from bot.core.gateset import GateSet
 from bot.metrics import Metrics
-from bot.redis_conn import RedisHandle, connect
-from bot.service import ReleaseService
+from bot.services.lifecycle import Lifecycle
+from bot.services.membership import Membership
+from bot.services.releases import ReleaseService
+from bot.services.signing import Signing
 from bot.settings import Settings
-from bot.signing import Signing
-from bot.store import Store
-from commands import actions, events, signoffs, slash
+from bot.store.connection import RedisHandle, connect
+from bot.store.store import Store
+from commands import actions, events, signoff_actions, slash
 
 log = logging.getLogger("gonogo.server")
 
@@ -93,7 +93,7 @@ class Bot:
         slash.register(self.app, self.service, self.signing, Lifecycle(self.service, membership))
         actions.register(self.app, self.service)
         events.register(self.app)
-        signoffs.register(self.app, self.signing)
+        signoff_actions.register(self.app, self.signing)
         self.metrics.gates_loaded.set(len(self.gates.ids))
 
     async def stop(self) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from bot.results import CheckResult
+from bot.core.results import CheckResult
 from checks import command, file, github, http, manual, prometheus, tcp
 from checks.base import CheckContext, SpecBase
 

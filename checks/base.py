@@ -17,8 +17,8 @@ from pathlib import Path
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.durations import Duration
-from bot.results import CheckResult, Status
+from bot.core.durations import Duration
+from bot.core.results import CheckResult, Status
 
 CHECK_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 

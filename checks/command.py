@@ -25,9 +25,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from bot.durations import format_duration
-from bot.masking import SECRET_NAME
-from bot.results import CheckResult, Status
+from bot.core.durations import format_duration
+from bot.core.masking import SECRET_NAME
+from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result, seconds
 
 

@@ -17,8 +17,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from bot.durations import Duration, format_duration, humanize_age
-from bot.results import CheckResult, Status
+from bot.core.durations import Duration, format_duration, humanize_age
+from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result
 
 

@@ -19,8 +19,8 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import Field
 
-from bot.durations import Duration, format_duration
-from bot.results import CheckResult, Status
+from bot.core.durations import Duration, format_duration
+from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result
 from checks.http import describe_client_error
 

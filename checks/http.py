@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bot.durations import Duration, format_duration
-from bot.results import CheckResult, Status
+from bot.core.durations import Duration, format_duration
+from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result, seconds
 
 # A header expectation: "present", "absent", "max-age>=N" (any directive, any operator),

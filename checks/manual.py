@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from bot.results import CheckResult, Status
+from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result
 
 

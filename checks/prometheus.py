@@ -21,8 +21,8 @@ from typing import Any, ClassVar, Literal
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bot.durations import format_duration
-from bot.results import CheckResult, Status
+from bot.core.durations import format_duration
+from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result
 from checks.http import describe_client_error, url_label
 

@@ -17,8 +17,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from bot.durations import format_duration
-from bot.results import CheckResult, Status
+from bot.core.durations import format_duration
+from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result, seconds
 
 

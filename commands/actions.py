@@ -6,8 +6,8 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.card import ACTION_REFRESH, ACTION_RUN
-from bot.service import ReleaseService
+from bot.services.releases import ReleaseService
+from bot.slack.card import ACTION_REFRESH, ACTION_RUN
 from commands.replies import Respond, replying_errors
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.errors import UsageError
+from bot.core.errors import UsageError
 
 USAGE = {
     "help": "/gonogo help",

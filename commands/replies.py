@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from bot.card import reason_mrkdwn
-from bot.errors import GonogoError, StoreUnavailable
+from bot.core.errors import GonogoError, StoreUnavailable
+from bot.slack.card import reason_mrkdwn
 
 log = logging.getLogger("gonogo.commands")
 

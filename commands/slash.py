@@ -6,11 +6,11 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.card import render_help, render_release_list
-from bot.errors import UsageError
-from bot.lifecycle import Lifecycle
-from bot.service import ReleaseService
-from bot.signing import Signing
+from bot.core.errors import UsageError
+from bot.services.lifecycle import Lifecycle
+from bot.services.releases import ReleaseService
+from bot.services.signing import Signing
+from bot.slack.card import render_help, render_release_list
 from commands.parse import USAGE, parse
 from commands.replies import Respond, ephemeral, replying_errors
 

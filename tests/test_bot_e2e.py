@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bot import keys
-from bot.card import ACTION_RUN
+from bot.slack.card import ACTION_RUN
+from bot.store import keys
 from tests.bot_harness import (
     CHANNEL,
     RunningBot,
@@ -327,7 +327,7 @@ async def test_invalid_gates_refuse_to_start(standin: SlackStandIn, redis_url: s
     bad = tmp_path / "bad"
     write_gate(bad, "id: Bad!\nname: x\nchannel: C1\nchecks: [{id: a, kind: nope}]\n")
     settings = bot_settings(api_url=standin.api_url, redis_url=redis_url, gates=bad, data_dir=tmp_path / "d")
-    from bot.errors import ConfigError
+    from bot.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         await RunningBot(settings).start()

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from bot.card import (
+from bot.core.decision import DecisionInput, Verdict, decide, mention
+from bot.core.facts import DrillResult, Signature, Vote
+from bot.core.gate import Gate
+from bot.core.loader import load_gate
+from bot.core.release import Release, RunRecord
+from bot.core.results import CheckResult, Status
+from bot.slack.card import (
     ACTION_REFRESH,
     ACTION_RUN,
     FOLD_AT,
@@ -21,12 +27,6 @@ from bot.card import (
     render_release_list,
     render_results_listing,
 )
-from bot.decision import DecisionInput, Verdict, decide, mention
-from bot.gate import Gate
-from bot.loader import load_gate
-from bot.release import Release, RunRecord
-from bot.results import CheckResult, Status
-from bot.signoffs import DrillResult, Signature, Vote
 from tests.blockkit import all_text, assert_valid
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

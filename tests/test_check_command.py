@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.masking import MASK, Masker
-from bot.results import Status
-from bot.runner import run_checks, run_one
+from bot.core.masking import MASK, Masker
+from bot.core.results import Status
+from bot.services.runner import run_checks, run_one
 from checks.base import CheckContext
 from checks.command import TAIL_BYTES, Spec, child_env, run
 

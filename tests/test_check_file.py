@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.results import Status
+from bot.core.results import Status
 from checks.base import CheckContext
 from checks.file import MAX_READ_BYTES, Spec, run
 

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.results import Status
+from bot.core.results import Status
 from checks.base import CheckContext
 from checks.http import Spec, run
 

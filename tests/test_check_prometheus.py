@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from bot.results import Status
+from bot.core.results import Status
 from checks import prometheus
 from checks.base import CheckContext
 from checks.prometheus import BasicAuth, Spec, format_number, parse_expectation, satisfies

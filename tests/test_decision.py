@@ -7,10 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.decision import DecisionInput, Level, Verdict, decide
-from bot.gate import Gate
-from bot.results import CheckResult, Status
-from bot.signoffs import (
+from bot.core.decision import DecisionInput, Level, Verdict, decide
+from bot.core.facts import (
     DrillResult,
     OverrideApproval,
     OverrideRequest,
@@ -19,6 +17,8 @@ from bot.signoffs import (
     Vote,
     blocker_digest,
 )
+from bot.core.gate import Gate
+from bot.core.results import CheckResult, Status
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

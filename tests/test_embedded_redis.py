@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.redis_conn import start_embedded
-from bot.release import Release
-from bot.store import AuditEvent, Store
+from bot.core.release import Release
+from bot.store.connection import start_embedded
+from bot.store.store import AuditEvent, Store
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 

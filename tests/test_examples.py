@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from bot.decision import DecisionInput, Verdict, decide
-from bot.gate import Gate, RiskScorePolicy, StrictPolicy, ThresholdPolicy
-from bot.results import CheckResult, Status
+from bot.core.decision import DecisionInput, Verdict, decide
+from bot.core.gate import Gate, RiskScorePolicy, StrictPolicy, ThresholdPolicy
+from bot.core.results import CheckResult, Status
 from checks import command, file, github, http, manual, prometheus, tcp
 from checks.base import Severity
 from checks.http import DIRECTIVE_RULE

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from bot.card import Message
-from bot.history import PAGE_SIZE, Page, describe, entry_line, paginate, render_history
-from bot.store import AuditEntry
+from bot.slack.card import Message
+from bot.slack.history import PAGE_SIZE, Page, describe, entry_line, paginate, render_history
+from bot.store.store import AuditEntry
 from tests.blockkit import all_text, assert_valid
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -12,9 +12,9 @@ from typing import Any, cast
 import pytest
 import redis.asyncio as aioredis
 
-from bot import keys
-from bot.card import ACTION_APPROVE
 from bot.cli import main
+from bot.slack.card import ACTION_APPROVE
+from bot.store import keys
 from tests.bot_harness import CHANNEL, RunningBot, bot_settings, reply_to, write_gate
 from tests.slack_standin import SlackStandIn
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from bot.cli import main
-from bot.errors import ConfigError
-from bot.gate import Gate, RiskScorePolicy, ThresholdPolicy
-from bot.loader import load_gate, load_gates
+from bot.core.errors import ConfigError
+from bot.core.gate import Gate, RiskScorePolicy, ThresholdPolicy
+from bot.core.loader import load_gate, load_gates
 
 CONTRACT = Path(__file__).parent / "data" / "contract.yml"
 

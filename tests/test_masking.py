@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.masking import MASK, Masker, secret_values, truncate_line, truncate_tail
+from bot.core.masking import MASK, Masker, secret_values, truncate_line, truncate_tail
 
 
 @pytest.mark.parametrize(

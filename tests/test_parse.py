@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.errors import UsageError
+from bot.core.errors import UsageError
 from commands.parse import Command, parse
 
 

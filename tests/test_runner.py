@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 
 import checks
-from bot.masking import MASK
-from bot.results import CheckResult, Status
-from bot.runner import DETAILS_LIMIT, run_checks
+from bot.core.masking import MASK
+from bot.core.results import CheckResult, Status
+from bot.services.runner import DETAILS_LIMIT, run_checks
 from checks.base import CheckContext, SpecBase, result
 
 

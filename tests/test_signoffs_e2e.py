@@ -12,8 +12,7 @@ from typing import Any, cast
 import pytest
 import redis.asyncio as aioredis
 
-from bot import keys
-from bot.card import (
+from bot.slack.card import (
     ACTION_ACCEPT_RISK,
     ACTION_APPROVE,
     ACTION_MANUAL_DONE,
@@ -22,6 +21,7 @@ from bot.card import (
     ACTION_REJECT,
     ACTION_WITHDRAW,
 )
+from bot.store import keys
 from tests.bot_harness import CHANNEL, RunningBot, bot_settings, reply_to, write_gate
 from tests.redis_server import RedisServer
 from tests.slack_standin import SlackStandIn

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
-from bot import keys
-from bot.decision import Verdict
-from bot.errors import StoreUnavailable
-from bot.release import Release, RunLease, RunRecord, State
-from bot.results import CheckResult, Status
-from bot.store import AuditEvent, Store
+from bot.core.decision import Verdict
+from bot.core.errors import StoreUnavailable
+from bot.core.release import Release, RunLease, RunRecord, State
+from bot.core.results import CheckResult, Status
+from bot.store import keys
+from bot.store.store import AuditEvent, Store
 from tests.redis_server import RedisServer
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -126,7 +126,7 @@ def test_every_key_shares_the_gate_hash_tag() -> None:
 
 
 async def test_unreachable_redis_is_store_unavailable(private_redis: RedisServer) -> None:
-    from bot.redis_conn import connect
+    from bot.store.connection import connect
 
     handle = connect(private_redis.url, private_redis.data_dir)
     store = Store(handle.client)

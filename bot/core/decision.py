@@ -20,10 +20,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.durations import format_duration, humanize_age
-from bot.gate import Gate, RiskScorePolicy, Signoff, ThresholdPolicy
-from bot.results import CheckResult, Status
-from bot.signoffs import (
+from bot.core.durations import format_duration, humanize_age
+from bot.core.facts import (
     DrillResult,
     OverrideRequest,
     RiskAcceptance,
@@ -33,6 +31,8 @@ from bot.signoffs import (
     override_expires_at,
     staleness,
 )
+from bot.core.gate import Gate, RiskScorePolicy, Signoff, ThresholdPolicy
+from bot.core.results import CheckResult, Status
 from checks.base import Severity, SpecBase
 
 

@@ -12,7 +12,11 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.card import (
+from bot.core.durations import parse_duration
+from bot.core.errors import NotFound, UsageError
+from bot.core.facts import Vote
+from bot.services.signing import Outcome, Signing
+from bot.slack.card import (
     ACTION_ACCEPT_RISK,
     ACTION_APPROVE,
     ACTION_APPROVE_COMMENT,
@@ -23,9 +27,7 @@ from bot.card import (
     ACTION_WITHDRAW,
     escape,
 )
-from bot.durations import parse_duration
-from bot.errors import NotFound, UsageError
-from bot.modals import (
+from bot.slack.modals import (
     MODAL_APPROVE,
     MODAL_MANUAL,
     MODAL_REJECT,
@@ -37,8 +39,6 @@ from bot.modals import (
     risk_modal,
     submitted,
 )
-from bot.signing import Outcome, Signing
-from bot.signoffs import Vote
 from commands.replies import Respond, ephemeral, replying_errors
 
 

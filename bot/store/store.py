@@ -18,10 +18,10 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from pydantic import BaseModel, ConfigDict
 
-from bot import keys
-from bot.errors import StoreUnavailable
-from bot.release import Release, RunLease, RunRecord
-from bot.results import CheckResult
+from bot.core.errors import StoreUnavailable
+from bot.core.release import Release, RunLease, RunRecord
+from bot.core.results import CheckResult
+from bot.store import keys
 
 AUDIT_MAXLEN = 10_000
 RUNS_KEPT = 200

@@ -8,14 +8,14 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.card import Message
-from bot.errors import Conflict, Forbidden
-from bot.evidence import build_bundle, render_markdown, render_record
-from bot.history import render_history
-from bot.membership import Membership
-from bot.release import Release, State
-from bot.service import ReleaseService, ReleaseState
-from bot.store import AuditEvent
+from bot.core.errors import Conflict, Forbidden
+from bot.core.evidence import build_bundle, render_markdown, render_record
+from bot.core.release import Release, State
+from bot.services.membership import Membership
+from bot.services.releases import ReleaseService, ReleaseState
+from bot.slack.card import Message
+from bot.slack.history import render_history
+from bot.store.store import AuditEvent
 
 log = logging.getLogger("gonogo.lifecycle")
 

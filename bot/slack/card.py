@@ -28,12 +28,12 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.decision import MENTION, Decision, Level, Reason, RoleStatus
-from bot.durations import humanize_age
-from bot.gate import Gate, RiskScorePolicy, ThresholdPolicy
-from bot.release import Release, RunRecord, State
-from bot.results import CheckResult, Status
-from bot.signoffs import DrillResult, ManualMark, Signature
+from bot.core.decision import MENTION, Decision, Level, Reason, RoleStatus
+from bot.core.durations import humanize_age
+from bot.core.facts import DrillResult, ManualMark, Signature
+from bot.core.gate import Gate, RiskScorePolicy, ThresholdPolicy
+from bot.core.release import Release, RunRecord, State
+from bot.core.results import CheckResult, Status
 from checks.base import Severity, SpecBase
 
 ACTION_RUN = "gonogo_run"

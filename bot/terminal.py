@@ -9,10 +9,10 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from bot.decision import MENTION, Decision, Level
-from bot.durations import format_duration
-from bot.gate import Gate
-from bot.results import CheckResult, Status
+from bot.core.decision import MENTION, Decision, Level
+from bot.core.durations import format_duration
+from bot.core.gate import Gate
+from bot.core.results import CheckResult, Status
 
 JSON_VERSION = 1
 

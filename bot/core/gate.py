@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bot.durations import Duration
+from bot.core.durations import Duration
 from checks import AnyCheckSpec
 from checks.base import CHECK_ID_PATTERN, Severity
 

@@ -17,16 +17,16 @@ from datetime import datetime
 
 from slack_sdk.errors import SlackApiError
 
-from bot.card import render_override_active, render_override_request
-from bot.decision import Level, mention
-from bot.errors import Conflict, Forbidden, NotFound, UsageError
-from bot.gate import Gate, Signoff
-from bot.loader import LoadedGate
-from bot.membership import Membership
-from bot.release import Release, State
-from bot.service import ReleaseService, ReleaseState
-from bot.signoffs import ManualMark, OverrideApproval, OverrideRequest, RiskAcceptance, Signature, Vote
-from bot.store import AuditEvent, Fact, PutOutcome
+from bot.core.decision import Level, mention
+from bot.core.errors import Conflict, Forbidden, NotFound, UsageError
+from bot.core.facts import ManualMark, OverrideApproval, OverrideRequest, RiskAcceptance, Signature, Vote
+from bot.core.gate import Gate, Signoff
+from bot.core.loader import LoadedGate
+from bot.core.release import Release, State
+from bot.services.membership import Membership
+from bot.services.releases import ReleaseService, ReleaseState
+from bot.slack.card import render_override_active, render_override_request
+from bot.store.store import AuditEvent, Fact, PutOutcome
 
 log = logging.getLogger("gonogo.signing")
 

@@ -15,9 +15,9 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import keys
-from bot.gate import Signoff
-from bot.store import Store
+from bot.core.gate import Signoff
+from bot.store import keys
+from bot.store.store import Store
 
 log = logging.getLogger("gonogo.membership")
 

@@ -8,8 +8,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.decision import Verdict
-from bot.errors import UsageError
+from bot.core.decision import Verdict
+from bot.core.errors import UsageError
 
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 SHA = re.compile(r"^[0-9a-f]{7,40}$")

@@ -21,18 +21,18 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.card import FOLD_AT, CardView, Message, render_card, render_check_details, render_results_listing
-from bot.decision import Decision, decide
-from bot.errors import Conflict, NotFound, StoreUnavailable, UsageError
-from bot.gateset import GateSet
-from bot.loader import LoadedGate
-from bot.masking import Masker
-from bot.people import People, load_people, with_manual_marks
-from bot.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
-from bot.results import CheckResult, Status
-from bot.runner import run_checks
-from bot.signoffs import ManualMark, blocker_digest
-from bot.store import AuditEvent, Fact, Store
+from bot.core.decision import Decision, decide
+from bot.core.errors import Conflict, NotFound, StoreUnavailable, UsageError
+from bot.core.facts import ManualMark, blocker_digest
+from bot.core.gateset import GateSet
+from bot.core.loader import LoadedGate
+from bot.core.masking import Masker
+from bot.core.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
+from bot.core.results import CheckResult, Status
+from bot.services.people import People, load_people, with_manual_marks
+from bot.services.runner import run_checks
+from bot.slack.card import FOLD_AT, CardView, Message, render_card, render_check_details, render_results_listing
+from bot.store.store import AuditEvent, Fact, Store
 from checks.base import CheckContext
 
 log = logging.getLogger("gonogo.service")

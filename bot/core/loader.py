@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from bot.errors import ConfigError
-from bot.gate import Gate
+from bot.core.errors import ConfigError
+from bot.core.gate import Gate
 
 GATE_SUFFIXES = (".yml", ".yaml")
 

@@ -10,10 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.decision import DecisionInput, mention
-from bot.gate import Gate
-from bot.results import CheckResult, Status
-from bot.signoffs import (
+from bot.core.decision import DecisionInput, mention
+from bot.core.facts import (
     DrillResult,
     ManualMark,
     OverrideApproval,
@@ -21,7 +19,9 @@ from bot.signoffs import (
     RiskAcceptance,
     Signature,
 )
-from bot.store import Fact, Store
+from bot.core.gate import Gate
+from bot.core.results import CheckResult, Status
+from bot.store.store import Fact, Store
 
 
 @dataclass(frozen=True)

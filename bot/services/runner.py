@@ -13,9 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
-from bot.durations import format_duration
-from bot.masking import Masker, truncate_line, truncate_tail
-from bot.results import CheckResult, Status
+from bot.core.durations import format_duration
+from bot.core.masking import Masker, truncate_line, truncate_tail
+from bot.core.results import CheckResult, Status
 from checks import run_check
 from checks.base import CheckContext, SpecBase
 

@@ -20,7 +20,9 @@ from typing import Any
 
 from slack_sdk.models.blocks import Block
 
-from bot.card import (
+from bot.core.decision import Verdict
+from bot.core.results import Status
+from bot.slack.card import (
     Message,
     chunk_lines,
     context,
@@ -32,9 +34,7 @@ from bot.card import (
     section,
     user_ref,
 )
-from bot.decision import Verdict
-from bot.results import Status
-from bot.store import AuditEntry
+from bot.store.store import AuditEntry
 
 PAGE_SIZE = 40
 LINE_LIMIT = 400  # one entry's line; 40 of them fit 6 sections, far below the 50-block limit

@@ -20,7 +20,14 @@ from typing import Any
 
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTextObject, PlainTextObject
 
-from bot.card import (
+from bot.core.decision import MENTION, Decision, Verdict
+from bot.core.durations import format_duration
+from bot.core.facts import DrillResult, RiskAcceptance, Signature
+from bot.core.gate import Gate
+from bot.core.loader import LoadedGate
+from bot.core.release import Release, RunRecord
+from bot.core.results import CheckResult, Status
+from bot.slack.card import (
     HEADER_LIMIT,
     SECTION_LIMIT,
     Message,
@@ -32,14 +39,7 @@ from bot.card import (
     section,
     user_ref,
 )
-from bot.decision import MENTION, Decision, Verdict
-from bot.durations import format_duration
-from bot.gate import Gate
-from bot.loader import LoadedGate
-from bot.release import Release, RunRecord
-from bot.report import format_duration_short, plain
-from bot.results import CheckResult, Status
-from bot.signoffs import DrillResult, RiskAcceptance, Signature
+from bot.terminal import format_duration_short, plain
 from checks.base import SpecBase
 
 BUNDLE_VERSION = 1  # keys are only ever added; renaming one means bumping this

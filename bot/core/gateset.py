@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bot.errors import ConfigError, NotFound
-from bot.loader import LoadedGate, load_gates
+from bot.core.errors import ConfigError, NotFound
+from bot.core.loader import LoadedGate, load_gates
 
 log = logging.getLogger("gonogo.gates")
 

@@ -13,9 +13,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.durations import format_duration
-from bot.gate import Gate
-from bot.results import CheckResult
+from bot.core.durations import format_duration
+from bot.core.gate import Gate
+from bot.core.results import CheckResult
 from checks.base import Severity
 
 
