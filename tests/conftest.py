@@ -1,8 +1,7 @@
-"""Shared fixtures: a real Redis (the machine's on 6379, or one we start), HTTP sessions."""
+"""Shared fixtures: a real Redis of the suite's own (never the machine's), HTTP sessions."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,22 +11,10 @@ import redis.asyncio as aioredis
 
 from tests.redis_server import RedisServer
 
-TEST_DB = 9  # the machine's Redis keeps nothing on disk; db 9 is ours alone during tests
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if _reachable("127.0.0.1", 6379):
-        yield f"redis://127.0.0.1:6379/{TEST_DB}"
-        return
+    """One redis-server for the session, on a free port: the suite flushes only what it started."""
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     try:
         yield server.url

@@ -49,5 +49,9 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # stopped with SIGSTOP by a test, or hung: never leak it
+                self.process.kill()
+                self.process.wait(timeout=10)
             self.process = None
