@@ -199,7 +199,7 @@ async def _release_facts(release_id: str, gate_id: str) -> tuple[People, str | N
 
 
 async def _export(release_id: str, fmt: str) -> int:
-    from bot.core.evidence import render_markdown
+    from bot.core.evidence_markdown import render_markdown
     from bot.core.release import parse_release_id
 
     parse_release_id(release_id)

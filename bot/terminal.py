@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
-from bot.core.decision import MENTION, Decision, Level
-from bot.core.durations import format_duration
+from bot.core.decision import Decision, Level
 from bot.core.gate import Gate
 from bot.core.results import CheckResult, Status
+from bot.core.text import format_duration_short, plain
 
 JSON_VERSION = 1
 
@@ -31,11 +30,6 @@ _VERDICT_STYLE = {
     "GO (OVERRIDE)": "bold yellow",
 }
 _LEVEL_MARK = {Level.BLOCKING: "✗", Level.RISK: "!", Level.WARNING: "~", Level.INFO: "·"}
-
-
-def plain(text: str) -> str:
-    """Reason text for terminals and JSON: user references as @U123."""
-    return MENTION.sub(r"@\1", text)
 
 
 def json_document(
@@ -119,10 +113,6 @@ def results_table(gate: Gate, results: Mapping[str, CheckResult], running: set[s
             format_duration_short(found.duration_s),
         )
     return table
-
-
-def format_duration_short(seconds: float) -> str:
-    return f"{seconds:.1f}s" if seconds < 60 else format_duration(timedelta(seconds=round(seconds)))
 
 
 def verdict_text(decision: Decision) -> Text:

@@ -7,7 +7,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.services.releases import ReleaseService
-from bot.slack.card import ACTION_REFRESH, ACTION_RUN
+from bot.slack.blocks import ACTION_REFRESH, ACTION_RUN
 from commands.replies import Respond, replying_errors
 
 

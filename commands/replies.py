@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from bot.core.errors import GonogoError, StoreUnavailable
-from bot.slack.card import reason_mrkdwn
+from bot.slack.blocks import reason_mrkdwn
 
 log = logging.getLogger("gonogo.commands")
 

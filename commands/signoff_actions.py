@@ -16,7 +16,7 @@ from bot.core.durations import parse_duration
 from bot.core.errors import NotFound, UsageError
 from bot.core.facts import Vote
 from bot.services.signing import Outcome, Signing
-from bot.slack.card import (
+from bot.slack.blocks import (
     ACTION_ACCEPT_RISK,
     ACTION_APPROVE,
     ACTION_APPROVE_COMMENT,

@@ -10,7 +10,7 @@ from bot.core.errors import UsageError
 from bot.services.lifecycle import Lifecycle
 from bot.services.releases import ReleaseService
 from bot.services.signing import Signing
-from bot.slack.card import render_help, render_release_list
+from bot.slack.messages import render_help, render_release_list
 from commands.parse import USAGE, parse
 from commands.replies import Respond, ephemeral, replying_errors
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_sdk.models.blocks import Block
 
-from bot.slack.card import Message
+from bot.slack.blocks import Message
 
 
 def assert_valid(message: Message, *, text_limit: int = 40_000) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bot.slack.card import ACTION_RUN
+from bot.slack.blocks import ACTION_RUN
 from bot.store import keys
 from tests.bot_harness import (
     CHANNEL,

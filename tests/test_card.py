@@ -14,19 +14,9 @@ from bot.core.gate import Gate
 from bot.core.loader import load_gate
 from bot.core.release import Release, RunRecord
 from bot.core.results import CheckResult, Status
-from bot.slack.card import (
-    ACTION_REFRESH,
-    ACTION_RUN,
-    FOLD_AT,
-    CardView,
-    escape,
-    reason_mrkdwn,
-    render_card,
-    render_check_details,
-    render_help,
-    render_release_list,
-    render_results_listing,
-)
+from bot.slack.blocks import ACTION_REFRESH, ACTION_RUN, escape, reason_mrkdwn
+from bot.slack.card import FOLD_AT, CardView, render_card
+from bot.slack.messages import render_check_details, render_help, render_release_list, render_results_listing
 from tests.blockkit import all_text, assert_valid
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 
 from bot.core.decision import DecisionInput, Verdict, decide
-from bot.core.evidence import NEXT_GO, NEXT_RISK, build_bundle, md_cell, md_fence, render_markdown, render_record, stamp
+from bot.core.evidence import NEXT_GO, NEXT_RISK, build_bundle, stamp
+from bot.core.evidence_markdown import md_cell, md_fence, render_markdown
 from bot.core.facts import DrillResult, OverrideApproval, OverrideRequest, RiskAcceptance, Signature, Vote
 from bot.core.gate import RiskScorePolicy
 from bot.core.loader import LoadedGate, load_gate
 from bot.core.release import Release, RunRecord, State
 from bot.core.results import CheckResult, Status
+from bot.slack.record import render_record
 from tests.blockkit import all_text, assert_valid
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.slack.card import Message
+from bot.slack.blocks import Message
 from bot.slack.history import PAGE_SIZE, Page, describe, entry_line, paginate, render_history
 from bot.store.store import AuditEntry
 from tests.blockkit import all_text, assert_valid

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.cli import main
-from bot.slack.card import ACTION_APPROVE
+from bot.slack.blocks import ACTION_APPROVE
 from bot.store import keys
 from tests.bot_harness import CHANNEL, RunningBot, bot_settings, reply_to, write_gate
 from tests.slack_standin import SlackStandIn

@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 import redis.asyncio as aioredis
 
-from bot.slack.card import (
+from bot.slack.blocks import (
     ACTION_ACCEPT_RISK,
     ACTION_APPROVE,
     ACTION_MANUAL_DONE,

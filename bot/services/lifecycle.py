@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.core.errors import Conflict, Forbidden
-from bot.core.evidence import build_bundle, render_markdown, render_record
+from bot.core.evidence import build_bundle
+from bot.core.evidence_markdown import render_markdown
 from bot.core.release import Release, State
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
-from bot.slack.card import Message
+from bot.slack.blocks import Message
 from bot.slack.history import render_history
+from bot.slack.record import render_record
 from bot.store.store import AuditEvent
 
 log = logging.getLogger("gonogo.lifecycle")

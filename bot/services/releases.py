@@ -31,7 +31,9 @@ from bot.core.release import Release, RunLease, RunRecord, State, check_sha, par
 from bot.core.results import CheckResult, Status
 from bot.services.people import People, load_people, with_manual_marks
 from bot.services.runner import run_checks
-from bot.slack.card import FOLD_AT, CardView, Message, render_card, render_check_details, render_results_listing
+from bot.slack.blocks import Message
+from bot.slack.card import FOLD_AT, CardView, render_card
+from bot.slack.messages import render_check_details, render_results_listing
 from bot.store.store import AuditEvent, Fact, Store
 from checks.base import CheckContext
 

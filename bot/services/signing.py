@@ -25,7 +25,7 @@ from bot.core.loader import LoadedGate
 from bot.core.release import Release, State
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
-from bot.slack.card import render_override_active, render_override_request
+from bot.slack.messages import render_override_active, render_override_request
 from bot.store.store import AuditEvent, Fact, PutOutcome
 
 log = logging.getLogger("gonogo.signing")

@@ -1,144 +1,64 @@
-"""The release card and the bot's other Slack messages, as pure Block Kit renderings.
+"""The release card, as a pure Block Kit rendering of one release's state at one instant.
 
-Everything here is a function of its arguments (the clock included): no Slack calls, no Redis.
-Blocks are built from `slack_sdk.models.blocks` objects, whose `to_dict()` validates them, and
-every renderer keeps to Slack's limits (50 blocks, 3000 characters a section, 150 a header) by
-folding rather than by letting Slack reject the message: a big gate folds its passing checks
-into one summary line and lists everything in the thread instead.
+A function of its arguments (the clock included): no Slack calls, no Redis. It keeps to Slack's
+limits (50 blocks, 3000 characters a section, 150 a header) by folding rather than by letting Slack
+reject the message: a big gate folds its passing checks into one summary line and lists everything
+in the thread instead.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
-    ConfirmObject,
-    ContextBlock,
     DividerBlock,
     HeaderBlock,
-    MarkdownTextObject,
     PlainTextObject,
     SectionBlock,
 )
 
-from bot.core.decision import MENTION, Decision, Level, Reason, RoleStatus
-from bot.core.durations import humanize_age
+from bot.core.decision import MENTION, Decision, Level, RoleStatus
 from bot.core.facts import DrillResult, ManualMark, Signature
 from bot.core.gate import Gate, RiskScorePolicy, ThresholdPolicy
 from bot.core.release import Release, RunRecord, State
 from bot.core.results import CheckResult, Status
+from bot.core.text import chunk_lines, cut, one_line
+from bot.slack.blocks import (
+    ACTION_ACCEPT_RISK,
+    ACTION_APPROVE,
+    ACTION_APPROVE_COMMENT,
+    ACTION_MANUAL_DONE,
+    ACTION_MANUAL_REOPEN,
+    ACTION_REFRESH,
+    ACTION_REJECT,
+    ACTION_RUN,
+    HEADER_LIMIT,
+    MAX_BLOCKS,
+    MAX_BUTTONS,
+    Message,
+    age,
+    button,
+    confirm,
+    context,
+    escape,
+    message,
+    reason_mrkdwn,
+    section,
+    user_ref,
+)
 from checks.base import Severity, SpecBase
 
-ACTION_RUN = "gonogo_run"
-ACTION_REFRESH = "gonogo_refresh"
-ACTION_APPROVE = "gonogo_approve"
-ACTION_APPROVE_COMMENT = "gonogo_approve_comment"
-ACTION_REJECT = "gonogo_reject"
-ACTION_WITHDRAW = "gonogo_withdraw"
-ACTION_MANUAL_DONE = "gonogo_manual_done"
-ACTION_MANUAL_REOPEN = "gonogo_manual_reopen"
-ACTION_ACCEPT_RISK = "gonogo_accept_risk"
-ACTION_OVERRIDE_APPROVE = "gonogo_override_approve"
-MAX_ROLE_BUTTON_ROWS = 10
-MAX_BUTTONS = 25  # per actions block
-
-MAX_BLOCKS = 50
-SECTION_LIMIT = 3000
-HEADER_LIMIT = 150
-TEXT_LIMIT = 3000  # the notification text; Slack allows 40k but nobody reads that much
 FOLD_AT = 15  # above this many checks, passing ones fold into one line
 MAX_CHECK_SECTIONS = 8
 CARD_SUMMARY_LIMIT = 160  # a check's summary on the card; the thread has the rest
 MAX_REASONS_SHOWN = 12
 RUNNING = "⏳"
-
-# --- text helpers ---------------------------------------------------------------------------
-
-
-def escape(text: str) -> str:
-    """Escape user or tool text for mrkdwn: only &, < and > are control characters in Slack."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def user_ref(user: str) -> str:
-    """A mention for ids that look like Slack users; anything else (cli, ci) as plain text."""
-    return f"<@{user}>" if re.fullmatch(r"[UW][A-Z0-9]+", user) else escape(user)
-
-
-def reason_mrkdwn(text: str) -> str:
-    """Reason text (which may quote tool output) escaped, with `{@U…}` tokens as real mentions."""
-    out: list[str] = []
-    last = 0
-    for match in MENTION.finditer(text):
-        out.append(escape(text[last : match.start()]))
-        out.append(user_ref(match.group(1)))
-        last = match.end()
-    out.append(escape(text[last:]))
-    return "".join(out)
-
-
-def cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def code_block(text: str) -> str:
-    # A ``` inside the output would close our fence early.
-    return "```" + escape(text).replace("```", "`\u200b``") + "```"
-
-
-def age(now: datetime, then: datetime) -> str:
-    text = humanize_age(max((now - then).total_seconds(), 0.0))
-    return text if text == "just now" else f"{text} ago"
-
-
-def chunk_lines(lines: Iterable[str], limit: int = SECTION_LIMIT) -> list[str]:
-    """Join lines into texts of at most `limit` characters, never splitting a line."""
-    chunks: list[str] = []
-    current = ""
-    for line in lines:
-        line = cut(line, limit)
-        if current and len(current) + 1 + len(line) > limit:
-            chunks.append(current)
-            current = line
-        else:
-            current = f"{current}\n{line}" if current else line
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-@dataclass(frozen=True)
-class Message:
-    """Slack message content: fallback `text` (notifications, screen readers) and blocks."""
-
-    text: str
-    blocks: list[dict[str, Any]]
-
-
-def message(text: str, blocks: Sequence[Block]) -> Message:
-    """Render blocks (validating each) into a Message, refusing more than Slack's 50."""
-    rendered = [b.to_dict() for b in blocks]  # to_dict() validates every block
-    assert len(rendered) <= MAX_BLOCKS, f"{len(rendered)} blocks"
-    return Message(text=cut(text, TEXT_LIMIT), blocks=rendered)
-
-
-def section(text: str, block_id: str | None = None) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=cut(text, SECTION_LIMIT)), block_id=block_id)
-
-
-def context(text: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=cut(text, SECTION_LIMIT))])
+MAX_ROLE_BUTTON_ROWS = 10
 
 
 # --- the release card -----------------------------------------------------------------------
@@ -299,36 +219,26 @@ def role_line(role: RoleStatus, members: Sequence[str], usergroup: str | None, n
     return "\n".join(lines)
 
 
-def _confirm(title: str, text: str, yes: str) -> ConfirmObject:
-    return ConfirmObject(title=cut(title, 100), text=cut(text, 300), confirm=yes, deny="Cancel")
-
-
-def _button(
-    text: str, action_id: str, value: str, style: str | None = None, confirm: ConfirmObject | None = None
-) -> ButtonElement:
-    return ButtonElement(text=cut(text, 75), action_id=action_id, value=value, style=style, confirm=confirm)
-
-
 def role_buttons(view: CardView, role: str, label: str) -> ActionsBlock:
     rid = view.release.id
     value = f"{rid}|{role}"
     return ActionsBlock(
         block_id=cut(f"role|{role}", 255),
         elements=[
-            _button(
+            button(
                 f"Approve as {label}",
                 ACTION_APPROVE,
                 value,
                 "primary",
-                _confirm("Approve?", f"Approve {rid} as {label}? Your approval is bound to this commit.", "Approve"),
+                confirm("Approve?", f"Approve {rid} as {label}? Your approval is bound to this commit.", "Approve"),
             ),
-            _button("Approve with comment…", ACTION_APPROVE_COMMENT, value),
-            _button(
+            button("Approve with comment…", ACTION_APPROVE_COMMENT, value),
+            button(
                 "Reject",
                 ACTION_REJECT,
                 value,
                 "danger",
-                _confirm("Reject?", f"Reject {rid} as {label}? You will be asked for a reason.", "Reject"),
+                confirm("Reject?", f"Reject {rid} as {label}? You will be asked for a reason.", "Reject"),
             ),
         ],
     )
@@ -385,7 +295,7 @@ def _risk_buttons(view: CardView) -> ActionsBlock | None:
     return ActionsBlock(
         block_id="risks",
         elements=[
-            _button(f"Accept risk {risk.id}", ACTION_ACCEPT_RISK, f"{view.release.id}|{risk.id}")
+            button(f"Accept risk {risk.id}", ACTION_ACCEPT_RISK, f"{view.release.id}|{risk.id}")
             for risk in open_risks[:MAX_BUTTONS]
         ],
     )
@@ -399,10 +309,10 @@ def _manual_buttons(view: CardView) -> ActionsBlock | None:
     for check in manual[:MAX_BUTTONS]:
         value = f"{view.release.id}|{check.id}"
         if check.id in view.marks:
-            confirm = _confirm("Reopen?", f"Mark {check.title} as not done again?", "Reopen")
-            elements.append(_button(f"Reopen {check.title}", ACTION_MANUAL_REOPEN, value, confirm=confirm))
+            ask = confirm("Reopen?", f"Mark {check.title} as not done again?", "Reopen")
+            elements.append(button(f"Reopen {check.title}", ACTION_MANUAL_REOPEN, value, confirm=ask))
         else:
-            elements.append(_button(f"Mark done: {check.title}", ACTION_MANUAL_DONE, value))
+            elements.append(button(f"Mark done: {check.title}", ACTION_MANUAL_DONE, value))
     return ActionsBlock(block_id="manual", elements=elements)
 
 
@@ -488,144 +398,3 @@ def render_card(view: CardView) -> Message:
     if len(checks) > room:
         checks = [*checks[: max(room - 1, 0)], section("…more checks than fit here: the full list is in the thread")]
     return message(card_text(view), [*head, *checks, *rest, *tail])
-
-
-# --- messages in the card's thread ----------------------------------------------------------
-
-
-def _role_label(gate: Gate, role: str) -> str:
-    found = gate.role(role)
-    return found.title if found else role
-
-
-def render_override_request(gate: Gate, release: Release, request_id: str, requested_by: str, reason: str) -> Message:
-    """The break-glass request, posted to the card's thread and the channel with Approve buttons."""
-    assert gate.override is not None
-    needs = ", ".join(f"{n}× {escape(_role_label(gate, role))}" for role, n in gate.override.approvers.items())
-    text = (
-        f"🟠 *Override requested* for *{escape(release.id)}* by {user_ref(requested_by)}\n"
-        f"> {escape(one_line(reason))}\nNeeds: {needs}. The requester cannot approve it."
-    )
-    buttons = [
-        _button(
-            f"Approve override as {_role_label(gate, role)}",
-            ACTION_OVERRIDE_APPROVE,
-            f"{release.id}|{request_id}|{role}",
-            "danger",
-            _confirm(
-                "Approve override?",
-                f"Let {release.id} go despite failing gates, as {_role_label(gate, role)}?",
-                "Approve",
-            ),
-        )
-        for role in gate.override.approvers
-    ]
-    blocks: list[Block] = [
-        section(text),
-        ActionsBlock(block_id=f"override|{request_id}", elements=buttons[:MAX_BUTTONS]),
-    ]
-    return message(f"Override requested for {release.id}: {one_line(reason)}", blocks)
-
-
-def render_override_active(
-    release: Release, reason: str, approvers: Sequence[tuple[str, str]], failing: Sequence[str]
-) -> Message:
-    """Announced in the channel when the override's quorum is met."""
-    who = ", ".join(f"{user_ref(user)} ({escape(role)})" for user, role in approvers)
-    lines = [f"🟠 *{escape(release.id)} is GO (OVERRIDE)*", f"Reason: {escape(one_line(reason))}", f"Approved by {who}"]
-    if failing:
-        lines.append("Failing at this moment:")
-        lines += [f"• {reason_mrkdwn(one_line(f))}" for f in failing[:20]]
-    return message(f"{release.id} is GO (OVERRIDE): {one_line(reason)}", [section(c) for c in chunk_lines(lines)[:10]])
-
-
-def render_check_details(gate: Gate, result: CheckResult) -> Message:
-    """A failed check's summary and output tail, posted as a reply in the card's thread."""
-    check = next((c for c in gate.checks if c.id == result.check_id), None)
-    title = check.title if check else result.check_id
-    verb = {Status.FAIL: "failed", Status.ERROR: "errored", Status.SKIPPED: "was skipped"}.get(
-        result.status, result.status.value
-    )
-    summary = escape(one_line(result.summary))
-    head = f"{result.status.emoji} *{escape(title)}* {verb} after {result.duration_s:.1f} s: {summary}"
-    blocks: list[Block] = [section(head)]
-    if result.details.strip():
-        # The runner keeps details under 2800 characters; escaping can grow them, so cut the head.
-        body = code_block(result.details)
-        if len(body) > SECTION_LIMIT:
-            body = code_block("…" + result.details[-(SECTION_LIMIT - 200) :])
-        blocks.append(section(body))
-    return message(f"{title} {verb}: {one_line(result.summary)}", blocks)
-
-
-def render_results_listing(gate: Gate, results: Mapping[str, CheckResult], now: datetime) -> list[Message]:
-    """Every check of a big gate, for the thread: the card only shows what needs attention."""
-    lines = []
-    for check in gate.checks:
-        found = results.get(check.id)
-        if found is None:
-            lines.append(f"⬜ *{escape(check.title)}* — not run yet")
-        else:
-            lines.append(
-                f"{found.status.emoji} *{escape(check.title)}* — {escape(cut(one_line(found.summary), 200))}"
-                f" · {found.duration_s:.1f} s · _{age(now, found.finished_at)}_"
-            )
-    sections = [section(text) for text in chunk_lines(lines)]
-    pages = [sections[i : i + MAX_BLOCKS] for i in range(0, len(sections), MAX_BLOCKS)]
-    return [message(f"All {len(gate.checks)} checks of {gate.name}", page) for page in pages]
-
-
-# --- ephemeral answers ----------------------------------------------------------------------
-
-USAGE = [
-    ("open <gate> <version> [sha]", "open a release and post its card in the gate's channel"),
-    ("status [<release> | <gate>]", "show a release's card (here: at the bottom); alone: the open releases"),
-    ("run <release> [check-id ...]", "run the checks now (all, or the ones named)"),
-    ("list", "open releases with their verdicts and what blocks them"),
-    ("override <release> <reason>", "break-glass: ask the override approvers to let a NO-GO go"),
-    ("decide <release>", "freeze the verdict: post the decision record, keep the evidence bundle"),
-    ("evidence <release>", "upload the evidence bundle (Markdown) to the card's thread"),
-    ("close <release> / reopen <release>", "close a release / open it again"),
-    ("history <release> [--page N]", "the audit trail"),
-    ("help", "this message"),
-]
-
-
-def render_help(note: str | None = None) -> Message:
-    lines = [f"• `/gonogo {usage}` — {what}" for usage, what in USAGE]
-    text = "*gonogo* runs release GO/NO-GO gates.\n" + "\n".join(lines)
-    text += "\nA release is `<gate>@<version>`, e.g. `payments@1.4.0`."
-    blocks: list[Block] = []
-    if note:
-        blocks.append(section(f":warning: {escape(note)}"))
-    blocks.append(section(text))
-    plain = "\n".join(f"/gonogo {usage} — {what}" for usage, what in USAGE)
-    return message(f"{note}\n{plain}" if note else plain, blocks)
-
-
-def release_line(release: Release, decision: Decision | None, now: datetime) -> str:
-    if decision is None:
-        head = f"❔ *{escape(release.id)}*"
-        rest = "verdict unknown"
-    else:
-        head = f"{decision.verdict.emoji} *{escape(release.id)}* {decision.verdict.value}"
-        blocking: list[Reason] = decision.blocking
-        if blocking:
-            more = f" (+{len(blocking) - 1} more)" if len(blocking) > 1 else ""
-            rest = reason_mrkdwn(cut(one_line(blocking[0].text), 150)) + more
-        else:
-            rest = f"{decision.checks_passed}/{decision.checks_total} checks pass"
-    sha = f" `{release.short_sha}`" if release.short_sha else ""
-    return f"{head}{sha} — {rest} · opened {age(now, release.opened_at)} by {user_ref(release.opened_by)}"
-
-
-def render_release_list(rows: Sequence[tuple[Release, Decision | None]], now: datetime) -> Message:
-    if not rows:
-        text = "No open releases. Open one with `/gonogo open <gate> <version>`."
-        return message(text, [section(text)])
-    lines = [f"*Open releases* ({len(rows)})", *(release_line(r, d, now) for r, d in rows)]
-    chunks = chunk_lines(lines)
-    if len(chunks) > MAX_BLOCKS:
-        chunks = [*chunks[: MAX_BLOCKS - 1], "…more releases than fit here"]
-    plain = "; ".join(f"{r.id} {d.verdict.value if d else 'unknown'}" for r, d in rows)
-    return message(f"Open releases: {plain}", [section(c) for c in chunks])

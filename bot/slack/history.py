@@ -22,18 +22,8 @@ from slack_sdk.models.blocks import Block
 
 from bot.core.decision import Verdict
 from bot.core.results import Status
-from bot.slack.card import (
-    Message,
-    chunk_lines,
-    context,
-    cut,
-    escape,
-    message,
-    one_line,
-    reason_mrkdwn,
-    section,
-    user_ref,
-)
+from bot.core.text import chunk_lines, cut, one_line
+from bot.slack.blocks import Message, context, escape, message, reason_mrkdwn, section, user_ref
 from bot.store.store import AuditEntry
 
 PAGE_SIZE = 40

@@ -13,7 +13,8 @@ from typing import Any
 from slack_sdk.models.blocks import InputBlock, PlainTextInputElement
 from slack_sdk.models.views import View
 
-from bot.slack.card import cut, escape, section
+from bot.core.text import cut
+from bot.slack.blocks import escape, section
 
 MODAL_APPROVE = "gonogo_approve_modal"
 MODAL_REJECT = "gonogo_reject_modal"

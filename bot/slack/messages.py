@@ -1,0 +1,173 @@
+"""The bot's other Slack messages: thread replies (check details, full listings, override
+request and activation) and ephemeral answers (help, the open-release list). Pure renderings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+)
+
+from bot.core.decision import Decision, Reason
+from bot.core.gate import Gate
+from bot.core.release import Release
+from bot.core.results import CheckResult, Status
+from bot.core.text import SECTION_LIMIT, chunk_lines, cut, one_line
+from bot.slack.blocks import (
+    ACTION_OVERRIDE_APPROVE,
+    MAX_BLOCKS,
+    MAX_BUTTONS,
+    Message,
+    age,
+    button,
+    code_block,
+    confirm,
+    escape,
+    message,
+    reason_mrkdwn,
+    section,
+    user_ref,
+)
+
+# --- messages in the card's thread ----------------------------------------------------------
+
+
+def _role_label(gate: Gate, role: str) -> str:
+    found = gate.role(role)
+    return found.title if found else role
+
+
+def render_override_request(gate: Gate, release: Release, request_id: str, requested_by: str, reason: str) -> Message:
+    """The break-glass request, posted to the card's thread and the channel with Approve buttons."""
+    assert gate.override is not None
+    needs = ", ".join(f"{n}× {escape(_role_label(gate, role))}" for role, n in gate.override.approvers.items())
+    text = (
+        f"🟠 *Override requested* for *{escape(release.id)}* by {user_ref(requested_by)}\n"
+        f"> {escape(one_line(reason))}\nNeeds: {needs}. The requester cannot approve it."
+    )
+    buttons = [
+        button(
+            f"Approve override as {_role_label(gate, role)}",
+            ACTION_OVERRIDE_APPROVE,
+            f"{release.id}|{request_id}|{role}",
+            "danger",
+            confirm(
+                "Approve override?",
+                f"Let {release.id} go despite failing gates, as {_role_label(gate, role)}?",
+                "Approve",
+            ),
+        )
+        for role in gate.override.approvers
+    ]
+    blocks: list[Block] = [
+        section(text),
+        ActionsBlock(block_id=f"override|{request_id}", elements=buttons[:MAX_BUTTONS]),
+    ]
+    return message(f"Override requested for {release.id}: {one_line(reason)}", blocks)
+
+
+def render_override_active(
+    release: Release, reason: str, approvers: Sequence[tuple[str, str]], failing: Sequence[str]
+) -> Message:
+    """Announced in the channel when the override's quorum is met."""
+    who = ", ".join(f"{user_ref(user)} ({escape(role)})" for user, role in approvers)
+    lines = [f"🟠 *{escape(release.id)} is GO (OVERRIDE)*", f"Reason: {escape(one_line(reason))}", f"Approved by {who}"]
+    if failing:
+        lines.append("Failing at this moment:")
+        lines += [f"• {reason_mrkdwn(one_line(f))}" for f in failing[:20]]
+    return message(f"{release.id} is GO (OVERRIDE): {one_line(reason)}", [section(c) for c in chunk_lines(lines)[:10]])
+
+
+def render_check_details(gate: Gate, result: CheckResult) -> Message:
+    """A failed check's summary and output tail, posted as a reply in the card's thread."""
+    check = next((c for c in gate.checks if c.id == result.check_id), None)
+    title = check.title if check else result.check_id
+    verb = {Status.FAIL: "failed", Status.ERROR: "errored", Status.SKIPPED: "was skipped"}.get(
+        result.status, result.status.value
+    )
+    summary = escape(one_line(result.summary))
+    head = f"{result.status.emoji} *{escape(title)}* {verb} after {result.duration_s:.1f} s: {summary}"
+    blocks: list[Block] = [section(head)]
+    if result.details.strip():
+        # The runner keeps details under 2800 characters; escaping can grow them, so cut the head.
+        body = code_block(result.details)
+        if len(body) > SECTION_LIMIT:
+            body = code_block("…" + result.details[-(SECTION_LIMIT - 200) :])
+        blocks.append(section(body))
+    return message(f"{title} {verb}: {one_line(result.summary)}", blocks)
+
+
+def render_results_listing(gate: Gate, results: Mapping[str, CheckResult], now: datetime) -> list[Message]:
+    """Every check of a big gate, for the thread: the card only shows what needs attention."""
+    lines = []
+    for check in gate.checks:
+        found = results.get(check.id)
+        if found is None:
+            lines.append(f"⬜ *{escape(check.title)}* — not run yet")
+        else:
+            lines.append(
+                f"{found.status.emoji} *{escape(check.title)}* — {escape(cut(one_line(found.summary), 200))}"
+                f" · {found.duration_s:.1f} s · _{age(now, found.finished_at)}_"
+            )
+    sections = [section(text) for text in chunk_lines(lines)]
+    pages = [sections[i : i + MAX_BLOCKS] for i in range(0, len(sections), MAX_BLOCKS)]
+    return [message(f"All {len(gate.checks)} checks of {gate.name}", page) for page in pages]
+
+
+# --- ephemeral answers ----------------------------------------------------------------------
+
+USAGE = [
+    ("open <gate> <version> [sha]", "open a release and post its card in the gate's channel"),
+    ("status [<release> | <gate>]", "show a release's card (here: at the bottom); alone: the open releases"),
+    ("run <release> [check-id ...]", "run the checks now (all, or the ones named)"),
+    ("list", "open releases with their verdicts and what blocks them"),
+    ("override <release> <reason>", "break-glass: ask the override approvers to let a NO-GO go"),
+    ("decide <release>", "freeze the verdict: post the decision record, keep the evidence bundle"),
+    ("evidence <release>", "upload the evidence bundle (Markdown) to the card's thread"),
+    ("close <release> / reopen <release>", "close a release / open it again"),
+    ("history <release> [--page N]", "the audit trail"),
+    ("help", "this message"),
+]
+
+
+def render_help(note: str | None = None) -> Message:
+    lines = [f"• `/gonogo {usage}` — {what}" for usage, what in USAGE]
+    text = "*gonogo* runs release GO/NO-GO gates.\n" + "\n".join(lines)
+    text += "\nA release is `<gate>@<version>`, e.g. `payments@1.4.0`."
+    blocks: list[Block] = []
+    if note:
+        blocks.append(section(f":warning: {escape(note)}"))
+    blocks.append(section(text))
+    plain = "\n".join(f"/gonogo {usage} — {what}" for usage, what in USAGE)
+    return message(f"{note}\n{plain}" if note else plain, blocks)
+
+
+def release_line(release: Release, decision: Decision | None, now: datetime) -> str:
+    if decision is None:
+        head = f"❔ *{escape(release.id)}*"
+        rest = "verdict unknown"
+    else:
+        head = f"{decision.verdict.emoji} *{escape(release.id)}* {decision.verdict.value}"
+        blocking: list[Reason] = decision.blocking
+        if blocking:
+            more = f" (+{len(blocking) - 1} more)" if len(blocking) > 1 else ""
+            rest = reason_mrkdwn(cut(one_line(blocking[0].text), 150)) + more
+        else:
+            rest = f"{decision.checks_passed}/{decision.checks_total} checks pass"
+    sha = f" `{release.short_sha}`" if release.short_sha else ""
+    return f"{head}{sha} — {rest} · opened {age(now, release.opened_at)} by {user_ref(release.opened_by)}"
+
+
+def render_release_list(rows: Sequence[tuple[Release, Decision | None]], now: datetime) -> Message:
+    if not rows:
+        text = "No open releases. Open one with `/gonogo open <gate> <version>`."
+        return message(text, [section(text)])
+    lines = [f"*Open releases* ({len(rows)})", *(release_line(r, d, now) for r, d in rows)]
+    chunks = chunk_lines(lines)
+    if len(chunks) > MAX_BLOCKS:
+        chunks = [*chunks[: MAX_BLOCKS - 1], "…more releases than fit here"]
+    plain = "; ".join(f"{r.id} {d.verdict.value if d else 'unknown'}" for r, d in rows)
+    return message(f"Open releases: {plain}", [section(c) for c in chunks])
