@@ -7,17 +7,31 @@ override approvers, weights) are checked in `Gate._references` so one load repor
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bot.core.durations import Duration
+from bot.core.timeplan import (
+    DAYS,
+    DEFAULT_PRELAUNCH,
+    FreezePeriod,
+    ReminderRules,
+    WindowRules,
+    WindowStatus,
+    WorkingTime,
+    parse_hours,
+    parse_window,
+    window_status,
+    zone_of,
+)
 from checks import AnyCheckSpec
 from checks.base import CHECK_ID_PATTERN, Severity
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+_SLACK_TARGET = re.compile(r"^[CGUW][A-Z0-9]{2,}$")  # escalate_to: a channel or user id rather than a role
 ROLE_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
 __all__ = ["Gate", "Severity"]
@@ -167,33 +181,161 @@ class Rollback(_Model):
         return self
 
 
-_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _known_zone(value: str) -> str:
+    zone_of(value)  # ValueError("unknown timezone ...") becomes the field's error
+    return value
+
+
+Zone = Annotated[str, AfterValidator(_known_zone)]
+
+
+def _hours(value: str) -> str:
+    try:
+        parse_hours(value)
+    except ValueError as exc:
+        raise ValueError(f"working_hours must look like 09:00-18:00: {exc}") from None
+    return value
+
+
+def _window(value: str) -> str:
+    parse_window(value)
+    return value
 
 
 class Reminders(_Model):
     every: Duration = timedelta(hours=2)
-    working_hours: str | None = Field(default=None, description="HH:MM-HH:MM in `timezone`")
-    timezone: str = "UTC"
-    escalate_after: int | None = Field(default=None, ge=1, description="Reminders before escalating")
-    escalate_to: str | None = Field(default=None, description="Channel or user to escalate to")
+    first_after: Duration = Field(default=timedelta(0), description="Wait this long before the first reminder")
+    max: int = Field(default=10, ge=1, description="Reminders per person per release, at most")
+    working_hours: Annotated[str, AfterValidator(_hours)] | None = Field(
+        default=None, description="HH:MM-HH:MM in the signer's Slack time zone (else `timezone`)"
+    )
+    quiet_days: list[Day] = Field(default_factory=list, description="No reminders on these days, e.g. [sat, sun]")
+    timezone: Zone = Field(default="UTC", description="For signers whose Slack time zone is unknown")
+    escalate_after: int | None = Field(default=None, ge=1, description="Unanswered reminders before escalating")
+    escalate_to: str | None = Field(default=None, description="Channel id, user id or role to escalate to")
 
-    @field_validator("working_hours")
+    @field_validator("every")
     @classmethod
-    def _hours(cls, value: str | None) -> str | None:
-        if value is not None and not _HOURS.match(value):
-            raise ValueError(f"working_hours must look like 09:00-18:00, got {value!r}")
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value < timedelta(minutes=1):
+            raise ValueError("reminders every less than 1m would flood people")
         return value
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    @model_validator(mode="after")
+    def _consistent(self) -> Reminders:
+        if len(set(self.quiet_days)) == 7:
+            raise ValueError("quiet_days covers the whole week: nobody could ever be reminded")
+        if (self.escalate_after is None) != (self.escalate_to is None):
+            raise ValueError("escalate_after and escalate_to go together: after how many reminders, and to whom")
+        return self
 
+    def rules(self) -> ReminderRules:
+        return ReminderRules(
+            every=self.every, first_after=self.first_after, max=self.max, escalate_after=self.escalate_after
+        )
+
+    def working_time(self, person_tz: str | None = None) -> WorkingTime:
+        """A person's working time: their Slack zone when it is a known one, else the gate's `timezone`."""
         try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r}") from None
+            zone = zone_of(person_tz) if person_tz else zone_of(self.timezone)
+        except ValueError:
+            zone = zone_of(self.timezone)
+        return WorkingTime(
+            zone=zone,
+            hours=parse_hours(self.working_hours) if self.working_hours else None,
+            quiet_days=frozenset(DAYS.index(d) for d in self.quiet_days),
+        )
+
+
+class Freeze(_Model):
+    model_config = ConfigDict(populate_by_name=True)
+
+    start: datetime | date = Field(alias="from", description="First frozen day (or local date-time)")
+    end: datetime | date = Field(alias="to", description="Deploys allowed again from this day (or local date-time)")
+    reason: str = Field(default="deploy freeze", min_length=1, description='Shown as "<reason> until …"')
+
+    @field_validator("start", "end")
+    @classmethod
+    def _local(cls, value: datetime | date) -> datetime | date:
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            raise ValueError("give a local date or date-time without an offset: windows.timezone applies")
         return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freeze:
+        if _as_datetime(self.end) <= _as_datetime(self.start):
+            raise ValueError(f"to ({self.end}) must be after from ({self.start}); to is the first day deploys resume")
+        return self
+
+    def period(self) -> FreezePeriod:
+        return FreezePeriod(start=self.start, end=self.end, reason=self.reason)
+
+
+def _as_datetime(value: datetime | date) -> datetime:
+    return value if isinstance(value, datetime) else datetime.combine(value, datetime.min.time())
+
+
+class Windows(_Model):
+    allow: list[Annotated[str, AfterValidator(_window)]] = Field(
+        default_factory=list,
+        description='Deploys allowed only inside these, e.g. "mon-thu 09:00-16:00" (empty: always)',
+    )
+    freeze: list[Freeze] = Field(default_factory=list)
+    timezone: Zone = "UTC"
+
+    def rules(self) -> WindowRules:
+        return WindowRules(
+            zone=zone_of(self.timezone),
+            allow=tuple(parse_window(a) for a in self.allow),
+            freezes=tuple(f.period() for f in self.freeze),
+        )
+
+
+class Recheck(_Model):
+    every: Duration = timedelta(minutes=15)
+    until: Literal["decided", "closed"] = Field(default="decided", description="Stop re-checking at this state")
+
+    @field_validator("every")
+    @classmethod
+    def _sane(cls, value: timedelta) -> timedelta:
+        if value < timedelta(minutes=1):
+            raise ValueError("recheck every less than 1m would run checks back to back")
+        return value
+
+
+class Postdeploy(_Model):
+    model_config = ConfigDict(populate_by_name=True)
+
+    every: Duration = timedelta(minutes=5)
+    duration: Duration = Field(default=timedelta(hours=4), alias="for", description="How long to keep verifying")
+    checks: list[str] = Field(min_length=1, description="Check ids re-run after a GO deploy")
+
+    @model_validator(mode="after")
+    def _sane(self) -> Postdeploy:
+        if self.every < timedelta(seconds=30):
+            raise ValueError("every must be at least 30s")
+        if self.duration < self.every:
+            raise ValueError(f"for ({self.duration}) is shorter than every ({self.every}): not a single run")
+        return self
+
+
+class Prelaunch(_Model):
+    before: list[Duration] = Field(
+        default_factory=lambda: list(DEFAULT_PRELAUNCH), description="Post the checklist this long before the target"
+    )
+    checklist: list[str] = Field(default_factory=list, description="Reminders listed with what still blocks")
+
+    @field_validator("before")
+    @classmethod
+    def _positive(cls, value: list[timedelta]) -> list[timedelta]:
+        if any(v <= timedelta(0) for v in value):
+            raise ValueError("offsets must be positive durations before the target time")
+        if len(set(value)) != len(value):
+            raise ValueError("offsets must be distinct")
+        return sorted(value, reverse=True)
 
 
 InvalidateOn = Literal["commit", "blockers"]
@@ -216,6 +358,10 @@ class Gate(_Model):
     drills: list[Drill] = Field(default_factory=list)
     rollback: Rollback | None = None
     reminders: Reminders | None = None
+    windows: Windows | None = None
+    recheck: Recheck | None = None
+    postdeploy: Postdeploy | None = None
+    prelaunch: Prelaunch | None = Field(default=None, description="Default: posts 24h and 1h before a target time")
     allow_self_approval: bool = Field(default=True, description="May the release's opener approve it")
     signoffs_invalidate_on: list[InvalidateOn] = Field(default_factory=_invalidate_default)
     signoff_max_age: Duration | None = None
@@ -225,6 +371,14 @@ class Gate(_Model):
 
     def check(self, check_id: str) -> AnyCheckSpec | None:
         return next((c for c in self.checks if c.id == check_id), None)
+
+    def window_at(self, at: datetime) -> WindowStatus | None:
+        """Whether a deploy may happen at `at`; None when the gate has no `windows`."""
+        return window_status(self.windows.rules(), at) if self.windows else None
+
+    @property
+    def prelaunch_offsets(self) -> list[timedelta]:
+        return self.prelaunch.before if self.prelaunch else list(DEFAULT_PRELAUNCH)
 
     @property
     def role_ids(self) -> set[str]:
@@ -266,6 +420,17 @@ class Gate(_Model):
                 need_role(f"rollback.allowed_roles[{index}]", role)
             if self.rollback.verify and self.rollback.verify not in check_ids:
                 problems.append(f"rollback.verify: unknown check {self.rollback.verify!r}")
+        target = self.reminders.escalate_to if self.reminders else None
+        if target and not _SLACK_TARGET.match(target) and target not in roles:
+            known = ", ".join(sorted(roles)) or "none defined"
+            problems.append(
+                f"reminders.escalate_to: {target!r} is neither a channel or user id (C…, G…, U…)"
+                f" nor a role (signoffs define: {known})"
+            )
+        if self.postdeploy:
+            for index, check_id in enumerate(self.postdeploy.checks):
+                if check_id not in check_ids:
+                    problems.append(f"postdeploy.checks[{index}]: unknown check {check_id!r}")
         if isinstance(self.policy, ThresholdPolicy) and self.policy.review_role:
             need_role("policy.review_role", self.policy.review_role)
         if isinstance(self.policy, RiskScorePolicy):
