@@ -8,7 +8,8 @@ Rules common to every policy:
 - a required sign-off missing or rejected -> NO-GO;
 - a required drill failed, never run or older than its max_age -> NO-GO;
 - a declared risk not accepted -> NO-GO; all accepted -> at best GO WITH RISK;
-- an advisory failure only warns; a check that never ran counts as not passing.
+- an advisory failure only warns; a check that never ran counts as not passing;
+- with deploy windows: outside every allowed window or inside a freeze -> NO-GO (until it opens).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bot.core.facts import (
 )
 from bot.core.gate import Gate, RiskScorePolicy, Signoff, ThresholdPolicy
 from bot.core.results import CheckResult, Status
+from bot.core.timeplan import WindowStatus
 from checks.base import Severity, SpecBase
 
 
@@ -159,6 +161,7 @@ class DecisionInput(BaseModel):
     acceptances: Sequence[RiskAcceptance] = ()
     override: OverrideRequest | None = None
     ignore_signoffs: bool = False  # CLI without a release: sign-offs and acceptances are unknown
+    window: WindowStatus | None = None  # the gate's deploy windows at `now` (None: the gate has none)
 
 
 def decide(inp: DecisionInput) -> Decision:
@@ -179,6 +182,7 @@ def decide(inp: DecisionInput) -> Decision:
     _drills(inp, reasons)
     accepted = _risks(inp, reasons)
     override = _override(inp)
+    _window(inp, override, reasons)
 
     blocking = any(r.level is Level.BLOCKING for r in reasons)
     if blocking and override is not None and override.active:
@@ -472,6 +476,23 @@ def _risks(inp: DecisionInput, reasons: list[Reason]) -> list[RiskAcceptance]:
                 )
             )
     return accepted
+
+
+def _window(inp: DecisionInput, override: OverrideStatus | None, reasons: list[Reason]) -> None:
+    """Outside every allowed window or inside a freeze -> NO-GO, saying when deploys may resume.
+    A break-glass override passes it like any other blocker, and the reason says so."""
+    window = inp.window
+    if window is None:
+        return
+    if window.open:
+        reasons.append(Reason(level=Level.INFO, code="window_open", text=window.describe(), subject="windows"))
+        return
+    text = window.describe()
+    if override is not None and override.active:
+        what = "freeze" if window.state == "frozen" else "closed window"
+        text += f" (the break-glass override passes this {what})"
+    code = "window_frozen" if window.state == "frozen" else "window_closed"
+    reasons.append(Reason(level=Level.BLOCKING, code=code, text=text, subject="windows"))
 
 
 def _override(inp: DecisionInput) -> OverrideStatus | None:

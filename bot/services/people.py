@@ -44,6 +44,7 @@ class People:
             drills=self.drills,
             acceptances=self.acceptances,
             override=self.override,
+            window=gate.window_at(now),  # the card, `decide` and `check --release` see the same windows
         )
 
 

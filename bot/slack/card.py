@@ -135,7 +135,7 @@ _LEVEL_MARK = {Level.BLOCKING: "🔴", Level.RISK: "🟡", Level.WARNING: "🔸"
 
 def _why(view: CardView) -> str:
     decision = view.decision
-    shown_info = ("risk_score", "override", "threshold_reviewed")
+    shown_info = ("risk_score", "override", "threshold_reviewed", "window")
     reasons = [r for r in decision.reasons if r.level is not Level.INFO or r.code.startswith(shown_info)]
     if view.running:
         lead = f"*Why* (as of the last results; a run is under way, started by {user_ref(view.run_by or '?')})"
