@@ -1,4 +1,4 @@
-"""`gonogo` command line: check, validate, schema (serve and export join with the bot)."""
+"""`gonogo` command line: check, validate, windows, schema (serve and export join with the bot)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="use this release's stored sign-offs, accepted risks, override and commit (needs REDIS_URL)",
     )
+    check.add_argument(
+        "--at",
+        metavar="TIME",
+        default=None,
+        help="decide as of this ISO time, e.g. 2026-12-21T10:00Z (deploy windows, ages); no offset means the"
+        " windows' timezone",
+    )
+
+    windows = sub.add_parser("windows", help="print a gate's open and frozen deploy periods ahead")
+    windows.add_argument("file", type=Path, help="gate file")
+    windows.add_argument("--next", default="30d", metavar="DURATION", help="how far ahead (default 30d, at most 366d)")
+    windows.add_argument("--at", metavar="TIME", default=None, help="start at this ISO time instead of now")
+    windows.add_argument("--json", action="store_true", help="print a machine-readable document")
 
     export = sub.add_parser("export", help="print a decided release's evidence bundle (needs REDIS_URL)")
     export.add_argument("release", help="release id, e.g. payments@1.4.0")
@@ -79,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_check(args))
         if args.command == "validate":
             return _validate(args.target)
+        if args.command == "windows":
+            return _windows(args)
         if args.command == "export":
             return asyncio.run(_export(args.release, args.format))
         if args.command == "schema":
@@ -126,9 +141,57 @@ def _validate(target: Path) -> int:
     return 0
 
 
+def _instant(text: str | None, gate: Gate, option: str = "--at") -> datetime:
+    """Now, or `--at` as an aware instant: without an offset it is wall clock in the windows' zone."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError([f"{option}: expected an ISO time like 2026-12-21T10:00Z, got {text!r}"]) from None
+    if at.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        at = at.replace(tzinfo=ZoneInfo(gate.windows.timezone if gate.windows else "UTC"))
+    return at.astimezone(UTC)
+
+
+def _windows(args: argparse.Namespace) -> int:
+    from bot.core.durations import parse_duration
+    from bot.core.timeplan import outlook
+    from bot.terminal import windows_document, windows_lines, windows_table
+
+    loaded = load_gate(args.file)
+    gate = loaded.gate
+    try:
+        ahead = parse_duration(args.next)
+    except ValueError as exc:
+        raise ConfigError([f"--next: {exc}"]) from None
+    if not timedelta(0) < ahead <= timedelta(days=366):
+        raise ConfigError(["--next must be more than 0 and at most 366d"])
+    start = _instant(args.at, gate)
+    if gate.windows is None:
+        if args.json:
+            print(json.dumps({"gate": gate.id, "windows": None, "periods": []}, indent=2))
+        else:
+            print(f"{gate.id}: no windows in {args.file.name}: deploys are allowed at any time")
+        return 0
+    view = outlook(gate.windows.rules(), start, ahead)
+    console = Console()
+    if args.json:
+        print(json.dumps(windows_document(gate, view), indent=2))
+    elif console.is_terminal:
+        console.print(windows_table(gate, view))
+    else:
+        for line in windows_lines(gate, view):
+            print(line)
+    return 0
+
+
 async def _check(args: argparse.Namespace) -> int:
     loaded = load_gate(args.file)
     gate = loaded.gate
+    at = _instant(args.at, gate)
     specs = list(gate.checks)
     if args.only:
         unknown = sorted(set(args.only) - {c.id for c in specs})
@@ -146,7 +209,7 @@ async def _check(args: argparse.Namespace) -> int:
         ctx = CheckContext(session=session, base_dir=args.workdir or Path.cwd(), env=env)
         await _run_with_progress(gate, specs, ctx, results, console, live=live, quiet=args.json, n=args.concurrency)
 
-    now = datetime.now(UTC)
+    now = at if args.at else datetime.now(UTC)
     if args.release:
         from bot.services.people import with_manual_marks
 
@@ -154,7 +217,15 @@ async def _check(args: argparse.Namespace) -> int:
         results = with_manual_marks(gate, results, people.marks)
         decision = decide(people.decision_input(gate, now, results, sha))
     else:
-        decision = decide(DecisionInput(gate=gate, now=now, results=results, ignore_signoffs=args.ignore_signoffs))
+        decision = decide(
+            DecisionInput(
+                gate=gate,
+                now=now,
+                results=results,
+                ignore_signoffs=args.ignore_signoffs,
+                window=gate.window_at(now),
+            )
+        )
     if args.json:
         document = json_document(
             gate, decision, results, gate_file=str(args.file), gate_sha256=loaded.sha256, release=args.release

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.table import Table
 from rich.text import Text
 
 from bot.core.decision import Decision, Level
+from bot.core.durations import format_duration
 from bot.core.gate import Gate
 from bot.core.results import CheckResult, Status
 from bot.core.text import format_duration_short, plain
+from bot.core.timeplan import Outlook, Period, format_instant
 
 JSON_VERSION = 1
 
@@ -125,3 +129,87 @@ def verdict_text(decision: Decision) -> Text:
     for reason in decision.reasons:
         out.append(f"\n  {_LEVEL_MARK[reason.level]} {plain(reason.text)}")
     return out
+
+
+# --- `gonogo windows` ----------------------------------------------------------------------------
+
+
+def _period_span(period: Period, zone: ZoneInfo, reference: datetime) -> tuple[str, str]:
+    start = format_instant(period.start, zone, reference=reference)
+    end_local, start_local = period.end.astimezone(zone), period.start.astimezone(zone)
+    if end_local.date() == start_local.date():
+        return start, f"{end_local:%H:%M} {end_local.tzname()}"
+    if end_local.time() == time(0) and end_local.date() - start_local.date() == timedelta(days=1):
+        return start, f"24:00 {start_local.tzname()}"
+    return start, format_instant(period.end, zone, reference=reference)
+
+
+def _window_heading(gate: Gate, view: Outlook) -> str:
+    zone = view.rules.zone
+    allow = view.rules.describe_allow() or "any time"
+    start = format_instant(view.start, zone, reference=view.start + timedelta(days=365))  # with the year
+    return f"{gate.id}: deploy windows ({allow}, {zone.key}) for {format_duration(view.end - view.start)} from {start}"
+
+
+def windows_lines(gate: Gate, view: Outlook) -> list[str]:
+    """Plain lines for pipes and CI logs: a heading, the status now, then one line per period."""
+    zone = view.rules.zone
+    lines = [_window_heading(gate, view), f"now: {plain(view.now.describe())}"]
+    if not view.periods:
+        lines.append("no open or frozen periods in this range")
+    for period in view.periods:
+        start, end = _period_span(period, zone, view.start)
+        reason = f"  {plain(period.reason)}" if period.reason else ""
+        lines.append(f"{period.kind:<6}  {start} – {end}  ({format_duration(period.end - period.start)}){reason}")
+    return lines
+
+
+def windows_table(gate: Gate, view: Outlook) -> Table:
+    zone = view.rules.zone
+    table = Table(
+        title=_window_heading(gate, view),
+        caption=f"now: {plain(view.now.describe())}",
+        show_header=True,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for column in ("", "from", "to", "length", "reason"):
+        table.add_column(column, no_wrap=column != "reason")
+    for period in view.periods:
+        start, end = _period_span(period, zone, view.start)
+        style = "green" if period.kind == "open" else "bold blue"
+        table.add_row(
+            Text(period.kind, style=style),
+            start,
+            end,
+            format_duration(period.end - period.start),
+            plain(period.reason or ""),
+        )
+    return table
+
+
+def windows_document(gate: Gate, view: Outlook) -> dict[str, Any]:
+    """`gonogo windows --json`: instants in the windows' zone with their offset."""
+    zone = view.rules.zone
+
+    def iso(at: datetime | None) -> str | None:
+        return at.astimezone(zone).isoformat() if at is not None else None
+
+    return {
+        "version": JSON_VERSION,
+        "gate": gate.id,
+        "timezone": zone.key,
+        "allow": [s.text for s in view.rules.allow],
+        "from": iso(view.start),
+        "to": iso(view.end),
+        "now": {
+            "state": view.now.state,
+            "open": view.now.open,
+            "reason": view.now.describe(),
+            "opens_at": iso(view.now.opens_at),
+            "closes_at": iso(view.now.closes_at),
+        },
+        "periods": [
+            {"kind": p.kind, "start": iso(p.start), "end": iso(p.end), "reason": p.reason} for p in view.periods
+        ],
+    }
