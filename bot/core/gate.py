@@ -251,8 +251,6 @@ class Reminders(_Model):
 
 
 class Freeze(_Model):
-    model_config = ConfigDict(populate_by_name=True)
-
     start: datetime | date = Field(alias="from", description="First frozen day (or local date-time)")
     end: datetime | date = Field(alias="to", description="Deploys allowed again from this day (or local date-time)")
     reason: str = Field(default="deploy freeze", min_length=1, description='Shown as "<reason> until …"')
@@ -307,8 +305,6 @@ class Recheck(_Model):
 
 
 class Postdeploy(_Model):
-    model_config = ConfigDict(populate_by_name=True)
-
     every: Duration = timedelta(minutes=5)
     duration: Duration = Field(default=timedelta(hours=4), alias="for", description="How long to keep verifying")
     checks: list[str] = Field(min_length=1, description="Check ids re-run after a GO deploy")

@@ -96,7 +96,7 @@ def parse_window(text: str) -> DailySpan:
     words = text.split()
     if len(words) == 2:
         days, (start, end) = parse_days(words[0]), parse_hours(words[1])
-    elif len(words) == 1 and ":" in words[0]:
+    elif len(words) == 1 and any(c.isdigit() for c in words[0]):
         days, (start, end) = ALL_DAYS, parse_hours(words[0])
     elif len(words) == 1:
         days, start, end = parse_days(words[0]), 0, 24 * 60
