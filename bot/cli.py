@@ -148,10 +148,8 @@ async def _check(args: argparse.Namespace) -> int:
 
     now = datetime.now(UTC)
     if args.release:
-        from bot.services.people import with_manual_marks
-
         people, sha = await _release_facts(args.release, gate.id)
-        results = with_manual_marks(gate, results, people.marks)
+        results = people.results_for(gate, results, sha, now)
         decision = decide(people.decision_input(gate, now, results, sha))
     else:
         decision = decide(DecisionInput(gate=gate, now=now, results=results, ignore_signoffs=args.ignore_signoffs))
