@@ -142,6 +142,22 @@ class GateStore:
             for entry_id, fields in raw
         ]
 
+    async def decided_at(self, release_id: str, page: int = 200) -> datetime | None:
+        """When the release was last decided (its newest `decided` audit entry); None if never."""
+        newest = "+"
+        async with self._guard():
+            while True:
+                entries = cast(
+                    list[tuple[str, dict[str, str]]],
+                    await self.redis.xrevrange(keys.audit(release_id), max=newest, count=page),
+                )
+                for _, fields in entries:
+                    if fields.get("type") == "decided":
+                        return datetime.fromisoformat(fields["at"])
+                if len(entries) < page:
+                    return None
+                newest = f"({entries[-1][0]}"
+
     # --- external check results (reported over the webhook) ---------------------------------
 
     async def external_results(self, release_id: str) -> dict[str, ExternalResult]:
