@@ -43,7 +43,7 @@ class EventsEndpoint:
         self.events = events
         self.clock = clock
 
-    async def __call__(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         if not self.secret:
             return _answer(404, error="the events webhook is off: set GONOGO_WEBHOOK_SECRET to turn it on")
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
@@ -82,4 +82,4 @@ class EventsEndpoint:
 
 
 def register(app: web.Application, endpoint: EventsEndpoint) -> None:
-    app.router.add_post(PATH, endpoint)
+    app.router.add_post(PATH, endpoint.handle)
