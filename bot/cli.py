@@ -75,6 +75,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("release", help="release id, e.g. payments@1.4.0")
     export.add_argument("--format", choices=["json", "md"], default="json")
 
+    drill = sub.add_parser(
+        "drill", help="run a gate's fire drill (exit 0 passed, 1 failed); with REDIS_URL, record it for the gate"
+    )
+    drill.add_argument("file", type=Path, help="gate file")
+    drill.add_argument("drill", help="drill id")
+    drill.add_argument("--by", default="cli", metavar="NAME", help="who ran it, as recorded (default: cli)")
+    drill.add_argument("--workdir", type=Path, default=None, help="where relative paths resolve (default: cwd)")
+
+    notify = sub.add_parser(
+        "notify",
+        allow_abbrev=False,  # --re... must stay an event field, never an abbreviation of --retries
+        help="sign and send an event to the bot's webhook (GONOGO_URL, GONOGO_WEBHOOK_SECRET[_FILE])",
+        description="Send an event: gonogo notify TYPE --field value ... (see docs/ci.md). "
+        "Types: rollback, drill, deploy, check_result, open. --id sets the idempotency key (default: generated).",
+    )
+    notify.add_argument("type", help="rollback | drill | deploy | check_result | open")
+    notify.add_argument("--url", default=None, help="the bot's base URL (default: $GONOGO_URL)")
+    notify.add_argument("--retries", type=int, default=5, help="retries on 5xx and connection errors (default: 5)")
+    notify.add_argument("--backoff", type=float, default=1.0, metavar="S", help="first retry delay, doubled each time")
+
     validate = sub.add_parser("validate", help="validate gate files and report every problem")
     validate.add_argument("target", type=Path, help="gate file or directory")
 
@@ -84,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # `notify` takes free-form `--field value` pairs after its own options.
+    args, extra = build_parser().parse_known_args(argv)
+    if extra and args.command != "notify":
+        build_parser().parse_args(argv)  # the usual "unrecognized arguments" error, exit 2
     # The CLI's stdout is the report; logs go to stderr, warnings only unless asked for.
     logs.configure(os.environ.get("GONOGO_LOG_LEVEL", "WARNING"))
     try:
@@ -94,6 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.target)
         if args.command == "windows":
             return _windows(args)
+        if args.command == "drill":
+            return asyncio.run(_drill(args))
+        if args.command == "notify":
+            from bot.notify import notify
+
+            return notify(args.type, extra, url=args.url, retries=args.retries, backoff_s=args.backoff)
         if args.command == "export":
             return asyncio.run(_export(args.release, args.format))
         if args.command == "schema":
@@ -211,10 +240,8 @@ async def _check(args: argparse.Namespace) -> int:
 
     now = at if args.at else datetime.now(UTC)
     if args.release:
-        from bot.services.people import with_manual_marks
-
         people, sha = await _release_facts(args.release, gate.id)
-        results = with_manual_marks(gate, results, people.marks)
+        results = people.results_for(gate, results, sha, now)
         decision = decide(people.decision_input(gate, now, results, sha))
     else:
         decision = decide(
@@ -252,6 +279,36 @@ async def _store() -> AsyncIterator[Store]:
         yield Store(handle.client)
     finally:
         await handle.close()
+
+
+async def _drill(args: argparse.Namespace) -> int:
+    """One drill through the command-check engine; recorded for the gate when REDIS_URL is set (and
+    then refused while the gate's run, drill or rollback holds its operation lease)."""
+    from bot.core.drills import DrillRun
+    from bot.services.drills import DrillService, find_drill, run_drill
+
+    gate = load_gate(args.file).gate
+    drill = find_drill(gate, args.drill)
+    env = dict(os.environ)
+    workdir = args.workdir or Path.cwd()
+    run: DrillRun
+    async with aiohttp.ClientSession() as session:
+        if os.environ.get("REDIS_URL"):
+            from bot.store.gatestore import GateStore
+
+            async with _store() as store:
+                service = DrillService(store=GateStore(store.redis), session=session, env=env, base_dir=workdir)
+                run = await service.run(gate, drill.id, args.by, source="cli")
+            where = f"recorded for gate {gate.id}"
+        else:
+            ctx = CheckContext(session=session, base_dir=workdir, env=env)
+            run = await run_drill(gate, drill, ctx, Masker.from_env(env), actor=args.by, source="cli", run_id="local")
+            where = "not recorded (REDIS_URL is not set)"
+    mark = "✅ PASSED" if run.passed else "❌ FAILED"
+    print(f"{mark} fire drill {drill.title} in {run.duration_s:.1f} s: {run.summary} ({where})")
+    if run.details and not run.passed:
+        print(run.details)
+    return 0 if run.passed else 1
 
 
 async def _release_facts(release_id: str, gate_id: str) -> tuple[People, str | None]:

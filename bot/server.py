@@ -1,7 +1,8 @@
 """`gonogo serve`: the bot process.
 
 HTTP mode: one aiohttp server for POST /slack/events (commands, interactivity, events, all
-signature-checked by Bolt), GET /healthz, GET /readyz and GET /metrics. Socket Mode (when
+signature-checked by Bolt), POST /api/events (the signed webhook for CI, bot/webhook.py),
+GET /healthz, GET /readyz and GET /metrics. Socket Mode (when
 SLACK_APP_TOKEN is set): the same handlers over Slack's websocket, and the HTTP server keeps only
 health, readiness and metrics. SIGHUP reloads gates; SIGTERM drains in-flight runs and exits.
 """
@@ -27,9 +28,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import webhook
 from bot.core.errors import StoreUnavailable
 from bot.core.gateset import GateSet
 from bot.metrics import Metrics
+from bot.services.events import EventService
 from bot.services.lifecycle import Lifecycle
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
@@ -64,6 +67,7 @@ class Bot:
     service: ReleaseService | None = None
     app: AsyncApp | None = None
     signing: Signing | None = None
+    events: EventService | None = None
     stopping: bool = False
 
     async def start(self) -> None:
@@ -89,6 +93,7 @@ class Bot:
             process_before_response=False,
         )
         membership = Membership(self.service.store, client)
+        self.events = EventService(store=self.service.store, gates=self.gates, env=self.service.env)
         self.signing = Signing(self.service, membership)
         slash.register(self.app, self.service, self.signing, Lifecycle(self.service, membership))
         actions.register(self.app, self.service)
@@ -150,6 +155,8 @@ def web_app(bot: Bot, *, slack_events: bool = True) -> web.Application:
 
     if slack_events:
         app.router.add_post("/slack/events", events)
+    secret = bot.settings.webhook_secret.get_secret_value() if bot.settings.webhook_secret else None
+    webhook.register(app, webhook.EventsEndpoint(secret, lambda: bot.events))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, ge=0, le=65535, validation_alias="GONOGO_PORT")
     concurrency: int = Field(default=16, ge=1, validation_alias="GONOGO_CONCURRENCY")
     drain_timeout_s: float = Field(default=25.0, ge=0, validation_alias="GONOGO_DRAIN_TIMEOUT")
+    # Signs POST /api/events (CI and deploy tooling); without it the webhook answers 404.
+    webhook_secret: SecretStr | None = Field(default=None, validation_alias="GONOGO_WEBHOOK_SECRET")
 
     @field_validator("slack_api_url")
     @classmethod

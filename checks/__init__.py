@@ -13,11 +13,11 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from bot.core.results import CheckResult
-from checks import command, file, github, http, manual, prometheus, tcp
+from checks import command, external, file, github, http, manual, prometheus, tcp
 from checks.base import CheckContext, SpecBase
 
 AnyCheckSpec = Annotated[
-    command.Spec | http.Spec | prometheus.Spec | github.Spec | file.Spec | tcp.Spec | manual.Spec,
+    command.Spec | http.Spec | prometheus.Spec | github.Spec | file.Spec | tcp.Spec | manual.Spec | external.Spec,
     Field(discriminator="kind"),
 ]
 
@@ -36,6 +36,7 @@ REGISTRY: dict[str, CheckKind] = {
     "file": CheckKind(file.Spec, file.run),
     "tcp": CheckKind(tcp.Spec, tcp.run),
     "manual": CheckKind(manual.Spec, manual.run),
+    "external": CheckKind(external.Spec, external.run),
 }
 
 

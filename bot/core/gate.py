@@ -145,31 +145,47 @@ class Override(_Model):
         return value
 
 
-class Drill(_Model):
-    id: str = Field(pattern=CHECK_ID_PATTERN)
-    name: str | None = None
+class _Command(_Model):
+    """A command gonogo runs for the gate (a drill, a rollback): the `command` check's engine and rules."""
+
     run: list[str] | str
     shell: bool = False
     cwd: str | None = None
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the child")
+    pass_env: list[str] = Field(
+        default_factory=list, description="Secret-looking variables of gonogo's environment passed on (never its own)"
+    )
+
+    @model_validator(mode="after")
+    def _shell_only_when_asked(self) -> _Command:
+        if isinstance(self.run, str) and not self.shell:
+            raise ValueError("run is a string: use an argv list, or set shell: true")
+        if not self.run:
+            raise ValueError("run must not be empty")
+        return self
+
+
+class Drill(_Command):
+    id: str = Field(pattern=CHECK_ID_PATTERN)
+    name: str | None = None
     timeout: Duration = timedelta(minutes=5)
     required: bool = True
     max_age: Duration | None = Field(default=None, description="A result older than this is stale")
+    allowed_roles: list[str] = Field(
+        default_factory=list, description="Roles whose members may run it from Slack (default: any role of the gate)"
+    )
 
     @property
     def title(self) -> str:
         return self.name or self.id
 
-    @model_validator(mode="after")
-    def _shell_only_when_asked(self) -> Drill:
-        if isinstance(self.run, str) and not self.shell:
-            raise ValueError("run is a string: use an argv list, or set shell: true")
-        return self
-
 
 class Rollback(_Model):
-    run: list[str] | str
+    run: list[str] | str | None = Field(default=None, description="The rollback command; without it: announce + verify")
     shell: bool = False
     cwd: str | None = None
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the child")
+    pass_env: list[str] = Field(default_factory=list)
     timeout: Duration = timedelta(minutes=10)
     allowed_roles: list[str] = Field(min_length=1)
     verify: str | None = Field(default=None, description="Check id re-run after a rollback")
@@ -178,6 +194,8 @@ class Rollback(_Model):
     def _shell_only_when_asked(self) -> Rollback:
         if isinstance(self.run, str) and not self.shell:
             raise ValueError("run is a string: use an argv list, or set shell: true")
+        if self.run is not None and not self.run:
+            raise ValueError("run must not be empty (leave it out for announce + verify only)")
         return self
 
 
@@ -376,6 +394,9 @@ class Gate(_Model):
     def prelaunch_offsets(self) -> list[timedelta]:
         return self.prelaunch.before if self.prelaunch else list(DEFAULT_PRELAUNCH)
 
+    def drill(self, drill_id: str) -> Drill | None:
+        return next((d for d in self.drills if d.id == drill_id), None)
+
     @property
     def role_ids(self) -> set[str]:
         return {s.role for s in self.signoffs}
@@ -408,6 +429,9 @@ class Gate(_Model):
         for index, check in enumerate(self.checks):
             if check.kind == "manual":
                 need_role(f"checks[{index}].owner", check.owner)
+        for index, drill in enumerate(self.drills):
+            for role_index, role in enumerate(drill.allowed_roles):
+                need_role(f"drills[{index}].allowed_roles[{role_index}]", role)
         if self.override:
             for role in self.override.approvers:
                 need_role(f"override.approvers.{role}", role)

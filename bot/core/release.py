@@ -20,6 +20,7 @@ class State(StrEnum):
     OPEN = "open"
     DECIDED = "decided"  # verdict frozen by /gonogo decide
     CLOSED = "closed"
+    ROLLED_BACK = "rolled_back"  # deployed, then rolled back; frees the gate like closed
 
 
 class Release(BaseModel):

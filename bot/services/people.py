@@ -1,5 +1,6 @@
-"""What people added to a release (votes, accepted risks, manual marks, an override, drill
-results), loaded from the store in one snapshot and handed to the pure decision engine.
+"""What people added to a release (votes, accepted risks, manual marks, an override), what CI
+reported for its external checks, and the gate's latest drill runs, loaded from the store and
+handed to the pure decision engine.
 
 Shared by the bot and by `gonogo check --release`, so Slack and CI decide on the same facts.
 """
@@ -21,7 +22,9 @@ from bot.core.facts import (
 )
 from bot.core.gate import Gate
 from bot.core.results import CheckResult, Status
+from bot.store.gatestore import GateStore
 from bot.store.store import Fact, Store
+from checks import external
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,14 @@ class People:
     acceptances: list[RiskAcceptance] = field(default_factory=list)
     marks: dict[str, ManualMark] = field(default_factory=dict)
     override: OverrideRequest | None = None
-    drills: dict[str, DrillResult] = field(default_factory=dict)
+    drills: dict[str, DrillResult] = field(default_factory=dict)  # the gate's latest run of each drill
+    external: dict[str, external.ExternalResult] = field(default_factory=dict)
+
+    def results_for(
+        self, gate: Gate, results: Mapping[str, CheckResult], sha: str | None, now: datetime
+    ) -> dict[str, CheckResult]:
+        """The results the decision sees: manual marks and CI-reported results over what runs said."""
+        return with_external_results(gate, with_manual_marks(gate, results, self.marks), self.external, sha, now)
 
     def decision_input(
         self, gate: Gate, now: datetime, results: Mapping[str, CheckResult], sha: str | None
@@ -51,7 +61,9 @@ class People:
 async def load_people(store: Store, release_id: str) -> People:
     facts = await store.people(release_id)
     override_raw = await store.get_override(release_id)
-    drills_raw = await store.drills(release_id)
+    gates = GateStore(store.redis)
+    drills = await gates.latest_drills(release_id.partition("@")[0])
+    reported = await gates.external_results(release_id)
     override = None
     if override_raw:
         approvals = tuple(
@@ -66,7 +78,8 @@ async def load_people(store: Store, release_id: str) -> People:
         acceptances=[RiskAcceptance.model_validate_json(v) for v in facts[Fact.ACCEPTANCES].values()],
         marks={k: ManualMark.model_validate_json(v) for k, v in facts[Fact.MANUAL].items()},
         override=override,
-        drills={k: DrillResult.model_validate_json(v) for k, v in drills_raw.items()},
+        drills=dict(drills),
+        external=reported,
     )
 
 
@@ -85,4 +98,20 @@ def with_manual_marks(
                 started_at=mark.at,
                 finished_at=mark.at,
             )
+    return merged
+
+
+def with_external_results(
+    gate: Gate,
+    results: Mapping[str, CheckResult],
+    reported: Mapping[str, external.ExternalResult],
+    sha: str | None,
+    now: datetime,
+) -> dict[str, CheckResult]:
+    """An external check's result is what CI reported for the release's commit (while fresh), never
+    what a run said (a run can only say "waiting for CI")."""
+    merged = dict(results)
+    for check in gate.checks:
+        if isinstance(check, external.Spec):
+            merged[check.id] = external.effective(check, reported.get(check.id), sha=sha, now=now)
     return merged

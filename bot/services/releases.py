@@ -22,6 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.decision import Decision, decide
+from bot.core.drills import OperationLease
 from bot.core.errors import Conflict, NotFound, StoreUnavailable, UsageError
 from bot.core.facts import ManualMark, blocker_digest
 from bot.core.gateset import GateSet
@@ -29,11 +30,12 @@ from bot.core.loader import LoadedGate
 from bot.core.masking import Masker
 from bot.core.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
 from bot.core.results import CheckResult, Status
-from bot.services.people import People, load_people, with_manual_marks
+from bot.services.people import People, load_people, with_external_results, with_manual_marks
 from bot.services.runner import run_checks
 from bot.slack.blocks import Message
 from bot.slack.card import FOLD_AT, CardView, render_card
 from bot.slack.messages import render_check_details, render_results_listing
+from bot.store.gatestore import GateStore
 from bot.store.store import AuditEvent, Fact, Store
 from checks.base import CheckContext
 
@@ -206,7 +208,8 @@ class ReleaseService:
         results = await self.store.results(release.id)
         marks = await self.store.facts(Fact.MANUAL, release.id)
         merged = with_manual_marks(gate, results, {k: ManualMark.model_validate_json(v) for k, v in marks.items()})
-        return blocker_digest(gate, merged)
+        reported = await GateStore(self.store.redis).external_results(release.id)
+        return blocker_digest(gate, with_external_results(gate, merged, reported, release.sha, self.clock()))
 
     async def state(self, release: Release) -> ReleaseState:
         loaded = self.gates.get(release.gate_id)
@@ -214,8 +217,9 @@ class ReleaseService:
         running = await self.store.current_run(release.id)
         runs = await self.store.runs(release.id, count=1)
         people = await self.people(release.id)
-        merged = with_manual_marks(loaded.gate, results, people.marks)
-        decision = decide(people.decision_input(loaded.gate, self.clock(), merged, release.sha))
+        now = self.clock()
+        merged = people.results_for(loaded.gate, results, release.sha, now)
+        decision = decide(people.decision_input(loaded.gate, now, merged, release.sha))
         return ReleaseState(
             loaded=loaded,
             release=release,
@@ -287,6 +291,8 @@ class ReleaseService:
         chosen = list(dict.fromkeys(check_ids)) or known
         lease = RunLease(token=secrets.token_hex(16), actor=actor, started_at=self.clock(), check_ids=chosen)
         holder = await self.store.acquire_run_lock(release.id, lease, LOCK_TTL_MS)
+        if isinstance(holder, OperationLease):  # the gate's fire drill or rollback
+            raise Conflict(holder.busy(release.gate_id))
         if holder is not None:
             raise Conflict(
                 f"checks of {release.id} are already running (started by <@{holder.actor}>); "

@@ -101,6 +101,8 @@ def headline(view: CardView) -> str:
     gate, release, decision = view.gate, view.release, view.decision
     if release.state is State.CLOSED:
         status = "⚫ CLOSED"
+    elif release.state is State.ROLLED_BACK:
+        status = "⏪ ROLLED BACK"
     elif release.state is State.DECIDED and release.last_verdict is not None:
         status = f"{release.last_verdict.emoji} {release.last_verdict.value} (decided)"
     elif view.running:
@@ -330,8 +332,9 @@ def _drill_section(view: CardView) -> SectionBlock | None:
         mark = "❌" if not found.passed else ("🕰️" if stale else "✅")
         verb = "passed" if found.passed else "failed"
         note = " (stale)" if stale and found.passed else ""
+        by = f" by {user_ref(found.by)}" if found.by else ""
         lines.append(
-            f"{mark} *{escape(drill.title)}*{optional} — {verb} {age(view.now, found.finished_at)}{note}:"
+            f"{mark} *{escape(drill.title)}*{optional} — {verb}{by} {age(view.now, found.finished_at)}{note}:"
             f" {escape(cut(one_line(found.summary), CARD_SUMMARY_LIMIT))}"
         )
     return section("\n".join(chunk_lines(lines)[:1]))

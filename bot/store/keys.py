@@ -95,9 +95,42 @@ def manual(release_id: str) -> str:
     return f"{_release(release_id)}:manual"
 
 
-def drills(release_id: str) -> str:
-    """HASH: drill id -> DrillResult JSON (latest)."""
-    return f"{_release(release_id)}:drills"
+def external_results(release_id: str) -> str:
+    """HASH: external check id -> ExternalResult JSON (latest reported over the webhook, with its sha)."""
+    return f"{_release(release_id)}:external"
+
+
+# --- gate level: drills, the operation lease, webhook events ---------------------------------
+
+
+def drill_runs(gate_id: str, drill_id: str) -> str:
+    """LIST: DrillRun JSON of one drill, newest first, capped (drills belong to the gate)."""
+    return f"{_gate(gate_id)}:drill:{drill_id}:runs"
+
+
+def drill_latest(gate_id: str) -> str:
+    """HASH: drill id -> the latest DrillRun JSON (what every release of the gate decides on)."""
+    return f"{_gate(gate_id)}:drills"
+
+
+def gate_audit(gate_id: str) -> str:
+    """STREAM: gate-level changes that belong to no release (drill runs), like a release's audit."""
+    return f"{_gate(gate_id)}:audit"
+
+
+def operation_lease(gate_id: str) -> str:
+    """STRING with a lease (PX): OperationLease JSON of the gate's run, drill or rollback in progress."""
+    return f"{_gate(gate_id)}:lock:operation"
+
+
+def events(gate_id: str) -> str:
+    """STREAM: every webhook event accepted for the gate (masked), written with its effects."""
+    return f"{_gate(gate_id)}:events"
+
+
+def event_seen(gate_id: str, event_id: str) -> str:
+    """STRING with TTL: a webhook event id already accepted (idempotency key); its value is the type."""
+    return f"{_gate(gate_id)}:event:{event_id}"
 
 
 def usergroup(group_id: str) -> str:

@@ -17,7 +17,9 @@ from typing import Any, Literal, cast
 import redis.asyncio as aioredis
 import redis.exceptions
 from pydantic import BaseModel, ConfigDict
+from redis.asyncio.client import Pipeline
 
+from bot.core.drills import OperationLease
 from bot.core.errors import StoreUnavailable
 from bot.core.release import Release, RunLease, RunRecord
 from bot.core.results import CheckResult
@@ -62,7 +64,8 @@ return {'opened', ARGV[2]}
 """
 
 # Compare-and-set on the release's rev. KEYS: release doc, audit, open pointer.
-# ARGV: expected rev, new doc json, state ('closed' clears the open pointer), maxlen, audit fields...
+# ARGV: expected rev, new doc json, state ('closed' and 'rolled_back' free the gate's open pointer),
+# maxlen, audit fields...
 _UPDATE = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {'missing'} end
@@ -70,7 +73,7 @@ if cjson.decode(raw)['rev'] ~= tonumber(ARGV[1]) then return {'stale', raw} end
 redis.call('SET', KEYS[1], ARGV[2])
 local pointer = redis.call('GET', KEYS[3])
 local id = cjson.decode(ARGV[2])['id']
-if ARGV[3] == 'closed' then
+if ARGV[3] == 'closed' or ARGV[3] == 'rolled_back' then
   if pointer == id then redis.call('DEL', KEYS[3]) end
 elseif not pointer then
   redis.call('SET', KEYS[3], id)
@@ -81,21 +84,38 @@ if #ARGV > 4 then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpac
 return {'ok', ARGV[2]}
 """
 
+# A run takes its release's run lock and the gate's operation lease together, so a run, a fire
+# drill and a rollback of one gate never overlap (drills and rollbacks take the operation lease
+# alone: bot/store/gatestore.py). KEYS: run lock, operation lease.
+# ARGV: run lease json, ttl ms, operation lease json.
 _LOCK = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
-return redis.call('GET', KEYS[1])
+local run = redis.call('GET', KEYS[1])
+if run then return {'run', run} end
+local op = redis.call('GET', KEYS[2])
+if op then return {'operation', op} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+return false
 """
 
-_RENEW = """
-local raw = redis.call('GET', KEYS[1])
-if raw and cjson.decode(raw)['token'] == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+# Extend / drop every lease in KEYS that this token holds: an expired holder never touches a newer
+# holder's lease. ARGV: token (, ttl ms).
+RENEW_LEASES = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  local raw = redis.call('GET', key)
+  if raw and cjson.decode(raw)['token'] == ARGV[1] then n = n + redis.call('PEXPIRE', key, ARGV[2]) end
+end
+return n
 """
 
-_UNLOCK = """
-local raw = redis.call('GET', KEYS[1])
-if raw and cjson.decode(raw)['token'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+DROP_LEASES = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  local raw = redis.call('GET', key)
+  if raw and cjson.decode(raw)['token'] == ARGV[1] then n = n + redis.call('DEL', key) end
+end
+return n
 """
 
 # A person's fact (a vote, a risk acceptance, a manual mark, an override approval) in one step:
@@ -159,8 +179,8 @@ class Store:
         self._open = client.register_script(_OPEN)
         self._update = client.register_script(_UPDATE)
         self._lock = client.register_script(_LOCK)
-        self._renew = client.register_script(_RENEW)
-        self._unlock = client.register_script(_UNLOCK)
+        self._renew = client.register_script(RENEW_LEASES)
+        self._unlock = client.register_script(DROP_LEASES)
         self._put_fact = client.register_script(_PUT_FACT)
         self._del_fact = client.register_script(_DEL_FACT)
 
@@ -181,21 +201,7 @@ class Store:
         """Create the release unless the gate has another one open. Returns the outcome and the
         release (or, on conflict, the id of the release that is in the way)."""
         async with self._guard():
-            outcome, payload = await self._open(
-                keys=[
-                    keys.open_release(release.gate_id),
-                    keys.release(release.id),
-                    keys.release_index(release.gate_id),
-                    keys.audit(release.id),
-                ],
-                args=[
-                    release.id,
-                    release.model_dump_json(),
-                    release.opened_at.timestamp(),
-                    AUDIT_MAXLEN,
-                    *_flat(event.fields()),
-                ],
-            )
+            outcome, payload = await self._open(*_open_call(release, event))
         if outcome == "conflict":
             return "conflict", str(payload)
         return outcome, Release.model_validate_json(payload)
@@ -212,16 +218,24 @@ class Store:
 
     async def update_release(self, current: Release, new: Release, event: AuditEvent | None) -> Release | None:
         """Write `new` if the stored rev still equals `current.rev`; None when someone else won."""
-        stored = new.model_copy(update={"rev": current.rev + 1})
-        args: list[Any] = [current.rev, stored.model_dump_json(), stored.state.value, AUDIT_MAXLEN]
-        if event is not None:
-            args += _flat(event.fields())
+        stored, call = _update_call(current, new, event)
         async with self._guard():
-            outcome, *_ = await self._update(
-                keys=[keys.release(current.id), keys.audit(current.id), keys.open_release(current.gate_id)],
-                args=args,
-            )
+            outcome, *_ = await self._update(*call)
         return stored if outcome == "ok" else None
+
+    # The same writes queued on a MULTI whose caller WATCHes the keys it read (the webhook's event
+    # transaction, bot/store/gatestore.py): the preconditions were checked there, EXEC applies
+    # them with the event in one step.
+
+    async def queue_open_release(self, tx: Pipeline, release: Release, event: AuditEvent) -> None:
+        await self._open(*_open_call(release, event), client=tx)
+
+    async def queue_update_release(
+        self, tx: Pipeline, current: Release, new: Release, event: AuditEvent | None
+    ) -> Release:
+        stored, call = _update_call(current, new, event)
+        await self._update(*call, client=tx)
+        return stored
 
     # --- results and runs ----------------------------------------------------------------
 
@@ -248,19 +262,28 @@ class Store:
 
     # --- the run lock: one run per release across every replica --------------------------
 
-    async def acquire_run_lock(self, release_id: str, lease: RunLease, ttl_ms: int) -> RunLease | None:
-        """None when acquired; otherwise the lease of the run already in progress."""
+    async def acquire_run_lock(self, release_id: str, lease: RunLease, ttl_ms: int) -> RunLease | OperationLease | None:
+        """None when acquired (the run lock and the gate's operation lease); otherwise what is in
+        the way: the run already in progress, or the gate's drill or rollback."""
+        operation = OperationLease(
+            token=lease.token, kind="run", subject=release_id, actor=lease.actor, started_at=lease.started_at
+        )
         async with self._guard():
-            holder = await self._lock(keys=[keys.run_lock(release_id)], args=[lease.model_dump_json(), ttl_ms])
-        return RunLease.model_validate_json(holder) if holder else None
+            holder = await self._lock(
+                keys=_run_leases(release_id), args=[lease.model_dump_json(), ttl_ms, operation.model_dump_json()]
+            )
+        if not holder:
+            return None
+        which, raw = holder
+        return RunLease.model_validate_json(raw) if which == "run" else OperationLease.model_validate_json(raw)
 
     async def renew_run_lock(self, release_id: str, token: str, ttl_ms: int) -> bool:
         async with self._guard():
-            return bool(await self._renew(keys=[keys.run_lock(release_id)], args=[token, ttl_ms]))
+            return bool(await self._renew(keys=_run_leases(release_id), args=[token, ttl_ms]))
 
     async def release_run_lock(self, release_id: str, token: str) -> None:
         async with self._guard():
-            await self._unlock(keys=[keys.run_lock(release_id)], args=[token])
+            await self._unlock(keys=_run_leases(release_id), args=[token])
 
     async def current_run(self, release_id: str) -> RunLease | None:
         async with self._guard():
@@ -334,10 +357,6 @@ class Store:
             tx.xadd(keys.audit(release_id), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
             await tx.execute()
 
-    async def drills(self, release_id: str) -> dict[str, str]:
-        async with self._guard():
-            return cast(dict[str, str], await self.redis.hgetall(keys.drills(release_id)))
-
     async def save_bundle(self, release_id: str, bundle_json: str) -> None:
         async with self._guard():
             await self.redis.set(keys.bundle(release_id), bundle_json)
@@ -385,3 +404,31 @@ class Store:
 
 def _flat(fields: Mapping[str, str]) -> list[str]:
     return [part for pair in fields.items() for part in pair]
+
+
+_Call = tuple[list[str], list[Any]]  # a script's KEYS and ARGV
+
+
+def _open_call(release: Release, event: AuditEvent) -> _Call:
+    return (
+        [
+            keys.open_release(release.gate_id),
+            keys.release(release.id),
+            keys.release_index(release.gate_id),
+            keys.audit(release.id),
+        ],
+        [release.id, release.model_dump_json(), release.opened_at.timestamp(), AUDIT_MAXLEN, *_flat(event.fields())],
+    )
+
+
+def _update_call(current: Release, new: Release, event: AuditEvent | None) -> tuple[Release, _Call]:
+    stored = new.model_copy(update={"rev": current.rev + 1})
+    args: list[Any] = [current.rev, stored.model_dump_json(), stored.state.value, AUDIT_MAXLEN]
+    if event is not None:
+        args += _flat(event.fields())
+    return stored, ([keys.release(current.id), keys.audit(current.id), keys.open_release(current.gate_id)], args)
+
+
+def _run_leases(release_id: str) -> list[str]:
+    """A run's two leases: its release's run lock and its gate's operation lease (one slot)."""
+    return [keys.run_lock(release_id), keys.operation_lease(release_id.partition("@")[0])]

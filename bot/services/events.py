@@ -1,0 +1,331 @@
+"""Webhook events from CI and deploy tooling: validated, masked, stored and applied once.
+
+`accept` runs one optimistic transaction per event (`GateStore.accept_event`): under WATCH it
+reads what the event's preconditions need and refuses it (NotFound / UsageError / Conflict, nothing
+written) or queues its effects; EXEC then marks the id seen, appends the masked event to the gate's
+stream and applies the effects together. A replayed id is a no-op. The facts returned are what an
+announcement needs; the Slack wiring appends its notices to the same transaction.
+
+Effects:
+- `open`: opens the release (the same store write as `/gonogo open`); re-sending it with a new sha
+  moves an open release's commit.
+- `deploy`: audited; a new `sha` moves the open release's commit (its sign-offs go stale by the
+  commit rule). A decided or closed release is frozen: a deploy of another commit is refused (409).
+- `check_result`: the result of an `external` check, bound to the release's commit.
+- `drill`: a drill run recorded for the gate, as if run from Slack.
+- `rollback`: the release becomes `rolled_back` (first step), every step audited with the time
+  from the decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+from redis.asyncio.client import Pipeline
+
+from bot.core.drills import DrillRun
+from bot.core.errors import Conflict, NotFound, UsageError
+from bot.core.events import CheckResultEvent, DeployEvent, DrillEvent, Event, OpenEvent, RollbackEvent
+from bot.core.gate import Drill, Gate
+from bot.core.gateset import GateSet
+from bot.core.masking import Masker
+from bot.core.release import Release, State, release_id
+from bot.services.drills import drill_audit, find_drill
+from bot.services.rollbacks import RolledBack, rollback_audit, rollback_change
+from bot.store import keys
+from bot.store.gatestore import Accepted, GateStore, Write
+from bot.store.store import AUDIT_MAXLEN, AuditEvent, Store
+from checks import external
+from checks.base import seconds
+
+CI_ACTOR = "ci"  # events without an actor field (open, deploy, check_result)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ReleaseOpened:
+    release: Release
+    opened: bool  # False: it was open already (then `moved_from` says whether its commit moved)
+    moved_from: str | None = None
+
+
+@dataclass(frozen=True)
+class DeployRecorded:
+    release: Release
+    stage: str
+    status: str
+    moved_from: str | None  # the previous commit, when this deploy moved the release
+    moved: bool
+
+
+@dataclass(frozen=True)
+class ExternalRecorded:
+    release: Release
+    result: external.ExternalResult
+
+
+@dataclass(frozen=True)
+class DrillRecorded:
+    gate: Gate
+    drill: Drill
+    run: DrillRun
+
+
+EventFacts = ReleaseOpened | DeployRecorded | ExternalRecorded | DrillRecorded | RolledBack
+
+
+class EventService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        gates: GateSet,
+        env: Mapping[str, str],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.gatestore = GateStore(store.redis)
+        self.gates = gates
+        self.masker = Masker.from_env(env)
+        self.clock = clock
+
+    async def accept(self, event: Event) -> Accepted[EventFacts]:
+        """Apply the event once. Raises NotFound / UsageError / Conflict (nothing written) when it
+        cannot apply; StoreUnavailable when Redis is gone."""
+        gate = self.gates.get(event.gate_id).gate  # NotFound for an unknown gate
+        event = event.masked(self.masker)
+        now = self.clock()
+        body = event.model_dump(mode="json")
+        return await self.gatestore.accept_event(
+            gate.id, event.id, event.type, body, now, lambda tx: self._prepare(tx, gate, event, now)
+        )
+
+    async def _prepare(self, tx: Pipeline, gate: Gate, event: Event, now: datetime) -> Write[EventFacts]:
+        if isinstance(event, OpenEvent):
+            return await self._open(tx, gate, event, now)
+        if isinstance(event, DrillEvent):
+            return self._drill(gate, event, now)
+        release = await self._release(tx, event.release)
+        if isinstance(event, DeployEvent):
+            return self._deploy(release, event, now)
+        if isinstance(event, CheckResultEvent):
+            return self._check_result(gate, release, event, now)
+        return await self._rollback(release, event, now)
+
+    async def _release(self, tx: Pipeline, rid: str) -> Release:
+        await tx.watch(keys.release(rid))
+        raw = await tx.get(keys.release(rid))
+        if raw is None:
+            raise NotFound(f"no release {rid!r}")
+        return Release.model_validate_json(raw)
+
+    # --- open -------------------------------------------------------------------------------
+
+    async def _open(self, tx: Pipeline, gate: Gate, event: OpenEvent, now: datetime) -> Write[EventFacts]:
+        rid = release_id(gate.id, event.version)
+        await tx.watch(keys.open_release(gate.id), keys.release(rid))
+        pointer = cast(str | None, await tx.get(keys.open_release(gate.id)))
+        raw = await tx.get(keys.release(rid))
+        if pointer is not None and pointer != rid:
+            raise Conflict(f"{pointer} is still open: close it before opening {rid}")
+        if raw is None:
+            fresh = Release(
+                id=rid,
+                gate_id=gate.id,
+                version=event.version,
+                sha=event.sha,
+                opened_by=CI_ACTOR,
+                opened_at=event.at or now,
+            )
+            audit = AuditEvent(
+                type="opened",
+                actor=CI_ACTOR,
+                at=now,
+                data={"sha": event.sha, "gate_sha256": self.gates.get(gate.id).sha256, "event_id": event.id},
+            )
+
+            async def write_open(tx: Pipeline) -> EventFacts:
+                await self.store.queue_open_release(tx, fresh, audit)
+                return ReleaseOpened(release=fresh, opened=True)
+
+            return write_open
+        existing = Release.model_validate_json(raw)
+        if pointer is None:
+            raise Conflict(f"{rid} is {existing.state.value}; reopen it with `/gonogo reopen {rid}`")
+        if event.sha is None or event.sha == existing.sha:
+
+            async def unchanged(tx: Pipeline) -> EventFacts:
+                return ReleaseOpened(release=existing, opened=False)
+
+            return unchanged
+        return self._move(existing, event.sha, event.id, now, lambda r, moved_from: ReleaseOpened(r, False, moved_from))
+
+    def _move(
+        self,
+        release: Release,
+        sha: str,
+        event_id: str,
+        now: datetime,
+        facts: Callable[[Release, str | None], EventFacts],
+        extra: AuditEvent | None = None,
+    ) -> Write[EventFacts]:
+        """Move the release to another commit: only while it is open (a decision is frozen)."""
+        if release.state is not State.OPEN:
+            at = f" (decided at {release.short_sha})" if release.short_sha else ""
+            raise Conflict(
+                f"{release.id} is {release.state.value}{at}: it cannot move to {sha[:12]}; "
+                f"reopen it first (`/gonogo reopen {release.id}`)"
+            )
+        audit = AuditEvent(
+            type="sha_moved", actor=CI_ACTOR, at=now, data={"from": release.sha, "to": sha, "event_id": event_id}
+        )
+
+        async def write_move(tx: Pipeline) -> EventFacts:
+            moved = await self.store.queue_update_release(tx, release, release.model_copy(update={"sha": sha}), audit)
+            if extra is not None:
+                self._audit(tx, release.id, extra)
+            return facts(moved, release.sha)
+
+        return write_move
+
+    @staticmethod
+    def _audit(tx: Pipeline, rid: str, event: AuditEvent) -> None:
+        tx.xadd(keys.audit(rid), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+
+    # --- deploy -----------------------------------------------------------------------------
+
+    def _deploy(self, release: Release, event: DeployEvent, now: datetime) -> Write[EventFacts]:
+        audit = AuditEvent(
+            type="deploy",
+            actor=CI_ACTOR,
+            at=now,
+            data={"stage": event.stage, "status": event.status, "sha": event.sha, "event_id": event.id},
+        )
+        if event.sha is not None and event.sha != release.sha:
+            return self._move(
+                release,
+                event.sha,
+                event.id,
+                now,
+                lambda r, moved_from: DeployRecorded(r, event.stage, event.status, moved_from, True),
+                extra=audit,
+            )
+
+        async def write_deploy(tx: Pipeline) -> EventFacts:
+            self._audit(tx, release.id, audit)
+            return DeployRecorded(release, event.stage, event.status, None, False)
+
+        return write_deploy
+
+    # --- check_result -----------------------------------------------------------------------
+
+    def _check_result(self, gate: Gate, release: Release, event: CheckResultEvent, now: datetime) -> Write[EventFacts]:
+        spec = gate.check(event.check)
+        if spec is None:
+            known = ", ".join(c.id for c in gate.checks if c.kind == "external") or "none"
+            raise UsageError(f"gate {gate.id} has no check {event.check!r} (external checks: {known})")
+        if not isinstance(spec, external.Spec):
+            raise UsageError(f"check {event.check!r} is a {spec.kind} check: only external checks take results from CI")
+        if release.state is not State.OPEN:
+            raise Conflict(f"{release.id} is {release.state.value}: its results are frozen")
+        if event.sha is not None and event.sha != release.sha:
+            raise Conflict(
+                f"result reported for {event.sha[:12]}, but {release.id} is at {(release.sha or 'no commit')[:12]}"
+            )
+        result = external.ExternalResult(
+            check_id=spec.id,
+            status=event.status,
+            summary=event.summary,
+            details=event.details or "",
+            started_at=now,
+            finished_at=now,
+            sha=release.sha,
+            event_id=event.id,
+            reported_by=CI_ACTOR,
+        )
+        audit = AuditEvent(
+            type="check_reported",
+            actor=CI_ACTOR,
+            at=now,
+            data={
+                "check": spec.id,
+                "status": result.status.value,
+                "summary": result.summary,
+                "sha": release.sha,
+                "event_id": event.id,
+            },
+        )
+
+        async def write_result(tx: Pipeline) -> EventFacts:
+            tx.hset(keys.external_results(release.id), spec.id, result.model_dump_json())
+            self._audit(tx, release.id, audit)
+            return ExternalRecorded(release, result)
+
+        return write_result
+
+    # --- drill ------------------------------------------------------------------------------
+
+    def _drill(self, gate: Gate, event: DrillEvent, now: datetime) -> Write[EventFacts]:
+        drill = find_drill(gate, event.drill)
+        took = event.duration
+        passed = event.status == "passed"
+        run = DrillRun(
+            gate_id=gate.id,
+            drill_id=drill.id,
+            run_id=event.id[:12],
+            passed=passed,
+            summary=f"{'passed' if passed else 'failed'} in {seconds(took)} (reported by CI)",
+            details=event.output or "",
+            started_at=now - took if took < timedelta(days=1) else now,
+            finished_at=now,
+            duration_s=round(took.total_seconds(), 3),
+            by=event.actor,
+            source="webhook",
+            event_id=event.id,
+        )
+
+        async def write_drill(tx: Pipeline) -> EventFacts:
+            self.gatestore.queue_drill_run(tx, run, drill_audit(run))
+            return DrillRecorded(gate, drill, run)
+
+        return write_drill
+
+    # --- rollback ---------------------------------------------------------------------------
+
+    async def _rollback(self, release: Release, event: RollbackEvent, now: datetime) -> Write[EventFacts]:
+        decided = await self.gatestore.decided_at(release.id)
+        audit = rollback_audit(
+            release,
+            status=event.status,
+            reason=event.reason,
+            actor=event.actor,
+            at=now,
+            decided_at=decided,
+            extra={"event_id": event.id},
+        )
+        changed = rollback_change(release)
+
+        async def write_rollback(tx: Pipeline) -> EventFacts:
+            after = release
+            if changed is not None:
+                after = await self.store.queue_update_release(tx, release, changed, audit)
+            else:
+                self._audit(tx, release.id, audit)
+            return RolledBack(
+                release=after,
+                status=event.status,
+                reason=event.reason,
+                actor=event.actor,
+                at=now,
+                decided_at=decided,
+                moved=changed is not None,
+                event_id=event.id,
+            )
+
+        return write_rollback
