@@ -79,11 +79,23 @@ async def say(bot: RunningBot, standin: SlackStandIn, text: str, user: str = "U0
     return await reply_to(standin, url, timeout=10)
 
 
-async def run_and_sign(bot: RunningBot, standin: SlackStandIn) -> None:
+async def wait_run_finished(redis_client: aioredis.Redis, release_id: str, timeout: float = 15.0) -> None:
+    """The card shows results before the run is over: wait until its record is written and the lock
+    is free, or a command that refuses to act during a run (decide) races the run's end."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await redis_client.llen(keys.runs(release_id)) and not await redis_client.exists(keys.run_lock(release_id)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the run of {release_id} did not finish within {timeout} s")
+
+
+async def run_and_sign(bot: RunningBot, standin: SlackStandIn, redis_client: aioredis.Redis) -> None:
     await say(bot, standin, f"run {RID}")
     await standin.wait_for(
         "chat.update", lambda c: "✅ *unit-tests*" in json.dumps(c.args["blocks"], ensure_ascii=False)
     )
+    await wait_run_finished(redis_client, RID)
     card_ts = str(standin.calls("chat.postMessage")[0].response["ts"])
     url = standin.new_response_url()
     await bot.click(ACTION_APPROVE, f"{RID}|tech-lead", response_url=url, user="U01TECH", message_ts=card_ts)
@@ -98,7 +110,7 @@ async def test_decide_posts_the_record_and_stores_the_bundle(
     redis_url: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    await run_and_sign(bot, standin)
+    await run_and_sign(bot, standin, redis_client)
     refused = await say(bot, standin, f"decide {RID}", user="U0NOBODY")
     assert "only members of a required role (Tech Lead) can decide" in refused["text"]
 
@@ -130,8 +142,10 @@ async def test_decide_posts_the_record_and_stores_the_bundle(
     assert exported["gate"]["sha256"] in markdown and "proceed to canary" in markdown
 
 
-async def test_evidence_is_uploaded_to_the_thread(bot: RunningBot, standin: SlackStandIn) -> None:
-    await run_and_sign(bot, standin)
+async def test_evidence_is_uploaded_to_the_thread(
+    bot: RunningBot, standin: SlackStandIn, redis_client: aioredis.Redis
+) -> None:
+    await run_and_sign(bot, standin, redis_client)
     await say(bot, standin, f"decide {RID}")
     answer = await say(bot, standin, f"evidence {RID}")
     assert "Uploaded `payments-1.4.0-evidence.md`" in answer["text"]
@@ -171,6 +185,7 @@ async def test_history_is_paginated_newest_last(bot: RunningBot, standin: SlackS
 async def test_cli_check_with_release_uses_the_stored_signoffs(
     bot: RunningBot,
     standin: SlackStandIn,
+    redis_client: aioredis.Redis,
     gate_file: Path,
     monkeypatch: pytest.MonkeyPatch,
     redis_url: str,
@@ -182,7 +197,7 @@ async def test_cli_check_with_release_uses_the_stored_signoffs(
     before = json.loads(capsys.readouterr().out)
     assert any(r["code"] == "signoff_missing" for r in before["reasons"])
 
-    await run_and_sign(bot, standin)
+    await run_and_sign(bot, standin, redis_client)
     assert await cli(["check", str(gate_file), "--json", "--release", RID]) == 0
     after = json.loads(capsys.readouterr().out)
     assert after["verdict"] == "GO" and after["release"] == RID
