@@ -122,6 +122,9 @@ def verdict_text(decision: Decision) -> Text:
     if decision.score is not None:
         s = decision.score
         out.append(f"  risk score {s.score:g} = 100 - {s.weighted_pass_pct:g}% + penalty {s.penalty:g}")
+        for term in s.terms:
+            items = ", ".join(f"{i.check} {i.score:.2f}" + ("" if i.graded else " (pass/fail)") for i in term.checks)
+            out.append(f"\n    {term.key}: {term.value:.2f} x {term.weight:g} ({items})")
     for reason in decision.reasons:
         out.append(f"\n  {_LEVEL_MARK[reason.level]} {plain(reason.text)}")
     return out

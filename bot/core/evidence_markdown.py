@@ -74,6 +74,8 @@ def render_markdown(bundle: Mapping[str, Any]) -> str:
             f" + {score['penalty']:g} penalty (GO below {score['go_below']:g}, caution below"
             f" {score['caution_below']:g}); terms: {terms}"
         )
+    if score:
+        out += ["", *_md_score_terms(score)]
     out += ["", "## Next step", "", *_md_next_step(bundle["next_step"])]
     out += ["", *_md_checks(bundle)]
     out += ["", "## Reasons", ""]
@@ -90,6 +92,25 @@ def render_markdown(bundle: Mapping[str, Any]) -> str:
     out += ["", *_md_drills(bundle["drills"])]
     out += ["", *_md_runs(bundle["runs"])]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _md_score_terms(score: Mapping[str, Any]) -> list[str]:
+    """Every check's part in the risk score: its score (graded, or pass 1 / fail 0) and weight."""
+    rows = [
+        (
+            t["key"],
+            f"{t.get('value', t['passed'] / t['total'] if t['total'] else 0):.2f}",
+            f"{t['weight']:g}",
+            item["check"],
+            f"{item['score']:.2f}" + (" (graded)" if item["graded"] else " (pass/fail)"),
+            f"{item['weight']:.4g}",
+        )
+        for t in score["terms"]
+        for item in t.get("checks", [])
+    ]
+    if not rows:  # a bundle written before graded scores
+        return []
+    return ["## Risk score terms", "", *_md_table(["Term", "Value", "Weight", "Check", "Score", "Check weight"], rows)]
 
 
 def _md_next_step(step: Mapping[str, Any]) -> list[str]:

@@ -258,6 +258,8 @@ class Gate(_Model):
         for index, check in enumerate(self.checks):
             if check.kind == "manual":
                 need_role(f"checks[{index}].owner", check.owner)
+            if check.pass_score is not None and getattr(check, "score", None) is None:
+                problems.append(f"checks[{index}].pass_score: the check reports no score (add `score:`)")
         if self.override:
             for role in self.override.approvers:
                 need_role(f"override.approvers.{role}", role)

@@ -22,7 +22,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.core.decision import MENTION, Decision, Level, RoleStatus
+from bot.core.decision import MENTION, Decision, Level, RiskScore, RoleStatus, ScoreTerm
 from bot.core.facts import DrillResult, ManualMark, Signature
 from bot.core.gate import Gate, RiskScorePolicy, ThresholdPolicy
 from bot.core.release import Release, RunRecord, State
@@ -147,12 +147,24 @@ def _why(view: CardView) -> str:
     if len(reasons) > MAX_REASONS_SHOWN:
         lines.append(f"…and {len(reasons) - MAX_REASONS_SHOWN} more (see `/gonogo status` in the thread)")
     if decision.score is not None:
-        terms = ", ".join(f"{escape(t.key)} {t.passed}/{t.total}×{t.weight:g}" for t in decision.score.terms)
-        lines.append(
-            f"ℹ️ score = 100 − {decision.score.weighted_pass_pct:g}% weighted pass + {decision.score.penalty:g} penalty"
-            f" ({terms})"
-        )
+        lines.append(score_line(decision.score))
     return "\n".join(chunk_lines([lead, *lines])[:1])
+
+
+def score_term(term: ScoreTerm) -> str:
+    """`infra 1/1×0.5` for pass/fail terms; a graded term shows its value and each check's score."""
+    if not any(item.graded for item in term.checks):
+        return f"{escape(term.key)} {term.passed}/{term.total}×{term.weight:g}"
+    items = ", ".join(
+        f"{escape(i.check)} {i.score:.2f}" if i.graded else f"{escape(i.check)} {'pass' if i.score else 'fail'}"
+        for i in term.checks
+    )
+    return f"{escape(term.key)} {term.value:.2f}×{term.weight:g} [{items}]"
+
+
+def score_line(score: RiskScore) -> str:
+    terms = ", ".join(score_term(t) for t in score.terms)
+    return f"ℹ️ score = 100 − {score.weighted_pass_pct:g}% weighted pass + {score.penalty:g} penalty ({terms})"
 
 
 def check_line(check: SpecBase, view: CardView) -> str:
