@@ -170,12 +170,15 @@ class DecisionInput(BaseModel):
     acceptances: Sequence[RiskAcceptance] = ()
     override: OverrideRequest | None = None
     ignore_signoffs: bool = False  # CLI without a release: sign-offs and acceptances are unknown
+    # Deciding one rollout stage sees a slice of the gate; sign-offs stay bound to the whole gate's
+    # blocker digest (see bot/core/stages.py).
+    digest: str | None = None
 
 
 def decide(inp: DecisionInput) -> Decision:
     gate, results, now = inp.gate, inp.results, inp.now
     reasons: list[Reason] = []
-    digest = blocker_digest(gate, results)
+    digest = inp.digest or blocker_digest(gate, results)
 
     _blockers(gate, results, reasons)
     counted = [c for c in gate.checks if c.severity is not Severity.ADVISORY]
