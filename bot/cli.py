@@ -24,11 +24,13 @@ from bot.core.gate import Gate
 from bot.core.loader import load_gate, load_gates
 from bot.core.masking import Masker
 from bot.core.results import CheckResult
+from bot.core.stages import decide_stages
 from bot.services.runner import DEFAULT_CONCURRENCY, run_checks
-from bot.terminal import json_document, results_table, verdict_text
+from bot.terminal import json_document, ladder_text, results_table, verdict_text
 from checks.base import CheckContext
 
 if TYPE_CHECKING:
+    from bot.core.release import Release
     from bot.services.people import People
     from bot.store.store import Store
 
@@ -50,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--workdir", type=Path, default=None, help="where relative paths resolve (default: cwd)")
     check.add_argument(
         "--ignore-signoffs", action="store_true", help="decide on checks alone (sign-offs and risk acceptance unknown)"
+    )
+    check.add_argument(
+        "--stage",
+        metavar="ID",
+        default=None,
+        help="exit with this rollout stage's verdict (default: the next stage to promote to)",
     )
     check.add_argument(
         "--release",
@@ -137,6 +145,13 @@ async def _check(args: argparse.Namespace) -> int:
         specs = [c for c in specs if c.id in set(args.only)]
     if args.concurrency < 1:
         raise ConfigError(["--concurrency must be at least 1"])
+    if args.stage is not None and gate.stage(args.stage) is None:
+        known = ", ".join(s.id for s in gate.stages)
+        raise ConfigError(
+            [f"--stage: unknown stage {args.stage!r} in {args.file.name} (stages: {known})"]
+            if known
+            else [f"--stage: {args.file.name} has no stages"]
+        )
 
     console = Console(stderr=args.json)
     live = console.is_terminal and not args.json
@@ -147,22 +162,38 @@ async def _check(args: argparse.Namespace) -> int:
         await _run_with_progress(gate, specs, ctx, results, console, live=live, quiet=args.json, n=args.concurrency)
 
     now = datetime.now(UTC)
+    current, reached = None, {}
     if args.release:
         from bot.services.people import with_manual_marks
 
-        people, sha = await _release_facts(args.release, gate.id)
+        people, release = await _release_facts(args.release, gate.id)
         results = with_manual_marks(gate, results, people.marks)
-        decision = decide(people.decision_input(gate, now, results, sha))
+        inp = people.decision_input(gate, now, results, release.sha)
+        current, reached = release.current_stage, release.stages_reached
     else:
-        decision = decide(DecisionInput(gate=gate, now=now, results=results, ignore_signoffs=args.ignore_signoffs))
+        inp = DecisionInput(gate=gate, now=now, results=results, ignore_signoffs=args.ignore_signoffs)
+    ladder = decide_stages(inp, current=current, reached=reached) if gate.stages else None
+    stage = None
+    if ladder is not None:
+        stage = (ladder.get(args.stage) if args.stage else None) or ladder.target
+    decision = stage.decision if stage is not None else decide(inp)
     if args.json:
         document = json_document(
-            gate, decision, results, gate_file=str(args.file), gate_sha256=loaded.sha256, release=args.release
+            gate,
+            decision,
+            results,
+            gate_file=str(args.file),
+            gate_sha256=loaded.sha256,
+            release=args.release,
+            ladder=ladder,
+            stage=stage.id if stage else None,
         )
         print(json.dumps(document, indent=2))
     else:
         if not live:
             console.print(results_table(gate, results))
+        if ladder is not None and stage is not None:
+            console.print(ladder_text(ladder, stage.id))
         console.print(verdict_text(decision))
     return decision.verdict.exit_code
 
@@ -183,7 +214,7 @@ async def _store() -> AsyncIterator[Store]:
         await handle.close()
 
 
-async def _release_facts(release_id: str, gate_id: str) -> tuple[People, str | None]:
+async def _release_facts(release_id: str, gate_id: str) -> tuple[People, Release]:
     """What people recorded in Slack for this release, so CI and the card decide alike."""
     from bot.core.release import parse_release_id
     from bot.services.people import load_people
@@ -195,7 +226,7 @@ async def _release_facts(release_id: str, gate_id: str) -> tuple[People, str | N
             raise ConfigError([f"--release: no release {release_id!r} in the store"])
         if release.gate_id != gate_id:
             raise ConfigError([f"--release: {release_id} belongs to gate {release.gate_id}, not {gate_id}"])
-        return await load_people(store, release_id), release.sha
+        return await load_people(store, release_id), release
 
 
 async def _export(release_id: str, fmt: str) -> int:

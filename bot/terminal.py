@@ -11,6 +11,7 @@ from rich.text import Text
 from bot.core.decision import Decision, Level
 from bot.core.gate import Gate
 from bot.core.results import CheckResult, Status
+from bot.core.stages import Condition, Ladder
 from bot.core.text import format_duration_short, plain
 
 JSON_VERSION = 1
@@ -40,6 +41,8 @@ def json_document(
     gate_file: str,
     gate_sha256: str,
     release: str | None = None,
+    ladder: Ladder | None = None,
+    stage: str | None = None,
 ) -> dict[str, Any]:
     """The `--json` contract. Keys are only ever added, never renamed (bump JSON_VERSION otherwise)."""
     checks = []
@@ -56,6 +59,7 @@ def json_document(
                 "summary": plain(found.summary) if found else "not run",
                 "details": found.details if found else "",
                 "value": found.value if found else None,
+                "score": found.score if found else None,
                 "duration_s": round(found.duration_s, 3) if found else None,
                 "started_at": found.started_at.isoformat() if found else None,
                 "finished_at": found.finished_at.isoformat() if found else None,
@@ -90,6 +94,33 @@ def json_document(
             }
             for role in decision.roles
         ],
+        # Gates with rollout stages: the verdict above is `stage`'s; every stage is listed.
+        "stage": stage,
+        "current_stage": ladder.current if ladder else None,
+        "stages": [
+            {
+                "id": s.id,
+                "name": s.name,
+                "verdict": s.verdict.value,
+                "exit_code": s.verdict.exit_code,
+                "open": [condition_json(c) for c in s.conditions],
+            }
+            for s in (ladder.stages if ladder else [])
+        ],
+        "overdue": [condition_json(c) for c in ladder.overdue] if ladder else [],
+    }
+
+
+def condition_json(condition: Condition) -> dict[str, Any]:
+    return {
+        "stage": condition.stage,
+        "code": condition.code,
+        "text": plain(condition.text),
+        "subject": condition.subject,
+        "owner": condition.owner,
+        "due": condition.due,
+        "due_at": condition.due_at.isoformat() if condition.due_at else None,
+        "overdue": condition.overdue,
     }
 
 
@@ -113,6 +144,26 @@ def results_table(gate: Gate, results: Mapping[str, CheckResult], running: set[s
             format_duration_short(found.duration_s),
         )
     return table
+
+
+def ladder_text(ladder: Ladder, chosen: str) -> Text:
+    """One line per stage: its verdict and what still blocks it; the chosen stage marked."""
+    out = Text()
+    for index, stage in enumerate(ladder.stages):
+        if index:
+            out.append("\n")
+        mark = ">" if stage.id == chosen else " "
+        current = " (current)" if stage.id == ladder.current else ""
+        out.append(f"{mark} {stage.name}{current}: ")
+        out.append(stage.verdict.value, style=_VERDICT_STYLE[stage.verdict.value])
+        if stage.conditions:
+            out.append(f"  {len(stage.conditions)} open")
+        for condition in stage.own():
+            owner = f" [{condition.owner}]" if condition.owner else ""
+            due = f" due {condition.due}" if condition.due else ""
+            late = " OVERDUE" if condition.overdue else ""
+            out.append(f"\n    - {plain(condition.text)}{owner}{due}{late}")
+    return out
 
 
 def verdict_text(decision: Decision) -> Text:

@@ -160,6 +160,7 @@ def _check(spec: SpecBase, found: CheckResult | None) -> dict[str, Any]:
         "summary": found.summary if found else "not run",
         "details": found.details if found else "",
         "value": found.value if found else None,
+        "score": found.score if found else None,
         "started_at": utc_iso(found.started_at) if found else None,
         "finished_at": utc_iso(found.finished_at) if found else None,
         "duration_s": round(found.duration_s, 3) if found else None,
