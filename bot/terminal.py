@@ -11,7 +11,7 @@ from rich.text import Text
 from bot.core.decision import Decision, Level
 from bot.core.gate import Gate
 from bot.core.results import CheckResult, Status
-from bot.core.stages import Condition, Ladder
+from bot.core.stages import Ladder, ladder_json
 from bot.core.text import format_duration_short, plain
 
 JSON_VERSION = 1
@@ -97,30 +97,8 @@ def json_document(
         # Gates with rollout stages: the verdict above is `stage`'s; every stage is listed.
         "stage": stage,
         "current_stage": ladder.current if ladder else None,
-        "stages": [
-            {
-                "id": s.id,
-                "name": s.name,
-                "verdict": s.verdict.value,
-                "exit_code": s.verdict.exit_code,
-                "open": [condition_json(c) for c in s.conditions],
-            }
-            for s in (ladder.stages if ladder else [])
-        ],
-        "overdue": [condition_json(c) for c in ladder.overdue] if ladder else [],
-    }
-
-
-def condition_json(condition: Condition) -> dict[str, Any]:
-    return {
-        "stage": condition.stage,
-        "code": condition.code,
-        "text": plain(condition.text),
-        "subject": condition.subject,
-        "owner": condition.owner,
-        "due": condition.due,
-        "due_at": condition.due_at.isoformat() if condition.due_at else None,
-        "overdue": condition.overdue,
+        "stages": ladder_json(ladder) if ladder else [],
+        "overdue": [c.as_json() for c in ladder.overdue] if ladder else [],
     }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.core.decision import Decision, DecisionInput, Level, Reason, Verdict, decide
+from bot.core.decision import MENTION, Decision, DecisionInput, Level, Reason, Verdict, decide
 from bot.core.due import Due
 from bot.core.facts import blocker_digest
 from bot.core.gate import Gate, RiskScorePolicy, Stage
@@ -41,6 +41,19 @@ class Condition(_Out):
     due: str | None = None  # as written: "2026-12-01" or "7d after Dark launch"
     due_at: datetime | None = None
     overdue: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """For --json and the evidence bundle: mentions as @U…, times in ISO 8601."""
+        return {
+            "stage": self.stage,
+            "code": self.code,
+            "text": MENTION.sub(r"@\1", self.text),
+            "subject": self.subject,
+            "owner": self.owner,
+            "due": self.due,
+            "due_at": self.due_at.isoformat() if self.due_at else None,
+            "overdue": self.overdue,
+        }
 
 
 class StageVerdict(_Out):
@@ -79,6 +92,20 @@ class Ladder(_Out):
         if self.current is None or self.current not in ids:
             return self.stages[0]
         return self.stages[min(ids.index(self.current) + 1, len(ids) - 1)]
+
+
+def ladder_json(ladder: Ladder) -> list[dict[str, Any]]:
+    """Every stage's verdict and open conditions, as plain JSON types."""
+    return [
+        {
+            "id": s.id,
+            "name": s.name,
+            "verdict": s.verdict.value,
+            "exit_code": s.verdict.exit_code,
+            "open": [c.as_json() for c in s.conditions],
+        }
+        for s in ladder.stages
+    ]
 
 
 def is_staged(gate: Gate) -> bool:
