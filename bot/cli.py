@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="print a decided release's evidence bundle (needs REDIS_URL)")
     export.add_argument("release", help="release id, e.g. payments@1.4.0")
     export.add_argument("--format", choices=["json", "md"], default="json")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--stage", metavar="ID", default=None, help="the record of the promotion to this stage")
+    which.add_argument(
+        "--all", action="store_true", help="every record: the decision, then each promotion (JSON: a list)"
+    )
 
     validate = sub.add_parser("validate", help="validate gate files and report every problem")
     validate.add_argument("target", type=Path, help="gate file or directory")
@@ -88,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args.target)
         if args.command == "export":
-            return asyncio.run(_export(args.release, args.format))
+            return asyncio.run(_export(args.release, args.format, stage=args.stage, every=args.all))
         if args.command == "schema":
             print(json.dumps(Gate.model_json_schema(), indent=2))
             return 0
@@ -229,17 +234,33 @@ async def _release_facts(release_id: str, gate_id: str) -> tuple[People, Release
         return await load_people(store, release_id), release
 
 
-async def _export(release_id: str, fmt: str) -> int:
+async def _export(release_id: str, fmt: str, *, stage: str | None = None, every: bool = False) -> int:
+    """The decision's bundle; with rollout stages also one per promotion (`--stage`, `--all`).
+    Without either flag: the decision's, or when there is none the latest promotion's."""
     from bot.core.evidence_markdown import render_markdown
     from bot.core.release import parse_release_id
 
     parse_release_id(release_id)
     async with _store() as store:
         raw = await store.get_bundle(release_id)
-    if raw is None:
-        raise ConfigError([f"{release_id} has no evidence bundle: decide it first (`/gonogo decide {release_id}`)"])
-    bundle = json.loads(raw)
-    print(json.dumps(bundle, indent=2, sort_keys=True) if fmt == "json" else render_markdown(bundle))
+        promotions = [json.loads(p) for p in await store.promotions(release_id)]
+    decided = [json.loads(raw)] if raw is not None else []
+    if stage is not None:
+        bundles = [b for b in promotions if (b.get("stages") or {}).get("stage") == stage][-1:]
+        if not bundles:
+            raise ConfigError([f"{release_id} was never promoted to {stage!r}"])
+    elif every:
+        bundles = decided + promotions
+    else:
+        bundles = decided or promotions[-1:]
+    if not bundles:
+        raise ConfigError(
+            [f"{release_id} has no evidence bundle: decide it first (`/gonogo decide {release_id}`) or promote it"]
+        )
+    if fmt == "json":
+        print(json.dumps(bundles if every else bundles[0], indent=2, sort_keys=True))
+    else:
+        print("\n---\n\n".join(render_markdown(b) for b in bundles), end="")
     return 0
 
 

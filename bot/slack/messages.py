@@ -172,7 +172,7 @@ def render_help(note: str | None = None) -> Message:
     return message(f"{note}\n{plain}" if note else plain, blocks)
 
 
-def release_line(release: Release, decision: Decision | None, now: datetime) -> str:
+def release_line(release: Release, decision: Decision | None, now: datetime, ladder: Ladder | None = None) -> str:
     if decision is None:
         head = f"❔ *{escape(release.id)}*"
         rest = "verdict unknown"
@@ -185,14 +185,32 @@ def release_line(release: Release, decision: Decision | None, now: datetime) -> 
         else:
             rest = f"{decision.checks_passed}/{decision.checks_total} checks pass"
     sha = f" `{release.short_sha}`" if release.short_sha else ""
-    return f"{head}{sha} — {rest} · opened {age(now, release.opened_at)} by {user_ref(release.opened_by)}"
+    line = f"{head}{sha} — {rest} · opened {age(now, release.opened_at)} by {user_ref(release.opened_by)}"
+    return line + (stage_note(ladder) if ladder is not None else "")
 
 
-def render_release_list(rows: Sequence[tuple[Release, Decision | None]], now: datetime) -> Message:
+def stage_note(ladder: Ladder) -> str:
+    """`` · stage Dark launch, next Canary 5% (3 open) · ⏰ 2 overdue: A, B`` for the release list."""
+    current = ladder.get(ladder.current) if ladder.current else None
+    target = ladder.target
+    note = f"\n      📍 {escape(current.name) if current else 'not promoted yet'}"
+    if target is not current:
+        note += f", next {escape(target.name)} ({target.verdict.value}"
+        note += f", {len(target.conditions)} open)" if target.conditions else ")"
+    if ladder.overdue:
+        names = ", ".join(escape(one_line(c.text.removesuffix(" is overdue"))) for c in ladder.overdue[:5])
+        note += f" · ⏰ {len(ladder.overdue)} overdue: {names}"
+    return note
+
+
+def render_release_list(
+    rows: Sequence[tuple[Release, Decision | None]], now: datetime, ladders: Mapping[str, Ladder] | None = None
+) -> Message:
     if not rows:
         text = "No open releases. Open one with `/gonogo open <gate> <version>`."
         return message(text, [section(text)])
-    lines = [f"*Open releases* ({len(rows)})", *(release_line(r, d, now) for r, d in rows)]
+    staged = ladders or {}
+    lines = [f"*Open releases* ({len(rows)})", *(release_line(r, d, now, staged.get(r.id)) for r, d in rows)]
     chunks = chunk_lines(lines)
     if len(chunks) > MAX_BLOCKS:
         chunks = [*chunks[: MAX_BLOCKS - 1], "…more releases than fit here"]
