@@ -220,7 +220,7 @@ def stages_section(view: CardView) -> SectionBlock | None:
     if target.id != ladder.current:
         lines.append(f"Next: `/gonogo promote {escape(view.release.id)} {escape(target.id)}`")
     if ladder.overdue:
-        names = ", ".join(escape(one_line(c.text.removesuffix(" is overdue"))) for c in ladder.overdue[:5])
+        names = ", ".join(escape(cut(one_line(c.text.removesuffix(" is overdue")), 60)) for c in ladder.overdue[:5])
         more = f" +{len(ladder.overdue) - 5} more" if len(ladder.overdue) > 5 else ""
         lines.append(f"⏰ {len(ladder.overdue)} overdue: {names}{more}")
     return section("\n".join(chunk_lines(lines)[:1]))

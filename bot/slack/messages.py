@@ -198,7 +198,7 @@ def stage_note(ladder: Ladder) -> str:
         note += f", next {escape(target.name)} ({target.verdict.value}"
         note += f", {len(target.conditions)} open)" if target.conditions else ")"
     if ladder.overdue:
-        names = ", ".join(escape(one_line(c.text.removesuffix(" is overdue"))) for c in ladder.overdue[:5])
+        names = ", ".join(escape(cut(one_line(c.text.removesuffix(" is overdue")), 60)) for c in ladder.overdue[:5])
         note += f" · ⏰ {len(ladder.overdue)} overdue: {names}"
     return note
 
