@@ -287,3 +287,17 @@ def test_due_forms(value: Any, on: date | None, after: timedelta | None, stage: 
 def test_bad_due_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="due must be a date"):
         parse_due(value)
+
+
+def test_the_contract_declares_stages() -> None:
+    from pathlib import Path
+
+    from bot.core.loader import load_gate
+
+    gate = load_gate(Path(__file__).parent / "data" / "contract.yml").gate
+    assert [(s.id, s.title) for s in gate.stages] == [("canary", "Canary 5%"), ("full", "Full production")]
+    assert gate.promote_roles == ["tech-lead", "sre"] and gate.allow_skip is False
+    pen_test = gate.check("pen-test")
+    assert pen_test is not None and pen_test.before == "full"
+    due = pen_test.due_rule  # type: ignore[union-attr]
+    assert due is not None and (due.after, due.stage) == (timedelta(days=7), "canary")
