@@ -108,10 +108,6 @@ def ladder_json(ladder: Ladder) -> list[dict[str, Any]]:
     ]
 
 
-def is_staged(gate: Gate) -> bool:
-    return bool(gate.stages)
-
-
 def stage_names(gate: Gate) -> dict[str, str]:
     return {s.id: s.title for s in gate.stages}
 
