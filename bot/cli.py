@@ -24,11 +24,13 @@ from bot.core.gate import Gate
 from bot.core.loader import load_gate, load_gates
 from bot.core.masking import Masker
 from bot.core.results import CheckResult
+from bot.core.stages import decide_stages
 from bot.services.runner import DEFAULT_CONCURRENCY, run_checks
-from bot.terminal import json_document, results_table, verdict_text
+from bot.terminal import json_document, ladder_text, results_table, verdict_text
 from checks.base import CheckContext
 
 if TYPE_CHECKING:
+    from bot.core.release import Release
     from bot.services.people import People
     from bot.store.store import Store
 
@@ -50,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--workdir", type=Path, default=None, help="where relative paths resolve (default: cwd)")
     check.add_argument(
         "--ignore-signoffs", action="store_true", help="decide on checks alone (sign-offs and risk acceptance unknown)"
+    )
+    check.add_argument(
+        "--stage",
+        metavar="ID",
+        default=None,
+        help="exit with this rollout stage's verdict (default: the next stage to promote to)",
     )
     check.add_argument(
         "--release",
@@ -74,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="print a decided release's evidence bundle (needs REDIS_URL)")
     export.add_argument("release", help="release id, e.g. payments@1.4.0")
     export.add_argument("--format", choices=["json", "md"], default="json")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--stage", metavar="ID", default=None, help="the record of the promotion to this stage")
+    which.add_argument(
+        "--all", action="store_true", help="every record: the decision, then each promotion (JSON: a list)"
+    )
 
     drill = sub.add_parser(
         "drill", help="run a gate's fire drill (exit 0 passed, 1 failed); with REDIS_URL, record it for the gate"
@@ -124,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return notify(args.type, extra, url=args.url, retries=args.retries, backoff_s=args.backoff)
         if args.command == "export":
-            return asyncio.run(_export(args.release, args.format))
+            return asyncio.run(_export(args.release, args.format, stage=args.stage, every=args.all))
         if args.command == "schema":
             print(json.dumps(Gate.model_json_schema(), indent=2))
             return 0
@@ -229,6 +242,13 @@ async def _check(args: argparse.Namespace) -> int:
         specs = [c for c in specs if c.id in set(args.only)]
     if args.concurrency < 1:
         raise ConfigError(["--concurrency must be at least 1"])
+    if args.stage is not None and gate.stage(args.stage) is None:
+        known = ", ".join(s.id for s in gate.stages)
+        raise ConfigError(
+            [f"--stage: unknown stage {args.stage!r} in {args.file.name} (stages: {known})"]
+            if known
+            else [f"--stage: {args.file.name} has no stages"]
+        )
 
     console = Console(stderr=args.json)
     live = console.is_terminal and not args.json
@@ -239,28 +259,38 @@ async def _check(args: argparse.Namespace) -> int:
         await _run_with_progress(gate, specs, ctx, results, console, live=live, quiet=args.json, n=args.concurrency)
 
     now = at if args.at else datetime.now(UTC)
+    current, reached = None, {}
     if args.release:
-        people, sha = await _release_facts(args.release, gate.id)
-        results = people.results_for(gate, results, sha, now)
-        decision = decide(people.decision_input(gate, now, results, sha))
+        people, release = await _release_facts(args.release, gate.id)
+        results = people.results_for(gate, results, release.sha, now)
+        inp = people.decision_input(gate, now, results, release.sha)
+        current, reached = release.current_stage, release.stages_reached
     else:
-        decision = decide(
-            DecisionInput(
-                gate=gate,
-                now=now,
-                results=results,
-                ignore_signoffs=args.ignore_signoffs,
-                window=gate.window_at(now),
-            )
+        inp = DecisionInput(
+            gate=gate, now=now, results=results, ignore_signoffs=args.ignore_signoffs, window=gate.window_at(now)
         )
+    ladder = decide_stages(inp, current=current, reached=reached) if gate.stages else None
+    stage = None
+    if ladder is not None:
+        stage = (ladder.get(args.stage) if args.stage else None) or ladder.target
+    decision = stage.decision if stage is not None else decide(inp)
     if args.json:
         document = json_document(
-            gate, decision, results, gate_file=str(args.file), gate_sha256=loaded.sha256, release=args.release
+            gate,
+            decision,
+            results,
+            gate_file=str(args.file),
+            gate_sha256=loaded.sha256,
+            release=args.release,
+            ladder=ladder,
+            stage=stage.id if stage else None,
         )
         print(json.dumps(document, indent=2))
     else:
         if not live:
             console.print(results_table(gate, results))
+        if ladder is not None and stage is not None:
+            console.print(ladder_text(ladder, stage.id))
         console.print(verdict_text(decision))
     return decision.verdict.exit_code
 
@@ -311,7 +341,7 @@ async def _drill(args: argparse.Namespace) -> int:
     return 0 if run.passed else 1
 
 
-async def _release_facts(release_id: str, gate_id: str) -> tuple[People, str | None]:
+async def _release_facts(release_id: str, gate_id: str) -> tuple[People, Release]:
     """What people recorded in Slack for this release, so CI and the card decide alike."""
     from bot.core.release import parse_release_id
     from bot.services.people import load_people
@@ -323,20 +353,36 @@ async def _release_facts(release_id: str, gate_id: str) -> tuple[People, str | N
             raise ConfigError([f"--release: no release {release_id!r} in the store"])
         if release.gate_id != gate_id:
             raise ConfigError([f"--release: {release_id} belongs to gate {release.gate_id}, not {gate_id}"])
-        return await load_people(store, release_id), release.sha
+        return await load_people(store, release_id), release
 
 
-async def _export(release_id: str, fmt: str) -> int:
+async def _export(release_id: str, fmt: str, *, stage: str | None = None, every: bool = False) -> int:
+    """The decision's bundle; with rollout stages also one per promotion (`--stage`, `--all`).
+    Without either flag: the decision's, or when there is none the latest promotion's."""
     from bot.core.evidence_markdown import render_markdown
     from bot.core.release import parse_release_id
 
     parse_release_id(release_id)
     async with _store() as store:
         raw = await store.get_bundle(release_id)
-    if raw is None:
-        raise ConfigError([f"{release_id} has no evidence bundle: decide it first (`/gonogo decide {release_id}`)"])
-    bundle = json.loads(raw)
-    print(json.dumps(bundle, indent=2, sort_keys=True) if fmt == "json" else render_markdown(bundle))
+        promotions = [json.loads(p) for p in await store.promotions(release_id)]
+    decided = [json.loads(raw)] if raw is not None else []
+    if stage is not None:
+        bundles = [b for b in promotions if (b.get("stages") or {}).get("stage") == stage][-1:]
+        if not bundles:
+            raise ConfigError([f"{release_id} was never promoted to {stage!r}"])
+    elif every:
+        bundles = decided + promotions
+    else:
+        bundles = decided or promotions[-1:]
+    if not bundles:
+        raise ConfigError(
+            [f"{release_id} has no evidence bundle: decide it first (`/gonogo decide {release_id}`) or promote it"]
+        )
+    if fmt == "json":
+        print(json.dumps(bundles if every else bundles[0], indent=2, sort_keys=True))
+    else:
+        print("\n---\n\n".join(render_markdown(b) for b in bundles), end="")
     return 0
 
 

@@ -14,6 +14,7 @@ from bot.core.decision import Decision, Level
 from bot.core.durations import format_duration
 from bot.core.gate import Gate
 from bot.core.results import CheckResult, Status
+from bot.core.stages import Ladder, ladder_json
 from bot.core.text import format_duration_short, plain
 from bot.core.timeplan import Outlook, Period, format_instant
 
@@ -44,6 +45,8 @@ def json_document(
     gate_file: str,
     gate_sha256: str,
     release: str | None = None,
+    ladder: Ladder | None = None,
+    stage: str | None = None,
 ) -> dict[str, Any]:
     """The `--json` contract. Keys are only ever added, never renamed (bump JSON_VERSION otherwise)."""
     checks = []
@@ -60,6 +63,7 @@ def json_document(
                 "summary": plain(found.summary) if found else "not run",
                 "details": found.details if found else "",
                 "value": found.value if found else None,
+                "score": found.score if found else None,
                 "duration_s": round(found.duration_s, 3) if found else None,
                 "started_at": found.started_at.isoformat() if found else None,
                 "finished_at": found.finished_at.isoformat() if found else None,
@@ -94,6 +98,11 @@ def json_document(
             }
             for role in decision.roles
         ],
+        # Gates with rollout stages: the verdict above is `stage`'s; every stage is listed.
+        "stage": stage,
+        "current_stage": ladder.current if ladder else None,
+        "stages": ladder_json(ladder) if ladder else [],
+        "overdue": [c.as_json() for c in ladder.overdue] if ladder else [],
     }
 
 
@@ -119,6 +128,26 @@ def results_table(gate: Gate, results: Mapping[str, CheckResult], running: set[s
     return table
 
 
+def ladder_text(ladder: Ladder, chosen: str) -> Text:
+    """One line per stage: its verdict and what still blocks it; the chosen stage marked."""
+    out = Text()
+    for index, stage in enumerate(ladder.stages):
+        if index:
+            out.append("\n")
+        mark = ">" if stage.id == chosen else " "
+        current = " (current)" if stage.id == ladder.current else ""
+        out.append(f"{mark} {stage.name}{current}: ")
+        out.append(stage.verdict.value, style=_VERDICT_STYLE[stage.verdict.value])
+        if stage.conditions:
+            out.append(f"  {len(stage.conditions)} open")
+        for condition in stage.own():
+            owner = f" [{condition.owner}]" if condition.owner else ""
+            due = f" due {condition.due}" if condition.due else ""
+            late = " OVERDUE" if condition.overdue else ""
+            out.append(f"\n    - {plain(condition.text)}{owner}{due}{late}")
+    return out
+
+
 def verdict_text(decision: Decision) -> Text:
     out = Text()
     out.append(f"{decision.verdict.value}", style=_VERDICT_STYLE[decision.verdict.value])
@@ -126,6 +155,9 @@ def verdict_text(decision: Decision) -> Text:
     if decision.score is not None:
         s = decision.score
         out.append(f"  risk score {s.score:g} = 100 - {s.weighted_pass_pct:g}% + penalty {s.penalty:g}")
+        for term in s.terms:
+            items = ", ".join(f"{i.check} {i.score:.2f}" + ("" if i.graded else " (pass/fail)") for i in term.checks)
+            out.append(f"\n    {term.key}: {term.value:.2f} x {term.weight:g} ({items})")
     for reason in decision.reasons:
         out.append(f"\n  {_LEVEL_MARK[reason.level]} {plain(reason.text)}")
     return out

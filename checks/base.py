@@ -40,6 +40,12 @@ class SpecBase(BaseModel):
     severity: Severity = Severity.REQUIRED
     group: str | None = Field(default=None, description="Groups checks for risk_score weights")
     timeout: Duration | None = Field(default=None, description="Per-check timeout (runner default: 60s)")
+    before: str | None = Field(
+        default=None, description="Stage id this check must hold before (default: the gate's first stage)"
+    )
+    pass_score: float | None = Field(
+        default=None, ge=0, le=1, description="A scored check passes only at or above this score (0..1)"
+    )
 
     @property
     def title(self) -> str:
@@ -73,6 +79,7 @@ def result(
     finished_at: datetime,
     details: str = "",
     value: float | None = None,
+    score: float | None = None,
 ) -> CheckResult:
     return CheckResult(
         check_id=spec.id,
@@ -80,6 +87,7 @@ def result(
         summary=summary,
         details=details,
         value=value,
+        score=score,
         started_at=started_at,
         finished_at=finished_at,
     )

@@ -29,6 +29,7 @@ from bot.core.durations import format_duration
 from bot.core.masking import SECRET_NAME
 from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result, seconds
+from checks.scoring import NoScore, RegexScore, from_output, unreadable, with_score
 
 
 class Spec(SpecBase):
@@ -41,6 +42,7 @@ class Spec(SpecBase):
         default_factory=list,
         description="Variables of gonogo's environment passed on although their names look secret (e.g. VAULT_TOKEN)",
     )
+    score: RegexScore | None = Field(default=None, description="Graded score read from the output: {regex, max}")
 
     default_timeout: ClassVar[timedelta] = timedelta(minutes=10)
 
@@ -280,7 +282,7 @@ async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
         )
     returncode = transport.get_returncode()
     assert returncode is not None  # process_exited was called
-    return result(
+    outcome = result(
         spec,
         Status.PASS if returncode == 0 else Status.FAIL,
         describe_exit(returncode, elapsed, shell=spec.shell),
@@ -289,3 +291,10 @@ async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
         details=details,
         value=float(returncode),
     )
+    if spec.score is None:
+        return outcome
+    try:
+        raw, score = from_output(spec.score, details)
+    except NoScore as exc:
+        return unreadable(outcome, str(exc))
+    return with_score(outcome, raw, spec.score, score)

@@ -10,7 +10,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bot.core.durations import Duration, format_duration
 from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result, seconds
+from checks.scoring import JsonScore, NoScore, number, scaled, unreadable, with_score
 
 # A header expectation: "present", "absent", "max-age>=N" (any directive, any operator),
 # "re:<pattern>" or "/<pattern>/" for a regex, anything else must equal the value exactly.
@@ -87,6 +88,9 @@ class Spec(SpecBase):
     bearer_token_env: str | None = Field(default=None, description="Env var holding a bearer token")
     verify_tls: bool = True
     expect: Expect = Field(default_factory=Expect)
+    score: JsonScore | None = Field(
+        default=None, description='Graded score from the JSON body: {json: "data.score", max}'
+    )
 
     default_timeout: ClassVar[timedelta] = timedelta(seconds=30)
 
@@ -351,7 +355,39 @@ async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
             finished_at=ctx.clock(),
         )
 
-    finished = ctx.clock()
+    outcome = _outcome(spec, response, body, truncated, took, problems, started, ctx.clock())
+    if spec.score is None:
+        return outcome
+    try:
+        raw = body_score(spec.score, body)
+    except NoScore as exc:
+        return unreadable(outcome, f"no score: {exc}")
+    return with_score(outcome, raw, spec.score, scaled(raw, spec.score))
+
+
+def body_score(spec: JsonScore, body: bytes) -> float:
+    """The number at the score's JSON path; NoScore when the body has none."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise NoScore("the body is not JSON") from None
+    found = _lookup(document, spec.json_)
+    if found is _MISSING:
+        raise NoScore(f"{spec.json_} is missing from the body")
+    return number(found, spec.json_)
+
+
+def _outcome(
+    spec: Spec,
+    response: aiohttp.ClientResponse,
+    body: bytes,
+    truncated: bool,
+    took: float,
+    problems: list[tuple[str, str]],
+    started: datetime,
+    finished: datetime,
+) -> CheckResult:
+    where = url_label(spec.url)
     if not problems:
         return result(
             spec,

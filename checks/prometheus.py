@@ -25,6 +25,7 @@ from bot.core.durations import format_duration
 from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result
 from checks.http import describe_client_error, url_label
+from checks.scoring import NoScore, ValueScore, number, scaled, unreadable, with_score
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -63,6 +64,9 @@ class Spec(SpecBase):
     bearer_token_env: str | None = None
     basic_auth: BasicAuth | None = None
     verify_tls: bool = True
+    score: ValueScore | None = Field(
+        default=None, description="Graded score: the value itself / max (the worst series when there are several)"
+    )
 
     default_timeout: ClassVar[timedelta] = timedelta(seconds=30)
 
@@ -333,6 +337,15 @@ async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
             "pass": (Status.PASS, "no data (on_no_data: pass)"),
             "warn": (Status.WARN, "no data (on_no_data: warn)"),
         }[spec.on_no_data]
-        return result(spec, outcome[0], outcome[1], details=details, started_at=started, finished_at=ctx.clock())
+        empty = result(spec, outcome[0], outcome[1], details=details, started_at=started, finished_at=ctx.clock())
+        return unreadable(empty, "no score: the query returned no series") if spec.score else empty
     status, summary, details, value = judge(spec, samples, warnings)
-    return result(spec, status, summary, details=details, value=value, started_at=started, finished_at=ctx.clock())
+    judged = result(spec, status, summary, details=details, value=value, started_at=started, finished_at=ctx.clock())
+    if spec.score is None:
+        return judged
+    try:
+        # judge() leaves `value` empty when the worst series is NaN or ±Inf: no score then.
+        raw = number(value if value is not None else math.nan, "the value")
+    except NoScore as exc:
+        return unreadable(judged, f"no score: {exc}")
+    return with_score(judged, raw, spec.score, scaled(raw, spec.score))

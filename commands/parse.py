@@ -14,6 +14,7 @@ USAGE = {
     "list": "/gonogo list",
     "override": "/gonogo override <release> <reason>",
     "decide": "/gonogo decide <release>",
+    "promote": "/gonogo promote <release> <stage>",
     "evidence": "/gonogo evidence <release>",
     "close": "/gonogo close <release>",
     "reopen": "/gonogo reopen <release>",
@@ -29,6 +30,7 @@ _ARITY: dict[str, tuple[int, int | None]] = {
     "list": (0, 0),
     "override": (2, None),  # the reason is the rest of the text
     "decide": (1, 1),
+    "promote": (2, 2),
     "evidence": (1, 1),
     "close": (1, 1),
     "reopen": (1, 1),

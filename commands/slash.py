@@ -8,6 +8,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.core.errors import UsageError
 from bot.services.lifecycle import Lifecycle
+from bot.services.promotion import Promotion
 from bot.services.releases import ReleaseService
 from bot.services.signing import Signing
 from bot.slack.messages import render_help, render_release_list
@@ -16,11 +17,13 @@ from commands.replies import Respond, ephemeral, replying_errors
 
 
 def register(app: AsyncApp, service: ReleaseService, signing: Signing, lifecycle: Lifecycle) -> None:
+    promotion = Promotion(service, lifecycle.membership)
+
     @app.command("/gonogo")
     async def gonogo(ack: AsyncAck, command: dict[str, Any], respond: Respond) -> None:
         await ack()
         async with replying_errors(respond, "slash", service.work):
-            await dispatch(service, signing, lifecycle, command, respond)
+            await dispatch(service, signing, lifecycle, command, respond, promotion=promotion)
 
 
 def _page(args: tuple[str, ...]) -> int | None:
@@ -34,7 +37,13 @@ def _page(args: tuple[str, ...]) -> int | None:
 
 
 async def dispatch(
-    service: ReleaseService, signing: Signing, lifecycle: Lifecycle, command: dict[str, Any], respond: Respond
+    service: ReleaseService,
+    signing: Signing,
+    lifecycle: Lifecycle,
+    command: dict[str, Any],
+    respond: Respond,
+    *,
+    promotion: Promotion,
 ) -> None:
     parsed = parse(command.get("text", ""))
     user = command["user_id"]
@@ -51,7 +60,9 @@ async def dispatch(
         else:
             await ephemeral(respond, f"{release.id} is already open: `/gonogo status {release.id}`.")
     elif (parsed.name == "status" and not args) or parsed.name == "list":
-        listing = render_release_list(await service.list_open(), service.clock())
+        states = await service.list_open_states()
+        ladders = {st.release.id: st.ladder for st in states if st.ladder is not None}
+        listing = render_release_list([(st.release, st.decision) for st in states], service.clock(), ladders)
         await ephemeral(respond, listing.text, blocks=listing.blocks)
     elif parsed.name == "status":
         release = await service.resolve(args[0])
@@ -75,6 +86,14 @@ async def dispatch(
         where = decided.release.card_channel
         await ephemeral(
             respond, f"{decided.release.id} decided: {decided.bundle.get('verdict')}. The record is in <#{where}>."
+        )
+    elif parsed.name == "promote":
+        promoted = await promotion.promote(args[0], args[1], user)
+        how = " under a break-glass override" if promoted.override else ""
+        await ephemeral(
+            respond,
+            f"{promoted.release.id} promoted to {promoted.stage.name}{how}."
+            f" Announced in <#{service.gates.get(promoted.release.gate_id).gate.channel}>.",
         )
     elif parsed.name == "evidence":
         filename = await lifecycle.upload_evidence(args[0], user)

@@ -97,6 +97,7 @@ def test_json_document_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         "summary",
         "details",
         "value",
+        "score",  # added with graded scores: keys are only ever added
         "duration_s",
         "started_at",
         "finished_at",

@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.client import HTTPConnection
 from pathlib import Path
 from types import ModuleType
@@ -23,8 +23,10 @@ import pytest
 import yaml
 
 from bot.core.decision import DecisionInput, Verdict, decide
+from bot.core.facts import RiskAcceptance, Signature, Vote
 from bot.core.gate import Gate, RiskScorePolicy, StrictPolicy, ThresholdPolicy
 from bot.core.results import CheckResult, Status
+from bot.core.stages import decide_stages
 from checks import command, file, github, http, manual, prometheus, tcp
 from checks.base import Severity
 from checks.http import DIRECTIVE_RULE
@@ -124,14 +126,16 @@ def test_deploy_10_is_a_ten_check_threshold_gate() -> None:
     assert runbook.max_age is not None and runbook.max_age.days == 7
 
 
-def test_preflight_is_a_risk_score_over_groups() -> None:
+def test_preflight_is_a_risk_score_over_graded_checks() -> None:
     gate = load("preflight-risk.yml")
     policy = gate.policy
     assert isinstance(policy, RiskScorePolicy)
     assert policy.weights == {"readiness": 0.5, "mvp": 0.5}
     assert (policy.penalty, policy.go_below, policy.caution_below) == (5, 50, 65)
-    groups = {c.group for c in gate.checks}
-    assert {"readiness", "mvp"} <= groups
+    for check_id in ("readiness", "mvp"):  # the weights name the two graded checks
+        check = gate.check(check_id)
+        assert isinstance(check, command.Spec) and check.score is not None and check.score.max == 10
+    assert not gate.risks  # the report said GO, not GO WITH RISK
     queries = [c.query for c in gate.checks if isinstance(c, prometheus.Spec)]
     assert any("histogram_quantile(0.95" in q for q in queries)
     assert any('status=~"5.."' in q for q in queries)
@@ -158,6 +162,56 @@ def test_category_groups_risks_and_rollout() -> None:
     assert gate.risks and all(r.acceptor in gate.role_ids for r in gate.risks)
     assert gate.rollback is not None
     assert gate.description is not None and "canary" in gate.description.lower()
+
+
+def test_category_is_a_three_stage_rollout_with_four_condition_groups() -> None:
+    gate = load("category.yml")
+    assert [s.id for s in gate.stages] == ["dark", "canary", "full"]
+    assert len(gate.signoffs) == 5 and set(gate.promote_roles) <= gate.role_ids
+    manual_items = [c for c in gate.checks if isinstance(c, manual.Spec)]
+    assert all(c.owner in gate.role_ids and c.due is not None for c in manual_items)
+    # The four groups: immediate (before dark, a date), during dark and before canary (both before
+    # canary, due 5 and 7 days after the dark launch), before full (due 7 days after the canary).
+    dues = {(c.before or "dark", str(c.due)) for c in manual_items}
+    assert {s for s, _ in dues} == {"dark", "canary", "full"}
+    assert {d for s, d in dues if s == "canary"} == {"5d after dark", "7d after dark"}
+    assert {d for s, d in dues if s == "full"} == {"7d after canary"}
+    named = {c.id: c.before or "dark" for c in gate.checks}
+    for stage, ids in {
+        "dark": ["db-replication", "secret-store", "rbac-integration", "monitoring-stack"],
+        "canary": ["baseline-metrics", "e2e-latency", "alert-rules", "dashboards", "ops-procedures", "ops-training"],
+        "full": ["sla-compliance", "load-tests", "security-audit", "rollback-procedures"],
+    }.items():
+        assert all(named[i] == stage for i in ids), stage
+
+
+def test_category_ladder_when_the_dark_launch_conditions_hold() -> None:
+    """Everything before the dark launch holds and its risks are accepted: GO (with the accepted
+    risks) for the dark launch, the canary and full production each with what still blocks them."""
+    gate = load("category.yml")
+    now = datetime(2026, 3, 3, tzinfo=UTC)
+    dark = [c for c in gate.checks if (c.before or "dark") == "dark"]
+    results = {
+        c.id: CheckResult(check_id=c.id, status=Status.PASS, summary="", started_at=now, finished_at=now) for c in dark
+    }
+    signatures = [Signature(role=r.role, user=r.users[0], vote=Vote.APPROVE, at=now) for r in gate.signoffs]
+    accepted = [
+        RiskAcceptance(risk_id=r.id, role=r.acceptor, user="U", at=now, reason="mitigated")
+        for r in gate.risks
+        if (r.before or "dark") == "dark"
+    ]
+    ladder = decide_stages(
+        DecisionInput(gate=gate, now=now, results=results, signatures=signatures, acceptances=accepted),
+        current="dark",
+        reached={"dark": now - timedelta(days=6)},
+    )
+    assert [(s.verdict, len(s.conditions)) for s in ladder.stages] == [
+        (Verdict.GO_WITH_RISK, 0),
+        (Verdict.NO_GO, 10),
+        (Verdict.NO_GO, 14),
+    ]
+    # Six days into the dark launch, the "5d after dark" items are overdue, the "7d" ones not yet.
+    assert sorted(c.subject or "" for c in ladder.overdue) == ["baseline-metrics", "e2e-latency", "shadow-traffic"]
 
 
 # --- the offline demo ------------------------------------------------------------------------

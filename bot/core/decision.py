@@ -83,15 +83,26 @@ class Reason(_Out):
     subject: str | None = None  # the check, role, drill or risk it is about
 
 
+class ScoreItem(_Out):
+    """One check's part in a risk-score term."""
+
+    check: str
+    score: float  # in [0, 1]: its graded score, or pass = 1 / not passing = 0
+    weight: float  # its share of the term's weight (the term's weight split evenly)
+    graded: bool  # True when `score` is the check's own graded score
+
+
 class ScoreTerm(_Out):
     key: str
     weight: float
     passed: int
     total: int
+    value: float = 0.0  # in [0, 1]: the weighted mean of its checks' scores
+    checks: list[ScoreItem] = Field(default_factory=list)
 
     @property
     def fraction(self) -> float:
-        return self.passed / self.total if self.total else 0.0
+        return self.value
 
 
 class RiskScore(_Out):
@@ -162,12 +173,15 @@ class DecisionInput(BaseModel):
     override: OverrideRequest | None = None
     ignore_signoffs: bool = False  # CLI without a release: sign-offs and acceptances are unknown
     window: WindowStatus | None = None  # the gate's deploy windows at `now` (None: the gate has none)
+    # Deciding one rollout stage sees a slice of the gate; sign-offs stay bound to the whole gate's
+    # blocker digest (see bot/core/stages.py).
+    digest: str | None = None
 
 
 def decide(inp: DecisionInput) -> Decision:
     gate, results, now = inp.gate, inp.results, inp.now
     reasons: list[Reason] = []
-    digest = blocker_digest(gate, results)
+    digest = inp.digest or blocker_digest(gate, results)
 
     _blockers(gate, results, reasons)
     counted = [c for c in gate.checks if c.severity is not Severity.ADVISORY]
@@ -296,6 +310,8 @@ def _policy(
         score = _risk_score(gate, policy, results)
         for check in failing:
             reasons.append(_failing_reason(check, results, Level.WARNING))
+        if score is None:
+            return None
         summary = f"risk score {score.score:g} (GO below {policy.go_below:g}, caution below {policy.caution_below:g})"
         if score.score >= policy.caution_below:
             reasons.append(Reason(level=Level.BLOCKING, code="risk_score_high", text=summary))
@@ -318,19 +334,37 @@ def _failing_reason(check: SpecBase, results: Mapping[str, CheckResult], level: 
     )
 
 
-def _risk_score(gate: Gate, policy: RiskScorePolicy, results: Mapping[str, CheckResult]) -> RiskScore:
+def _check_score(results: Mapping[str, CheckResult], check_id: str) -> tuple[float, bool]:
+    """A check's graded score when it has one, else pass = 1 / not passing = 0."""
+    found = results.get(check_id)
+    if found is not None and found.score is not None:
+        return found.score, True
+    return (1.0 if _passing(results, check_id) else 0.0), False
+
+
+def _risk_score(gate: Gate, policy: RiskScorePolicy, results: Mapping[str, CheckResult]) -> RiskScore | None:
     terms = []
     for key, weight in policy.weights.items():
         members = [c for c in gate.checks if c.id == key or c.group == key]
         counted = [c for c in members if c.severity is not Severity.ADVISORY] or members
+        if not counted:  # only when deciding a stage: its checks all belong to a later one
+            continue
+        items = []
+        for check in counted:
+            score, graded = _check_score(results, check.id)
+            items.append(ScoreItem(check=check.id, score=score, weight=weight / len(counted), graded=graded))
         terms.append(
             ScoreTerm(
                 key=key,
                 weight=weight,
                 passed=sum(1 for c in counted if _passing(results, c.id)),
                 total=len(counted),
+                value=sum(i.score for i in items) / len(items),  # equal shares: the plain mean
+                checks=items,
             )
         )
+    if not terms:
+        return None
     total_weight = sum(t.weight for t in terms)
     pct = 100 * sum(t.weight * t.fraction for t in terms) / total_weight
     return RiskScore(

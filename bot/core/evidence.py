@@ -23,6 +23,7 @@ from bot.core.gate import Gate
 from bot.core.loader import LoadedGate
 from bot.core.release import Release, RunRecord
 from bot.core.results import CheckResult, Status
+from bot.core.stages import Ladder, ladder_json
 from bot.core.text import format_duration_short, plain
 from checks.base import SpecBase
 
@@ -64,6 +65,7 @@ def build_bundle(
     decided_at: datetime,
     drills: Mapping[str, DrillResult] = _NO_DRILLS,
     runs: Sequence[RunRecord] = (),
+    stages: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything behind one verdict, as plain JSON types (version 1)."""
     gate = loaded.gate
@@ -146,6 +148,26 @@ def build_bundle(
             for run in runs
         ],
         "next_step": _next_step(decision, blocking),
+        # Gates with rollout stages: which stage this record decides, and every stage's verdict.
+        "stages": dict(stages) if stages is not None else None,
+    }
+
+
+def stages_section(
+    ladder: Ladder, stage_id: str, *, action: str, previous: str | None = None, override: bool = False
+) -> dict[str, Any]:
+    """The `stages` section of a bundle: the stage decided (by `decide`, or a promotion to it), where
+    the release came from, whether a break-glass override passed it, and every stage's verdict."""
+    stage = ladder.get(stage_id)
+    assert stage is not None
+    return {
+        "stage": stage.id,
+        "name": stage.name,
+        "action": action,  # "decide" or "promote"
+        "from": previous,
+        "override": override,
+        "ladder": ladder_json(ladder),
+        "overdue": [c.as_json() for c in ladder.overdue],
     }
 
 
@@ -160,6 +182,7 @@ def _check(spec: SpecBase, found: CheckResult | None) -> dict[str, Any]:
         "summary": found.summary if found else "not run",
         "details": found.details if found else "",
         "value": found.value if found else None,
+        "score": found.score if found else None,
         "started_at": utc_iso(found.started_at) if found else None,
         "finished_at": utc_iso(found.finished_at) if found else None,
         "duration_s": round(found.duration_s, 3) if found else None,

@@ -74,6 +74,10 @@ def render_markdown(bundle: Mapping[str, Any]) -> str:
             f" + {score['penalty']:g} penalty (GO below {score['go_below']:g}, caution below"
             f" {score['caution_below']:g}); terms: {terms}"
         )
+    if score:
+        out += ["", *_md_score_terms(score)]
+    if bundle.get("stages"):
+        out += ["", *_md_stages(bundle["stages"])]
     out += ["", "## Next step", "", *_md_next_step(bundle["next_step"])]
     out += ["", *_md_checks(bundle)]
     out += ["", "## Reasons", ""]
@@ -90,6 +94,53 @@ def render_markdown(bundle: Mapping[str, Any]) -> str:
     out += ["", *_md_drills(bundle["drills"])]
     out += ["", *_md_runs(bundle["runs"])]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _md_score_terms(score: Mapping[str, Any]) -> list[str]:
+    """Every check's part in the risk score: its score (graded, or pass 1 / fail 0) and weight."""
+    rows = [
+        (
+            t["key"],
+            f"{t.get('value', t['passed'] / t['total'] if t['total'] else 0):.2f}",
+            f"{t['weight']:g}",
+            item["check"],
+            f"{item['score']:.2f}" + (" (graded)" if item["graded"] else " (pass/fail)"),
+            f"{item['weight']:.4g}",
+        )
+        for t in score["terms"]
+        for item in t.get("checks", [])
+    ]
+    if not rows:  # a bundle written before graded scores
+        return []
+    return ["## Risk score terms", "", *_md_table(["Term", "Value", "Weight", "Check", "Score", "Check weight"], rows)]
+
+
+def _md_stages(stages: Mapping[str, Any]) -> list[str]:
+    """The rollout ladder at the moment of the record, and every stage's open conditions."""
+    names = {s["id"]: s["name"] for s in stages["ladder"]}
+    what = "Promoted to" if stages["action"] == "promote" else "Decided for"
+    lines = ["## Stages", "", f"**{what} {one_line(stages['name'])}** (`{stages['stage']}`)"]
+    if stages["from"]:
+        lines[-1] += f", from {one_line(names.get(stages['from'], stages['from']))}"
+    if stages["override"]:
+        lines += ["", "⚠️ The stage was not GO: a break-glass override passed it (see Override)."]
+    rows = [
+        (s["name"], s["verdict"], len(s["open"]) or "—", "yes" if s["id"] == stages["stage"] else "")
+        for s in stages["ladder"]
+    ]
+    lines += ["", *_md_table(["Stage", "Verdict", "Open conditions", "This record"], rows)]
+    for s in stages["ladder"]:
+        own = [c for c in s["open"] if c["stage"] == s["id"]]
+        if own:
+            lines += ["", f"### Before {one_line(s['name'])}", ""]
+            lines += [
+                f"- {one_line(c['text'])}"
+                + (f" — owner {c['owner']}" if c["owner"] else "")
+                + (f", due {c['due']}" if c["due"] else "")
+                + (" **(overdue)**" if c["overdue"] else "")
+                for c in own
+            ]
+    return lines
 
 
 def _md_next_step(step: Mapping[str, Any]) -> list[str]:

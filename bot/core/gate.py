@@ -7,9 +7,10 @@ override approvers, weights) are checked in `Gate._references` so one load repor
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -41,6 +42,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _before() -> Any:
+    return Field(default=None, description="Stage id it must hold before (default: the gate's first stage)")
+
+
+class Stage(_Model):
+    """A rollout stage (dark launch, canary, full): a release is promoted to them in order."""
+
+    id: str = Field(pattern=ID_PATTERN, description="Stage id, e.g. canary")
+    name: str | None = Field(default=None, description="Shown on the card, e.g. Canary 5%")
+
+    @property
+    def title(self) -> str:
+        return self.name or self.id
+
+
 class Signoff(_Model):
     role: str = Field(pattern=ROLE_PATTERN, description="Role id, e.g. tech-lead")
     label: str | None = Field(default=None, description="Shown on the card, e.g. Tech Lead")
@@ -48,6 +64,7 @@ class Signoff(_Model):
     usergroup: str | None = Field(default=None, description="Slack user group id; its members count too")
     min_approvals: int = Field(default=1, ge=1, description="Quorum: distinct members who must approve")
     required: bool = Field(default=True, description="false: shown, but never blocks")
+    before: str | None = _before()
 
     @property
     def title(self) -> str:
@@ -128,6 +145,7 @@ class Risk(_Model):
     impact: Impact = Impact.MEDIUM
     mitigation: str | None = None
     acceptor: str = Field(description="Role that must accept it")
+    before: str | None = _before()
 
 
 class Override(_Model):
@@ -174,6 +192,7 @@ class Drill(_Command):
     allowed_roles: list[str] = Field(
         default_factory=list, description="Roles whose members may run it from Slack (default: any role of the gate)"
     )
+    before: str | None = _before()
 
     @property
     def title(self) -> str:
@@ -379,6 +398,22 @@ class Gate(_Model):
     allow_self_approval: bool = Field(default=True, description="May the release's opener approve it")
     signoffs_invalidate_on: list[InvalidateOn] = Field(default_factory=_invalidate_default)
     signoff_max_age: Duration | None = None
+    stages: list[Stage] = Field(
+        default_factory=list, description="Rollout stages in order (none: one implicit stage, decided as a whole)"
+    )
+    promote_roles: list[str] = Field(
+        default_factory=list, description="Roles that may promote (default: members of the required roles)"
+    )
+    allow_skip: bool = Field(default=False, description="May a promotion skip stages")
+
+    def stage(self, stage_id: str) -> Stage | None:
+        return next((s for s in self.stages if s.id == stage_id), None)
+
+    def stage_index(self, stage_id: str | None) -> int:
+        """Position of a `before:` stage; None (the default) is the first stage."""
+        if stage_id is None:
+            return 0
+        return next(i for i, s in enumerate(self.stages) if s.id == stage_id)
 
     def role(self, role_id: str) -> Signoff | None:
         return next((s for s in self.signoffs if s.role == role_id), None)
@@ -429,6 +464,8 @@ class Gate(_Model):
         for index, check in enumerate(self.checks):
             if check.kind == "manual":
                 need_role(f"checks[{index}].owner", check.owner)
+            if check.pass_score is not None and getattr(check, "score", None) is None:
+                problems.append(f"checks[{index}].pass_score: the check reports no score (add `score:`)")
         for index, drill in enumerate(self.drills):
             for role_index, role in enumerate(drill.allowed_roles):
                 need_role(f"drills[{index}].allowed_roles[{role_index}]", role)
@@ -458,7 +495,34 @@ class Gate(_Model):
             for key in self.policy.weights:
                 if key not in check_ids and key not in groups:
                     problems.append(f"policy.weights.{key}: not a check id or group")
+        self._stage_references(problems, need_role)
         if problems:
             # One problem per line: the loader splits them back into separate, path-prefixed errors.
             raise ValueError("\n".join(problems))
         return self
+
+    def _stage_references(self, problems: list[str], need_role: Callable[[str, str], None]) -> None:
+        stage_ids = [s.id for s in self.stages]
+        for index, sid in enumerate(stage_ids):
+            if sid in stage_ids[:index]:
+                problems.append(f"stages[{index}]: duplicate id {sid!r}")
+        known = ", ".join(stage_ids) or "none defined"
+
+        def need_stage(path: str, stage: str | None) -> None:
+            if stage is not None and stage not in stage_ids:
+                problems.append(f"{path}: unknown stage {stage!r} (stages define: {known})")
+
+        items: list[tuple[str, Sequence[Any]]] = [
+            ("checks", self.checks),
+            ("signoffs", self.signoffs),
+            ("risks", self.risks),
+            ("drills", self.drills),
+        ]
+        for what, listed in items:
+            for index, item in enumerate(listed):
+                need_stage(f"{what}[{index}].before", item.before)
+        for index, check in enumerate(self.checks):
+            if check.kind == "manual" and check.due_rule is not None:
+                need_stage(f"checks[{index}].due", check.due_rule.stage)
+        for index, role in enumerate(self.promote_roles):
+            need_role(f"promote_roles[{index}]", role)

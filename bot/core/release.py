@@ -38,6 +38,8 @@ class Release(BaseModel):
     card_ts: str | None = None  # the live card, updated in place
     thread_ts: str | None = None  # the first card: details and history live in its thread
     last_verdict: Verdict | None = None
+    current_stage: str | None = None  # the rollout stage it was last promoted to (gates with stages)
+    stages_reached: dict[str, datetime] = {}  # stage id -> when it was promoted to it (for `due: 7d after …`)
 
     @property
     def short_sha(self) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class Status(StrEnum):
@@ -47,6 +47,7 @@ class CheckResult(BaseModel):
     summary: str
     details: str = ""
     value: float | None = None
+    score: float | None = Field(default=None, ge=0, le=1, description="A graded check's score, clamped to [0, 1]")
     started_at: datetime
     finished_at: datetime
 

@@ -7,9 +7,11 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from bot.core.decision import Decision
 from bot.core.errors import Conflict, Forbidden
-from bot.core.evidence import build_bundle
+from bot.core.evidence import build_bundle, stages_section
 from bot.core.evidence_markdown import render_markdown
 from bot.core.release import Release, State
 from bot.services.membership import Membership
@@ -58,19 +60,24 @@ class Lifecycle:
             raise Conflict(f"checks of {release.id} are running: decide when they finish")
         state = await self.releases.state(release)
         now = self.releases.clock()
-        bundle = await self._build(state, user, now)
+        decision, stages = state.decision, None
+        if state.ladder is not None:  # a staged gate: decide decides its first stage
+            first = state.ladder.stages[0]
+            decision, stages = first.decision, stages_section(state.ladder, first.id, action="decide")
+        bundle = await self._build(state, user, now, decision=decision, stages=stages)
         await self.releases.store.save_bundle(release.id, json.dumps(bundle, sort_keys=True))
         decided = await self.releases.update_release(
             release,
-            lambda r: r.model_copy(update={"state": State.DECIDED, "last_verdict": state.decision.verdict}),
+            lambda r: r.model_copy(update={"state": State.DECIDED, "last_verdict": decision.verdict}),
             AuditEvent(
                 type="decided",
                 actor=user,
                 at=now,
                 data={
-                    "verdict": state.decision.verdict.value,
-                    "checks_passed": state.decision.checks_passed,
-                    "checks_total": state.decision.checks_total,
+                    "verdict": decision.verdict.value,
+                    "checks_passed": decision.checks_passed,
+                    "checks_total": decision.checks_total,
+                    **({"stage": stages["stage"]} if stages else {}),
                 },
             ),
         )
@@ -105,12 +112,21 @@ class Lifecycle:
             return json.loads(stored), True
         return await self._build(await self.releases.state(release), "(not decided)", self.releases.clock()), False
 
-    async def _build(self, state: ReleaseState, decided_by: str, at: datetime) -> dict[str, object]:
+    async def _build(
+        self,
+        state: ReleaseState,
+        decided_by: str,
+        at: datetime,
+        *,
+        decision: Decision | None = None,
+        stages: dict[str, Any] | None = None,
+    ) -> dict[str, object]:
         runs = await self.releases.store.runs(state.release.id, count=20)
         return build_bundle(
             loaded=state.loaded,
             release=state.release,
-            decision=state.decision,
+            decision=decision or state.decision,
+            stages=stages,
             results=state.results,
             decided_by=decided_by,
             decided_at=at,

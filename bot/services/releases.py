@@ -30,11 +30,12 @@ from bot.core.loader import LoadedGate
 from bot.core.masking import Masker
 from bot.core.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
 from bot.core.results import CheckResult, Status
+from bot.core.stages import Ladder, decide_stages
 from bot.services.people import People, load_people, with_external_results, with_manual_marks
 from bot.services.runner import run_checks
 from bot.slack.blocks import Message
-from bot.slack.card import FOLD_AT, CardView, render_card
-from bot.slack.messages import render_check_details, render_results_listing
+from bot.slack.card import FOLD_AT, MAX_CONDITIONS_SHOWN, CardView, render_card
+from bot.slack.messages import render_check_details, render_conditions_listing, render_results_listing
 from bot.store.gatestore import GateStore
 from bot.store.store import AuditEvent, Fact, Store
 from checks.base import CheckContext
@@ -65,6 +66,7 @@ class ReleaseState:
     running: RunLease | None
     last_run: RunRecord | None
     people: People
+    ladder: Ladder | None = None  # gates with rollout stages; `decision` is then the next stage's
 
     def card(self, now: datetime) -> Message:
         return render_card(
@@ -80,6 +82,7 @@ class ReleaseState:
                 last_run=self.last_run,
                 drills=self.people.drills,
                 marks=self.people.marks,
+                ladder=self.ladder,
             )
         )
 
@@ -219,7 +222,13 @@ class ReleaseService:
         people = await self.people(release.id)
         now = self.clock()
         merged = people.results_for(loaded.gate, results, release.sha, now)
-        decision = decide(people.decision_input(loaded.gate, now, merged, release.sha))
+        inp = people.decision_input(loaded.gate, now, merged, release.sha)
+        ladder = None
+        if loaded.gate.stages:
+            ladder = decide_stages(inp, current=release.current_stage, reached=release.stages_reached)
+            decision = ladder.target.decision
+        else:
+            decision = decide(inp)
         return ReleaseState(
             loaded=loaded,
             release=release,
@@ -228,6 +237,7 @@ class ReleaseService:
             running=running,
             last_run=runs[0] if runs else None,
             people=people,
+            ladder=ladder,
         )
 
     async def publish_card(self, release: Release, *, repost: bool = False) -> Release:
@@ -267,13 +277,16 @@ class ReleaseService:
         return updated
 
     async def list_open(self) -> list[tuple[Release, Decision | None]]:
-        rows: list[tuple[Release, Decision | None]] = []
+        return [(state.release, state.decision) for state in await self.list_open_states()]
+
+    async def list_open_states(self) -> list[ReleaseState]:
+        states: list[ReleaseState] = []
         for gate_id in self.gates.ids:
             open_id = await self.store.open_release_id(gate_id)
             release = await self.store.get_release(open_id) if open_id else None
             if release is not None:
-                rows.append((release, (await self.state(release)).decision))
-        return rows
+                states.append(await self.state(release))
+        return states
 
     # --- running checks -------------------------------------------------------------------
 
@@ -351,6 +364,7 @@ class ReleaseService:
             updater.release = current
             await updater.close()
             await self._post_failures(current, loaded, results)
+            await self.post_conditions(current)
             await self.ask_stale_signers(current)
             return record
         except StoreUnavailable:
@@ -390,6 +404,22 @@ class ReleaseService:
             await self.slack.chat_postMessage(channel=release.card_channel, thread_ts=release.thread_ts, text=text)
         except SlackApiError as exc:
             log.warning("could not ask stale signers", extra={"release": release.id, "error": str(exc)})
+
+    async def post_conditions(self, release: Release) -> None:
+        """A staged card shows a dozen open conditions; past that, the thread lists them all."""
+        loaded = self.gates.get(release.gate_id)
+        if not loaded.gate.stages or not release.thread_ts or not release.card_channel:
+            return
+        ladder = (await self.state(release)).ladder
+        if ladder is None or sum(len(s.own()) for s in ladder.stages) <= MAX_CONDITIONS_SHOWN:
+            return
+        for page in render_conditions_listing(loaded.gate, ladder):
+            try:
+                await self.slack.chat_postMessage(
+                    channel=release.card_channel, thread_ts=release.thread_ts, text=page.text, blocks=page.blocks
+                )
+            except SlackApiError as exc:
+                log.warning("could not post the conditions", extra={"release": release.id, "error": str(exc)})
 
     async def _keep_lease(self, rid: str, lease: RunLease) -> None:
         while True:

@@ -18,6 +18,7 @@ from bot.core.masking import Masker, truncate_line, truncate_tail
 from bot.core.results import CheckResult, Status
 from checks import run_check
 from checks.base import CheckContext, SpecBase
+from checks.scoring import apply_pass_score
 
 log = logging.getLogger("gonogo.runner")
 
@@ -55,7 +56,7 @@ async def run_one(spec: SpecBase, ctx: CheckContext, masker: Masker) -> CheckRes
     try:
         async with deadline:
             outcome = await run_check(spec, ctx)
-        outcome = outcome.model_copy(update={"check_id": spec.id})
+        outcome = apply_pass_score(outcome.model_copy(update={"check_id": spec.id}), spec.pass_score)
     except TimeoutError:
         # A TimeoutError the check raised itself is a crash, not our deadline.
         why = f"timed out after {format_duration(timeout)}" if deadline.expired() else "crashed: TimeoutError"

@@ -22,11 +22,12 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.core.decision import MENTION, Decision, Level, RoleStatus
+from bot.core.decision import MENTION, Decision, Level, RiskScore, RoleStatus, ScoreTerm, Verdict
 from bot.core.facts import DrillResult, ManualMark, Signature
 from bot.core.gate import Gate, RiskScorePolicy, ThresholdPolicy
 from bot.core.release import Release, RunRecord, State
 from bot.core.results import CheckResult, Status
+from bot.core.stages import Condition, Ladder
 from bot.core.text import chunk_lines, cut, one_line
 from bot.slack.blocks import (
     ACTION_ACCEPT_RISK,
@@ -59,6 +60,7 @@ CARD_SUMMARY_LIMIT = 160  # a check's summary on the card; the thread has the re
 MAX_REASONS_SHOWN = 12
 RUNNING = "⏳"
 MAX_ROLE_BUTTON_ROWS = 10
+MAX_CONDITIONS_SHOWN = 12  # under "Why" on a staged card; more fold, and the thread lists them all
 
 
 # --- the release card -----------------------------------------------------------------------
@@ -79,6 +81,7 @@ class CardView:
     last_run: RunRecord | None = None
     drills: Mapping[str, DrillResult] = field(default_factory=dict)
     marks: Mapping[str, ManualMark] = field(default_factory=dict)
+    ladder: Ladder | None = None  # gates with rollout stages: every stage's verdict
 
     @property
     def actionable(self) -> bool:
@@ -110,6 +113,8 @@ def headline(view: CardView) -> str:
     else:
         status = f"{decision.verdict.emoji} {decision.verdict.value}"
     title = f"{status} · {gate.name} {release.version}"
+    if view.ladder is not None:
+        title += f" · for {view.ladder.target.name}"
     if decision.score is not None:
         title += f" · risk {decision.score.score:g}"
     return cut(title, HEADER_LIMIT)
@@ -149,12 +154,116 @@ def _why(view: CardView) -> str:
     if len(reasons) > MAX_REASONS_SHOWN:
         lines.append(f"…and {len(reasons) - MAX_REASONS_SHOWN} more (see `/gonogo status` in the thread)")
     if decision.score is not None:
-        terms = ", ".join(f"{escape(t.key)} {t.passed}/{t.total}×{t.weight:g}" for t in decision.score.terms)
-        lines.append(
-            f"ℹ️ score = 100 − {decision.score.weighted_pass_pct:g}% weighted pass + {decision.score.penalty:g} penalty"
-            f" ({terms})"
-        )
+        lines.append(score_line(decision.score))
     return "\n".join(chunk_lines([lead, *lines])[:1])
+
+
+def score_term(term: ScoreTerm) -> str:
+    """`infra 1/1×0.5` for pass/fail terms; a graded term shows its value and each check's score."""
+    if not any(item.graded for item in term.checks):
+        return f"{escape(term.key)} {term.passed}/{term.total}×{term.weight:g}"
+    items = ", ".join(
+        f"{escape(i.check)} {i.score:.2f}" if i.graded else f"{escape(i.check)} {'pass' if i.score else 'fail'}"
+        for i in term.checks
+    )
+    return f"{escape(term.key)} {term.value:.2f}×{term.weight:g} [{items}]"
+
+
+def score_line(score: RiskScore) -> str:
+    terms = ", ".join(score_term(t) for t in score.terms)
+    return f"ℹ️ score = 100 − {score.weighted_pass_pct:g}% weighted pass + {score.penalty:g} penalty ({terms})"
+
+
+# --- rollout stages -----------------------------------------------------------------------------
+
+
+def ladder_line(ladder: Ladder) -> str:
+    """`🟢 Dark launch — GO · 🔴 Canary 5% — 3 conditions open · ⚪ Full production — 4 open`: the first
+    blocked stage is red, the ones behind it grey (they wait for it anyway)."""
+    rungs = []
+    blocked = False
+    for stage in ladder.stages:
+        count = len(stage.conditions)
+        if stage.verdict is not Verdict.NO_GO:
+            mark, body = stage.verdict.emoji, stage.verdict.value
+        elif not blocked:
+            blocked = True
+            mark, body = "🔴", f"{count} condition{'' if count == 1 else 's'} open"
+        else:
+            mark, body = "⚪", f"{count} open"
+        here = " 📍" if stage.id == ladder.current else ""
+        rungs.append(f"{mark} {escape(stage.name)}{here} — {body}")
+    return " · ".join(rungs)
+
+
+def condition_line(condition: Condition) -> str:
+    parts = [f"🔴 {reason_mrkdwn(cut(one_line(condition.text), CARD_SUMMARY_LIMIT))}"]
+    if condition.owner:
+        parts.append(f"owner *{escape(condition.owner)}*")
+    if condition.due:
+        parts.append(("⏰ *overdue*, was due " if condition.overdue else "due ") + escape(condition.due))
+    return " · ".join(parts)
+
+
+def stages_section(view: CardView) -> SectionBlock | None:
+    """The ladder at a glance, the current stage and what comes next."""
+    ladder = view.ladder
+    if ladder is None:
+        return None
+    lines = [ladder_line(ladder)]
+    current = ladder.get(ladder.current) if ladder.current else None
+    reached = view.release.stages_reached.get(ladder.current or "")
+    if current is not None:
+        since = f" since {age(view.now, reached)}" if reached else ""
+        lines.append(f"📍 Current stage: *{escape(current.name)}*{since}")
+    else:
+        lines.append("📍 Not promoted yet")
+    target = ladder.target
+    if target.id != ladder.current:
+        lines.append(f"Next: `/gonogo promote {escape(view.release.id)} {escape(target.id)}`")
+    if ladder.overdue:
+        names = ", ".join(escape(cut(one_line(c.text.removesuffix(" is overdue")), 60)) for c in ladder.overdue[:5])
+        more = f" +{len(ladder.overdue) - 5} more" if len(ladder.overdue) > 5 else ""
+        lines.append(f"⏰ {len(ladder.overdue)} overdue: {names}{more}")
+    return section("\n".join(chunk_lines(lines)[:1]))
+
+
+def staged_why(view: CardView, ladder: Ladder) -> str:
+    """The next stage's conditions first (owner, due date), then what later stages still need; folded
+    at MAX_CONDITIONS_SHOWN, the rest is listed in the card's thread."""
+    target = ladder.target
+    lead = f"*Why* — before *{escape(target.name)}*"
+    if view.running:
+        lead += f" (as of the last results; a run is under way, started by {user_ref(view.run_by or '?')})"
+    lines = [lead]
+    shown = 0
+    total = 0
+    for stage in ladder.stages[ladder.stages.index(target) :]:
+        conditions = stage.conditions if stage is target else stage.own()
+        total += len(conditions)
+        if not conditions or shown >= MAX_CONDITIONS_SHOWN:
+            continue
+        if stage is not target:
+            lines.append(f"_then before {escape(stage.name)}:_")
+        for condition in conditions[: MAX_CONDITIONS_SHOWN - shown]:
+            lines.append(condition_line(condition))
+            shown += 1
+    if total > shown:
+        lines.append(f"…and {total - shown} more conditions (all listed in the thread)")
+    if not target.conditions:
+        lines.append(f"Everything required before {escape(target.name)} holds.")
+    shown_info = ("risk_score", "override", "threshold_reviewed")
+    others = [
+        r
+        for r in target.decision.reasons
+        if r.level in (Level.RISK, Level.WARNING) or (r.level is Level.INFO and r.code.startswith(shown_info))
+    ]
+    lines += [f"{_LEVEL_MARK[r.level]} {reason_mrkdwn(one_line(r.text))}" for r in others[:5]]
+    if len(others) > 5:
+        lines.append(f"…and {len(others) - 5} more notes")
+    if target.decision.score is not None:
+        lines.append(score_line(target.decision.score))
+    return "\n".join(chunk_lines(lines)[:1])
 
 
 def check_line(check: SpecBase, view: CardView) -> str:
@@ -384,9 +493,12 @@ def render_card(view: CardView) -> Message:
     head: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=headline(view), emoji=True)),
         section(_facts(view)),
-        section(_why(view)),
+        *([section(staged_why(view, view.ladder))] if view.ladder is not None else [section(_why(view))]),
         DividerBlock(),
     ]
+    ladder = stages_section(view)
+    if ladder is not None:
+        head.insert(2, ladder)
     checks: list[Block] = list(_check_sections(view))
     manual = _manual_buttons(view)
     if manual is not None:

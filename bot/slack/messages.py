@@ -15,6 +15,7 @@ from bot.core.decision import Decision, Reason
 from bot.core.gate import Gate
 from bot.core.release import Release
 from bot.core.results import CheckResult, Status
+from bot.core.stages import Ladder
 from bot.core.text import SECTION_LIMIT, chunk_lines, cut, one_line
 from bot.slack.blocks import (
     ACTION_OVERRIDE_APPROVE,
@@ -31,6 +32,7 @@ from bot.slack.blocks import (
     section,
     user_ref,
 )
+from bot.slack.card import condition_line, ladder_line
 
 # --- messages in the card's thread ----------------------------------------------------------
 
@@ -117,6 +119,30 @@ def render_results_listing(gate: Gate, results: Mapping[str, CheckResult], now: 
     return [message(f"All {len(gate.checks)} checks of {gate.name}", page) for page in pages]
 
 
+def render_conditions_listing(gate: Gate, ladder: Ladder) -> list[Message]:
+    """Every stage's own open conditions, for the thread: the card folds them past a dozen."""
+    lines = [ladder_line(ladder)]
+    for stage in ladder.stages:
+        own = stage.own()
+        if own:
+            lines.append(f"*Before {escape(stage.name)}* ({len(own)} open)")
+            lines += [condition_line(c) for c in own]
+    sections = [section(text) for text in chunk_lines(lines)]
+    pages = [sections[i : i + MAX_BLOCKS] for i in range(0, len(sections), MAX_BLOCKS)]
+    count = sum(len(s.own()) for s in ladder.stages)
+    return [message(f"{count} open conditions of {gate.name}", page) for page in pages]
+
+
+def render_promotion(release: Release, stage: str, user: str, *, override: bool, opened: int) -> Message:
+    """The channel announcement: "🚀 payments@1.4.0 promoted to Canary 5% by @x"."""
+    line = f"🚀 *{escape(release.id)}* promoted to *{escape(stage)}* by {user_ref(user)}"
+    if override:
+        plural = "" if opened == 1 else "s"
+        line += f"\n🟠 The stage was not GO ({opened} condition{plural} open): a break-glass override passed it."
+    text = f"🚀 {release.id} promoted to {stage} by @{user}" + (" under a break-glass override" if override else "")
+    return message(escape(text), [section(line)])
+
+
 # --- ephemeral answers ----------------------------------------------------------------------
 
 USAGE = [
@@ -125,6 +151,7 @@ USAGE = [
     ("run <release> [check-id ...]", "run the checks now (all, or the ones named)"),
     ("list", "open releases with their verdicts and what blocks them"),
     ("override <release> <reason>", "break-glass: ask the override approvers to let a NO-GO go"),
+    ("promote <release> <stage>", "promote to the next rollout stage once it is GO; announce it, keep its record"),
     ("decide <release>", "freeze the verdict: post the decision record, keep the evidence bundle"),
     ("evidence <release>", "upload the evidence bundle (Markdown) to the card's thread"),
     ("close <release> / reopen <release>", "close a release / open it again"),
@@ -145,7 +172,7 @@ def render_help(note: str | None = None) -> Message:
     return message(f"{note}\n{plain}" if note else plain, blocks)
 
 
-def release_line(release: Release, decision: Decision | None, now: datetime) -> str:
+def release_line(release: Release, decision: Decision | None, now: datetime, ladder: Ladder | None = None) -> str:
     if decision is None:
         head = f"❔ *{escape(release.id)}*"
         rest = "verdict unknown"
@@ -158,14 +185,32 @@ def release_line(release: Release, decision: Decision | None, now: datetime) -> 
         else:
             rest = f"{decision.checks_passed}/{decision.checks_total} checks pass"
     sha = f" `{release.short_sha}`" if release.short_sha else ""
-    return f"{head}{sha} — {rest} · opened {age(now, release.opened_at)} by {user_ref(release.opened_by)}"
+    line = f"{head}{sha} — {rest} · opened {age(now, release.opened_at)} by {user_ref(release.opened_by)}"
+    return line + (stage_note(ladder) if ladder is not None else "")
 
 
-def render_release_list(rows: Sequence[tuple[Release, Decision | None]], now: datetime) -> Message:
+def stage_note(ladder: Ladder) -> str:
+    """`` · stage Dark launch, next Canary 5% (3 open) · ⏰ 2 overdue: A, B`` for the release list."""
+    current = ladder.get(ladder.current) if ladder.current else None
+    target = ladder.target
+    note = f"\n      📍 {escape(current.name) if current else 'not promoted yet'}"
+    if target is not current:
+        note += f", next {escape(target.name)} ({target.verdict.value}"
+        note += f", {len(target.conditions)} open)" if target.conditions else ")"
+    if ladder.overdue:
+        names = ", ".join(escape(cut(one_line(c.text.removesuffix(" is overdue")), 60)) for c in ladder.overdue[:5])
+        note += f" · ⏰ {len(ladder.overdue)} overdue: {names}"
+    return note
+
+
+def render_release_list(
+    rows: Sequence[tuple[Release, Decision | None]], now: datetime, ladders: Mapping[str, Ladder] | None = None
+) -> Message:
     if not rows:
         text = "No open releases. Open one with `/gonogo open <gate> <version>`."
         return message(text, [section(text)])
-    lines = [f"*Open releases* ({len(rows)})", *(release_line(r, d, now) for r, d in rows)]
+    staged = ladders or {}
+    lines = [f"*Open releases* ({len(rows)})", *(release_line(r, d, now, staged.get(r.id)) for r, d in rows)]
     chunks = chunk_lines(lines)
     if len(chunks) > MAX_BLOCKS:
         chunks = [*chunks[: MAX_BLOCKS - 1], "…more releases than fit here"]

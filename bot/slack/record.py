@@ -58,6 +58,8 @@ def render_record(bundle: Mapping[str, Any]) -> Message:
         section("\n".join(facts)),
         section(_record_checks(bundle)),
     ]
+    if bundle.get("stages"):
+        blocks.insert(2, section(_record_stages(bundle["stages"])))
     if bundle["signoffs"]:
         blocks.append(section(_record_signoffs(bundle["signoffs"])))
     if bundle["accepted_risks"]:
@@ -81,6 +83,20 @@ def render_record(bundle: Mapping[str, Any]) -> Message:
         f" — {bundle['checks_passed']}/{bundle['checks_total']} checks pass{failing}"
     )
     return message(escape(one_line(text)), blocks)
+
+
+def _record_stages(stages: Mapping[str, Any]) -> str:
+    """The stage this record decides, and the ladder as it stood."""
+    what = "Promoted to" if stages["action"] == "promote" else "Decided for"
+    head = f"*{what} {escape(one_line(stages['name']))}*"
+    if stages["override"]:
+        head += " — ⚠️ not GO: passed by a break-glass override"
+    rungs = []
+    for s in stages["ladder"]:
+        verdict = Verdict(s["verdict"])
+        body = verdict.value if verdict is not Verdict.NO_GO else f"{len(s['open'])} open"
+        rungs.append(f"{verdict.emoji} {escape(one_line(s['name']))} — {body}")
+    return _first_chunk([head, " · ".join(rungs)], "lines")
 
 
 def _record_checks(bundle: Mapping[str, Any]) -> str:

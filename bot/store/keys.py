@@ -78,6 +78,27 @@ def bundle(release_id: str) -> str:
     return f"{_release(release_id)}:bundle"
 
 
+def promotions(release_id: str) -> str:
+    """LIST: one frozen evidence bundle JSON per promotion to a rollout stage, oldest first."""
+    return f"{_release(release_id)}:promotions"
+
+
+def decision_inputs(release_id: str) -> list[str]:
+    """Every key a release's verdict is computed from: watched while a promotion decides, so a vote,
+    a result or a mark that lands meanwhile makes the promotion start over on fresh facts."""
+    return [
+        release(release_id),
+        results(release_id),
+        signatures(release_id),
+        acceptances(release_id),
+        manual(release_id),
+        override(release_id),
+        override_approvals(release_id),
+        external_results(release_id),
+        drill_latest(release_id.partition("@")[0]),  # drills belong to the gate, same hash tag
+    ]
+
+
 def handled(release_id: str, token: str) -> str:
     """STRING with TTL: a click (user + action_ts) already recorded; retries and replicas skip it.
 

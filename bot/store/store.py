@@ -151,7 +151,37 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 return old
 """
 
+# A promotion to a rollout stage, with its preconditions checked where it writes: the release is
+# open, at the stage the caller decided from, the target comes after it (and right after it unless
+# skipping is allowed), and the doc is the one the caller read (rev). Then the new doc, the frozen
+# bundle and the audit entry land together. KEYS: release doc, audit, promotions list.
+# ARGV: expected rev, new doc json, target stage, allow skip ('1'/'0'), bundle json, maxlen,
+# number of stages n, the n stage ids in order, audit fields...
+_PROMOTE = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'missing', ''} end
+local doc = cjson.decode(raw)
+if doc['state'] ~= 'open' then return {'state', tostring(doc['state'])} end
+local current = doc['current_stage']
+if type(current) ~= 'string' then current = '' end
+local n = tonumber(ARGV[7])
+local at, want = 0, 0
+for i = 1, n do
+  if ARGV[7 + i] == current then at = i end
+  if ARGV[7 + i] == ARGV[3] then want = i end
+end
+if want == 0 then return {'unknown', current} end
+if want <= at then return {'behind', current} end
+if want > at + 1 and ARGV[4] ~= '1' then return {'skip', current} end
+if doc['rev'] ~= tonumber(ARGV[1]) then return {'stale', current} end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('RPUSH', KEYS[3], ARGV[5])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 8 + n))
+return {'ok', current}
+"""
+
 OpenOutcome = Literal["opened", "exists", "conflict", "closed"]
+PromoteOutcome = Literal["ok", "missing", "state", "unknown", "behind", "skip", "stale", "changed"]
 PutOutcome = Literal["written", "unchanged", "duplicate"]
 HANDLED_TTL_MS = 15 * 60 * 1000  # Slack retries within minutes; a quarter of an hour is plenty
 
@@ -183,6 +213,7 @@ class Store:
         self._unlock = client.register_script(DROP_LEASES)
         self._put_fact = client.register_script(_PUT_FACT)
         self._del_fact = client.register_script(_DEL_FACT)
+        self._promote = client.register_script(_PROMOTE)
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
@@ -236,6 +267,60 @@ class Store:
         stored, call = _update_call(current, new, event)
         await self._update(*call, client=tx)
         return stored
+
+    # --- promotions to rollout stages ------------------------------------------------------
+
+    @asynccontextmanager
+    async def watching(self, release_id: str) -> AsyncIterator[Pipeline]:
+        """WATCH every input of the release's verdict; `promote` on the yielded pipeline writes only
+        if none of them changed since (a vote, a result, a mark, an override approval)."""
+        async with self._guard(), self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(*keys.decision_inputs(release_id))
+            yield pipe
+
+    async def promote(
+        self,
+        pipe: Pipeline,
+        current: Release,
+        new: Release,
+        *,
+        stage_order: Sequence[str],
+        allow_skip: bool,
+        bundle_json: str,
+        event: AuditEvent,
+    ) -> tuple[PromoteOutcome, str]:
+        """Move the release to `new.current_stage` with its frozen bundle, if every precondition holds.
+        Returns the outcome and the stage the release was at when it was checked."""
+        stored = new.model_copy(update={"rev": current.rev + 1})
+        assert stored.current_stage is not None
+        async with self._guard():
+            pipe.multi()  # type: ignore[no-untyped-call]
+            await self._promote(
+                keys=[keys.release(current.id), keys.audit(current.id), keys.promotions(current.id)],
+                args=[
+                    current.rev,
+                    stored.model_dump_json(),
+                    stored.current_stage,
+                    "1" if allow_skip else "0",
+                    bundle_json,
+                    AUDIT_MAXLEN,
+                    len(stage_order),
+                    *stage_order,
+                    *_flat(event.fields()),
+                ],
+                client=pipe,
+            )
+            try:
+                (reply,) = await pipe.execute()
+            except redis.exceptions.WatchError:
+                return "changed", current.current_stage or ""
+        outcome, at = reply
+        return cast(PromoteOutcome, outcome), str(at)
+
+    async def promotions(self, release_id: str) -> list[str]:
+        """Every promotion's frozen bundle JSON, oldest first."""
+        async with self._guard():
+            return [str(raw) for raw in await self.redis.lrange(keys.promotions(release_id), 0, -1)]
 
     # --- results and runs ----------------------------------------------------------------
 
