@@ -142,15 +142,19 @@ async def _check(args: argparse.Namespace) -> int:
     live = console.is_terminal and not args.json
     results: dict[str, CheckResult] = {}
     env = dict(os.environ)
+    # With --release, the checks judge the release's commit (the github check asks for its runs).
+    facts = await _release_facts(args.release, gate.id) if args.release else None
     async with aiohttp.ClientSession() as session:
-        ctx = CheckContext(session=session, base_dir=args.workdir or Path.cwd(), env=env)
+        ctx = CheckContext(
+            session=session, base_dir=args.workdir or Path.cwd(), env=env, sha=facts[1] if facts else None
+        )
         await _run_with_progress(gate, specs, ctx, results, console, live=live, quiet=args.json, n=args.concurrency)
 
     now = datetime.now(UTC)
-    if args.release:
+    if facts is not None:
         from bot.services.people import with_manual_marks
 
-        people, sha = await _release_facts(args.release, gate.id)
+        people, sha = facts
         results = with_manual_marks(gate, results, people.marks)
         decision = decide(people.decision_input(gate, now, results, sha))
     else:
