@@ -12,7 +12,7 @@ USAGE = {
     "status": "/gonogo status [<release> | <gate>]",
     "run": "/gonogo run <release> [check-id ...]",
     "list": "/gonogo list",
-    "override": "/gonogo override <release> <reason>",
+    "override": "/gonogo override <release> <reason> | /gonogo override cancel <release>",
     "decide": "/gonogo decide <release>",
     "evidence": "/gonogo evidence <release>",
     "close": "/gonogo close <release>",
