@@ -45,9 +45,13 @@ async def dispatch(
         help_ = render_help(f"Unknown subcommand `{args[0]}`." if args else None)
         await ephemeral(respond, help_.text, blocks=help_.blocks)
     elif parsed.name == "open":
-        release, changed = await lifecycle.open(args[0], args[1], args[2] if len(args) > 2 else None, user)
-        if changed:
+        release, opened = await lifecycle.open(args[0], args[1], args[2] if len(args) > 2 else None, user)
+        if opened == "opened":
             await ephemeral(respond, f"Opened {release.id}: the card is in <#{release.card_channel}>.")
+        elif opened == "moved":
+            await ephemeral(
+                respond, f"Moved {release.id} to commit `{release.short_sha}`: results and sign-offs start afresh."
+            )
         else:
             await ephemeral(respond, f"{release.id} is already open: `/gonogo status {release.id}`.")
     elif (parsed.name == "status" and not args) or parsed.name == "list":

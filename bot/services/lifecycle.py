@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from bot.core.decision import mention
 from bot.core.errors import Conflict, Forbidden
@@ -21,6 +22,8 @@ from bot.slack.record import render_record
 from bot.store.store import AuditEvent
 
 log = logging.getLogger("gonogo.lifecycle")
+
+Opened = Literal["opened", "moved", "unchanged"]
 
 
 @dataclass(frozen=True)
@@ -99,13 +102,14 @@ class Lifecycle:
         await self.releases.slack.chat_postMessage(channel=channel, text=record.text, blocks=record.blocks)
         return Decided(await self.releases.publish_card(decided), bundle)
 
-    async def open(self, gate_id: str, version: str, sha: str | None, actor: str) -> tuple[Release, bool]:
-        """`/gonogo open`: open a release, or move the open one to another commit. Returns the
-        release and whether anything changed."""
+    async def open(self, gate_id: str, version: str, sha: str | None, actor: str) -> tuple[Release, Opened]:
+        """`/gonogo open`: open a release, or move the open one to another commit."""
         release, opened = await self.releases.open(gate_id, version, sha, actor)
-        if opened or sha is None or check_sha(sha) == release.sha:
-            return release, opened
-        return await self.move_commit(release, sha, actor), True
+        if opened:
+            return release, "opened"
+        if sha is None or check_sha(sha) == release.sha:
+            return release, "unchanged"
+        return await self.move_commit(release, sha, actor), "moved"
 
     async def move_commit(self, release: Release, sha: str, actor: str) -> Release:
         """Moving a release to another commit is authorised (its opener, or a member of any role of
