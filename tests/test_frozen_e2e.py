@@ -227,9 +227,8 @@ async def test_a_close_interleaved_with_a_decide_ends_closed(
 async def test_a_close_racing_a_decide_always_ends_closed(
     bot: RunningBot, standin: SlackStandIn, redis_client: aioredis.Redis
 ) -> None:
+    await say(bot, standin, f"close {RID}")
     for version in ("1.4.1", "1.4.2", "1.4.3", "1.4.4", "1.4.5"):
-        previous = (await doc(redis_client, await redis_client.get(keys.open_release("payments")) or RID))["id"]
-        await say(bot, standin, f"close {previous}")
         rid = f"payments@{version}"
         await say(bot, standin, f"open payments {version} {SHA}")
         decide_url, close_url = standin.new_response_url(), standin.new_response_url()
