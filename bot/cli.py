@@ -254,14 +254,18 @@ async def _check(args: argparse.Namespace) -> int:
     live = console.is_terminal and not args.json
     results: dict[str, CheckResult] = {}
     env = dict(os.environ)
+    # With --release, the checks judge the release's commit (the github check asks for its runs).
+    facts = await _release_facts(args.release, gate.id) if args.release else None
     async with aiohttp.ClientSession() as session:
-        ctx = CheckContext(session=session, base_dir=args.workdir or Path.cwd(), env=env)
+        ctx = CheckContext(
+            session=session, base_dir=args.workdir or Path.cwd(), env=env, sha=facts[1].sha if facts else None
+        )
         await _run_with_progress(gate, specs, ctx, results, console, live=live, quiet=args.json, n=args.concurrency)
 
     now = at if args.at else datetime.now(UTC)
     current, reached = None, {}
-    if args.release:
-        people, release = await _release_facts(args.release, gate.id)
+    if facts is not None:
+        people, release = facts
         results = people.results_for(gate, results, release.sha, now)
         inp = people.decision_input(gate, now, results, release.sha)
         current, reached = release.current_stage, release.stages_reached

@@ -64,6 +64,7 @@ class CheckContext:
     base_dir: Path = field(default_factory=Path.cwd)  # relative paths in the gate resolve here
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     clock: Callable[[], datetime] = _utcnow
+    sha: str | None = None  # the release's commit: checks judge that commit, not whatever is newest
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()

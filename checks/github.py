@@ -1,9 +1,11 @@
-"""`github`: the latest run of each workflow on the branch head succeeded, recently.
+"""`github`: the latest run of each workflow on the release's commit succeeded, recently.
 
-Two REST calls: the branch (for its head commit), then the Actions runs for that commit on that
-branch. Per workflow only the latest run counts, so a re-run that went green replaces the red
-one. Answers that leave no verdict (rate limit, bad token, GitHub unreachable) are `error`
-results; a red, running, missing or stale workflow is a `fail`.
+The commit is the release's (`ctx.sha`, a short SHA first resolved to the full one): the check
+judges the Actions runs of that SHA (`head_sha`) on the spec's branch. Only a release without a
+commit falls back to the branch head (one more call, for the branch's head commit), and every
+verdict then says so in its summary. Per workflow only the latest run counts, so a re-run that
+went green replaces the red one. Answers that leave no verdict (rate limit, bad token, GitHub
+unreachable) are `error` results; a red, running, missing or stale workflow is a `fail`.
 """
 
 from __future__ import annotations
@@ -208,6 +210,11 @@ def _message(document: Any, body: bytes) -> str:
     return " ".join(body[:120].decode("utf-8", errors="replace").split()) or "no message"
 
 
+def _repo_not_found(api: _Api, spec: Spec) -> _Stop:
+    why = f"private? {api.token_hint}" if not api.token else f"or not visible with {spec.token_env}"
+    return _Stop(Status.ERROR, f"repository {spec.repo} not found ({why})")
+
+
 async def _head_sha(api: _Api, spec: Spec) -> str:
     code, document = await api.get(f"/repos/{spec.repo}/branches/{quote(spec.branch, safe='/')}")
     if code == 404:
@@ -215,13 +222,25 @@ async def _head_sha(api: _Api, spec: Spec) -> str:
         # repo that does not exist or that this token (or no token) may not see.
         if "branch" in _message(document, b"").lower():
             raise _Stop(Status.FAIL, f"branch {spec.branch} not found in {spec.repo}")
-        why = f"private? {api.token_hint}" if not api.token else f"or not visible with {spec.token_env}"
-        raise _Stop(Status.ERROR, f"repository {spec.repo} not found ({why})")
+        raise _repo_not_found(api, spec)
     commit = document.get("commit") if isinstance(document, dict) else None
     sha = commit.get("sha") if isinstance(commit, dict) else None
     if not isinstance(sha, str) or not sha:
         raise _Stop(Status.ERROR, f"unexpected answer from the GitHub API: branch {spec.branch} without a commit")
     return sha
+
+
+async def _commit_sha(api: _Api, spec: Spec, sha: str) -> str:
+    """The full SHA of the release's commit (GitHub filters runs on full SHAs only)."""
+    if len(sha) == 40:
+        return sha
+    code, document = await api.get(f"/repos/{spec.repo}/commits/{quote(sha)}")
+    if code == 404:  # an unknown commit is a 422 ("No commit found for SHA"), an error from api.get
+        raise _repo_not_found(api, spec)
+    full = document.get("sha") if isinstance(document, dict) else None
+    if not isinstance(full, str) or not full.startswith(sha):
+        raise _Stop(Status.ERROR, f"unexpected answer from the GitHub API for commit {sha}")
+    return full
 
 
 async def _runs(api: _Api, spec: Spec, sha: str) -> list[Run]:
@@ -230,7 +249,7 @@ async def _runs(api: _Api, spec: Spec, sha: str) -> list[Run]:
         params = {"head_sha": sha, "branch": spec.branch, "per_page": str(PER_PAGE), "page": str(page)}
         code, document = await api.get(f"/repos/{spec.repo}/actions/runs", params)
         if code == 404:
-            raise _Stop(Status.ERROR, f"GitHub API answered 404 for the Actions runs of {spec.repo}")
+            raise _repo_not_found(api, spec)
         batch = document.get("workflow_runs") if isinstance(document, dict) else None
         if not isinstance(batch, list):
             raise _Stop(Status.ERROR, "unexpected answer from the GitHub API: no workflow_runs")
@@ -244,7 +263,7 @@ async def _runs(api: _Api, spec: Spec, sha: str) -> list[Run]:
     return found
 
 
-def _required(spec: Spec, runs: list[Run], short: str) -> list[tuple[str, Run | None]]:
+def _required(spec: Spec, runs: list[Run], subject: str) -> list[tuple[str, Run | None]]:
     """(label, latest run or None) for each workflow the check covers."""
     if spec.workflows is not None:
         chosen: list[tuple[str, Run | None]] = []
@@ -257,7 +276,7 @@ def _required(spec: Spec, runs: list[Run], short: str) -> list[tuple[str, Run | 
         by_workflow.setdefault(run.workflow, []).append(run)
     newest = [latest(group) for group in by_workflow.values()]
     if not newest:
-        raise _Stop(Status.FAIL, f"no workflow runs for head {short}")
+        raise _Stop(Status.FAIL, f"no workflow runs for {subject}")
     return [(run.label, run) for run in sorted(newest, key=lambda run: run.label.casefold())]
 
 
@@ -270,26 +289,31 @@ def _too_old(age: float, max_age: timedelta) -> str:
 async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
     started = ctx.clock()
     api = _Api(spec, ctx)
+    # Without a release commit the branch head is judged instead: every verdict says so.
+    fallback = "" if ctx.sha else f" · judged the head of {spec.branch}: the release has no commit"
     try:
-        sha = await _head_sha(api, spec)
-        short = sha[:7]
+        if ctx.sha:
+            sha = await _commit_sha(api, spec, ctx.sha)
+            subject = f"commit {sha[:7]}"
+        else:
+            sha = await _head_sha(api, spec)
+            subject = f"head {sha[:7]}"
         runs = await _runs(api, spec, sha)
-        required = _required(spec, runs, short)
+        required = _required(spec, runs, subject)
     except _Stop as stop:
-        return result(
-            spec, stop.status, stop.summary, details=stop.details, started_at=started, finished_at=ctx.clock()
-        )
+        summary = stop.summary + (fallback if stop.status is not Status.ERROR else "")
+        return result(spec, stop.status, summary, details=stop.details, started_at=started, finished_at=ctx.clock())
 
     now = ctx.clock()
     limit = spec.max_age.total_seconds()
     problems: list[str] = []
-    lines = [f"{spec.repo} {spec.branch} head {sha}"]
+    lines = [f"{spec.repo} {spec.branch} {'commit' if ctx.sha else 'head'} {sha}"]
     counted: list[str] = []
     ages: list[float] = []
     for label, found in required:
         if found is None:
-            problems.append(f"no run of workflow {label!r} for head {short}")
-            lines.append(f"- {label}: no run for head {short}")
+            problems.append(f"no run of workflow {label!r} for {subject}")
+            lines.append(f"- {label}: no run for {subject}")
             continue
         number = f"run #{found.number}"
         if found.status != "completed":
@@ -317,14 +341,15 @@ async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
     value = max(ages) if ages else None  # the oldest run the verdict rests on
     finished = ctx.clock()
     if not problems and not counted:
-        summary = f"no workflow ran for head {short}: all {len(required)} skipped"
+        summary = f"no workflow ran for {subject}: all {len(required)} skipped{fallback}"
         return result(spec, Status.FAIL, summary, details=details, started_at=started, finished_at=finished)
     if problems:
         shown = "; ".join(problems[:_SUMMARY_PROBLEMS])
         if len(problems) > _SUMMARY_PROBLEMS:
             shown += f"; +{len(problems) - _SUMMARY_PROBLEMS} more"
+        shown += fallback
         return result(spec, Status.FAIL, shown, details=details, value=value, started_at=started, finished_at=finished)
     names = ", ".join(counted) if len(counted) <= _SUMMARY_NAMES else f"{len(counted)} workflows"
     when = f"{'oldest ' if len(counted) > 1 else ''}{format_age(max(ages))} ago"
-    summary = f"{names} green on {spec.branch}@{short} ({when})"
+    summary = f"{names} green on {spec.branch}@{sha[:7]} ({when}){fallback}"
     return result(spec, Status.PASS, summary, details=details, value=value, started_at=started, finished_at=finished)

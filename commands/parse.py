@@ -12,7 +12,7 @@ USAGE = {
     "status": "/gonogo status [<release> | <gate>]",
     "run": "/gonogo run <release> [check-id ...]",
     "list": "/gonogo list",
-    "override": "/gonogo override <release> <reason>",
+    "override": "/gonogo override <release> <reason> | /gonogo override cancel <release>",
     "decide": "/gonogo decide <release>",
     "promote": "/gonogo promote <release> <stage>",
     "evidence": "/gonogo evidence <release>",

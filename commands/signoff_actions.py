@@ -13,7 +13,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.durations import parse_duration
-from bot.core.errors import NotFound, UsageError
+from bot.core.errors import CommitMoved, NotFound, UsageError
 from bot.core.facts import Vote
 from bot.services.signing import Outcome, Signing
 from bot.slack.blocks import (
@@ -26,6 +26,7 @@ from bot.slack.blocks import (
     ACTION_REJECT,
     ACTION_WITHDRAW,
     escape,
+    section,
 )
 from bot.slack.modals import (
     MODAL_APPROVE,
@@ -47,6 +48,22 @@ def _split(value: str, parts: int) -> list[str]:
     if len(pieces) != parts:
         raise UsageError("this button is from an older version of the card: press Refresh")
     return pieces
+
+
+def _signoff_value(value: str) -> tuple[str, str, str | None]:
+    """(release, role, commit the card was drawn for) from an Approve/Reject button."""
+    release_id, role, sha = _split(value, 3)
+    return release_id, role, sha or None
+
+
+async def show_current_card(respond: Respond, signing: Signing, moved: CommitMoved) -> None:
+    """A click on a card drawn for an older commit: say so, and show the card as it is now."""
+    releases = signing.releases
+    card = (await releases.state(await releases.resolve(moved.release_id))).card(releases.clock())
+    note = f":warning: {escape(str(moved))}. Nothing was recorded; this is the card now:"
+    await ephemeral(
+        respond, f"{escape(str(moved))}. Nothing was recorded.", blocks=[section(note).to_dict(), *card.blocks][:50]
+    )
 
 
 def _click(body: dict[str, Any], action: dict[str, Any]) -> str:
@@ -93,21 +110,31 @@ def register(app: AsyncApp, signing: Signing) -> None:
     async def approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         await ack()
         async with replying_errors(respond, ACTION_APPROVE, signing.releases.work):
-            release_id, role = _split(action["value"], 2)
-            outcome = await signing.vote(release_id, role, body["user"]["id"], Vote.APPROVE, click=_click(body, action))
+            release_id, role, sha = _signoff_value(action["value"])
+            try:
+                outcome = await signing.vote(
+                    release_id, role, body["user"]["id"], Vote.APPROVE, drawn_for=sha, click=_click(body, action)
+                )
+            except CommitMoved as moved:
+                await show_current_card(respond, signing, moved)
+                return
             await ephemeral(respond, outcome.message, blocks=withdraw_blocks(outcome, release_id, role))
 
     async def open_modal(body: dict[str, Any], client: AsyncWebClient, value: str, kind: str) -> None:
-        release_id, subject = _split(value, 2)
+        sha: str | None = None
+        if kind in ("approve", "reject"):
+            release_id, subject, sha = _signoff_value(value)
+        else:
+            release_id, subject = _split(value, 2)
         user = body["user"]["id"]
-        context = ModalContext(release=release_id, subject=subject, channel=_channel(body))
+        context = ModalContext(release=release_id, subject=subject, channel=_channel(body), sha=sha)
         release = await signing.releases.resolve(release_id)
         gate = gates.get(release.gate_id).gate
         if kind in ("approve", "reject"):
             role = gate.role(subject)
             if role is None:
                 raise NotFound(f"gate {gate.id} has no role {subject!r}")
-            await signing.authorise(release_id, role.role, user, f"sign as {role.title}")
+            await signing.authorise(release_id, role.role, user, f"sign as {role.title}", drawn_for=sha)
             view = approve_modal(context, role.title) if kind == "approve" else reject_modal(context, role.title)
         elif kind == "manual":
             check = next((c for c in gate.checks if c.id == subject and c.kind == "manual"), None)
@@ -134,7 +161,10 @@ def register(app: AsyncApp, signing: Signing) -> None:
             # No work slot: the trigger_id dies 3 s after the click, so a modal must not queue
             # behind a burst of other handlers' work (it only reads Redis and calls views.open).
             async with replying_errors(respond, action_id):
-                await open_modal(body, client, action["value"], kind)
+                try:
+                    await open_modal(body, client, action["value"], kind)
+                except CommitMoved as moved:
+                    await show_current_card(respond, signing, moved)
 
     modal_opener(ACTION_APPROVE_COMMENT, "approve")
     modal_opener(ACTION_REJECT, "reject")
@@ -180,7 +210,13 @@ def register(app: AsyncApp, signing: Signing) -> None:
         reply = PostEphemeral(client, context.channel, user)
         async with replying_errors(reply, MODAL_APPROVE, signing.releases.work):
             comment = submitted(body["view"], "comment")
-            outcome = await signing.vote(context.release, context.subject, user, Vote.APPROVE, comment, click=click)
+            try:
+                outcome = await signing.vote(
+                    context.release, context.subject, user, Vote.APPROVE, comment, drawn_for=context.sha, click=click
+                )
+            except CommitMoved as moved:
+                await show_current_card(reply, signing, moved)
+                return
             await ephemeral(reply, outcome.message, blocks=withdraw_blocks(outcome, context.release, context.subject))
 
     @app.view(MODAL_REJECT)
@@ -193,7 +229,13 @@ def register(app: AsyncApp, signing: Signing) -> None:
         context, user, click = _submission(body)
         reply = PostEphemeral(client, context.channel, user)
         async with replying_errors(reply, MODAL_REJECT, signing.releases.work):
-            outcome = await signing.vote(context.release, context.subject, user, Vote.REJECT, reason, click=click)
+            try:
+                outcome = await signing.vote(
+                    context.release, context.subject, user, Vote.REJECT, reason, drawn_for=context.sha, click=click
+                )
+            except CommitMoved as moved:
+                await show_current_card(reply, signing, moved)
+                return
             await ephemeral(reply, outcome.message, blocks=withdraw_blocks(outcome, context.release, context.subject))
 
     @app.view(MODAL_MANUAL)

@@ -54,9 +54,13 @@ async def dispatch(
         help_ = render_help(f"Unknown subcommand `{args[0]}`." if args else None)
         await ephemeral(respond, help_.text, blocks=help_.blocks)
     elif parsed.name == "open":
-        release, changed = await service.open(args[0], args[1], args[2] if len(args) > 2 else None, user)
-        if changed:
+        release, opened = await lifecycle.open(args[0], args[1], args[2] if len(args) > 2 else None, user)
+        if opened == "opened":
             await ephemeral(respond, f"Opened {release.id}: the card is in <#{release.card_channel}>.")
+        elif opened == "moved":
+            await ephemeral(
+                respond, f"Moved {release.id} to commit `{release.short_sha}`: results and sign-offs start afresh."
+            )
         else:
             await ephemeral(respond, f"{release.id} is already open: `/gonogo status {release.id}`.")
     elif (parsed.name == "status" and not args) or parsed.name == "list":
@@ -77,6 +81,9 @@ async def dispatch(
         release = await service.resolve(args[0])
         lease = await service.start_run(release, user, args[1:])
         await ephemeral(respond, f"Running {len(lease.check_ids)} check(s) of {release.id}; the card updates live.")
+    elif parsed.name == "override" and args[0] == "cancel" and len(args) == 2:
+        cancelled = await signing.cancel_override(args[1], user)
+        await ephemeral(respond, cancelled.message)
     elif parsed.name == "override":
         outcome = await signing.request_override(args[0], user, " ".join(args[1:]))
         channel = service.gates.get(outcome.release.gate_id).gate.channel

@@ -97,6 +97,17 @@ class _Fault:
 
 
 @dataclass
+class Hold:
+    """A call held at the stand-in: `arrived` is set when it comes in, it is answered on `release()`."""
+
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@dataclass
 class _ResponseTarget:
     created: float
     channel: str | None
@@ -310,6 +321,7 @@ class SlackStandIn:
         self._triggers: dict[str, float] = {}
         self._used_triggers: set[str] = set()
         self._faults: dict[str, list[_Fault]] = {}
+        self._holds: dict[str, list[Hold]] = {}
         self._response_urls: dict[str, _ResponseTarget] = {}
         self._opened_dms: set[str] = set()
         self._tickets: set[str] = set()
@@ -411,6 +423,13 @@ class SlackStandIn:
         """Make the next ``times`` calls to ``method`` fail: 429 (+Retry-After), 5xx, or HTTP 200 with ``error``."""
         self._faults.setdefault(method, []).append(_Fault(status, retry_after, error, times))
 
+    def hold(self, method: str) -> Hold:
+        """Hold the next call to ``method`` until ``release()``: a deterministic interleaving point
+        (e.g. a user-group lookup in the middle of a click while another command runs)."""
+        held = Hold()
+        self._holds.setdefault(method, []).append(held)
+        return held
+
     def dm_channel(self, user: str) -> str:
         """The stable DM channel id conversations.open returns for ``user``."""
         return "D" + hashlib.sha256(user.encode()).hexdigest()[:10].upper()
@@ -510,6 +529,10 @@ class SlackStandIn:
             args, bad_body = {}, True
         if self.latency:
             await asyncio.sleep(self.latency)
+        if self._holds.get(method):
+            held = self._holds[method].pop(0)
+            held.arrived.set()
+            await held.released.wait()
         status, body, headers = self._answer(method, args, request.headers.get("Authorization"), bad_body)
         self.history.append(Call(method, args, dict(request.headers), started, status, body))
         return web.json_response(body, status=status, headers=headers)

@@ -12,7 +12,7 @@ from bot.core.decision import DecisionInput, Verdict, decide, mention
 from bot.core.facts import DrillResult, Signature, Vote
 from bot.core.gate import Gate
 from bot.core.loader import load_gate
-from bot.core.release import Release, RunRecord
+from bot.core.release import Release, RunRecord, State
 from bot.core.results import CheckResult, Status
 from bot.slack.blocks import ACTION_REFRESH, ACTION_RUN, escape, reason_mrkdwn
 from bot.slack.card import FOLD_AT, CardView, render_card
@@ -281,3 +281,37 @@ def test_release_list() -> None:
     line = all_text(listing).splitlines()[1]
     assert line.startswith("🔴 *payments@1.4.0* NO-GO `abc1234` — blocker Unit tests has not run (+")
     assert line.endswith("opened 2h ago by <@U01TECH>")
+
+
+def test_a_decided_card_shows_the_recorded_verdict_whatever_the_results_say_now() -> None:
+    green = {c.id: result(c.id, "pass") for c in CONTRACT.checks}
+    live = view(CONTRACT, green)
+    decided = release(
+        CONTRACT,
+        state=State.DECIDED,
+        last_verdict=Verdict.GO,  # what a later run wrote, before runs were refused when decided
+        decided_verdict=Verdict.NO_GO,
+        decided_by="U0DECIDER",
+        decided_at=NOW - timedelta(minutes=5),
+    )
+    message = render_card(CardView(**{**live.__dict__, "release": decided}))
+    assert message.blocks[0]["text"]["text"].startswith("🔴 NO-GO (decided)")
+    assert message.text.startswith("NO-GO (decided)")
+    assert "decided NO-GO at 2026-11-22 11:55 UTC by <@U0DECIDER>" in all_text(message)
+
+
+def test_results_of_another_commit_show_as_not_run_on_this_one() -> None:
+    old = result(CONTRACT.checks[0].id, "pass").model_copy(update={"sha": "aaaaaaa1234"})
+    message = render_card(view(CONTRACT, {}, outdated={old.check_id: old}))
+    line = next(line for line in all_text(message).splitlines() if "not run on" in line)
+    assert line.startswith("⬜") and CONTRACT.checks[0].title in line
+    assert "from aaaaaaa, not run on abc1234" in line and "was ✅" in line
+
+
+def test_signoff_buttons_carry_the_commit_the_card_is_drawn_for() -> None:
+    gate = CONTRACT
+    message = render_card(view(gate, {}))
+    values = [
+        e["value"] for b in message.blocks for e in b.get("elements", []) if e.get("action_id") == "gonogo_approve"
+    ]
+    assert values and all(v.endswith("|abc1234def") and v.count("|") == 2 for v in values)

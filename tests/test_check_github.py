@@ -28,6 +28,7 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 HEAD = "abc1234def5678abc1234def5678abc1234def56"
 OLD_HEAD = "0001112223334445556667778889990001112223"
 REPO = "acme/payments"
+NO_COMMIT = " · judged the head of release: the release has no commit"
 
 
 def iso(moment: datetime) -> str:
@@ -87,8 +88,24 @@ class FakeGitHub:
             return web.json_response({"message": "Branch not found"}, status=404)
         return web.json_response({"name": name, "commit": {"sha": self.branches[name]}, "protected": True})
 
+    async def commit(self, request: web.Request) -> web.Response:
+        self.requests.append(request)
+        if f"{request.match_info['owner']}/{request.match_info['repo']}" != REPO:
+            return web.json_response({"message": "Not Found"}, status=404)
+        ref = request.match_info["ref"]
+        known = [run["head_sha"] for run in self.runs] + list(self.branches.values())
+        found = next((sha for sha in known if sha.startswith(ref)), None)
+        if found is None:
+            return web.json_response({"message": f"No commit found for SHA: {ref}"}, status=422)
+        return web.json_response({"sha": found, "commit": {"message": "a commit"}})
+
     async def workflow_runs(self, request: web.Request) -> web.Response:
         self.requests.append(request)
+        await asyncio.sleep(self.delay)
+        if self.override:
+            return web.json_response(self.override[2], status=self.override[0], headers=self.override[1])
+        if f"{request.match_info['owner']}/{request.match_info['repo']}" != REPO:
+            return web.json_response({"message": "Not Found"}, status=404)
         query = request.query
         chosen = [
             run
@@ -108,6 +125,7 @@ async def fake() -> AsyncIterator[FakeGitHub]:
     app = web.Application()
     app.router.add_get("/repos/{owner}/{repo}/branches/{branch:.+}", stand_in.branch)
     app.router.add_get("/repos/{owner}/{repo}/actions/runs", stand_in.workflow_runs)
+    app.router.add_get("/repos/{owner}/{repo}/commits/{ref}", stand_in.commit)
     runner = web.AppRunner(app, shutdown_timeout=0.1)  # do not wait out a deliberately slow handler
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -123,8 +141,11 @@ def make_spec(fake: FakeGitHub, **fields: Any) -> Spec:
     return Spec.model_validate({"id": "ci", "repo": REPO, "api_url": fake.url, **fields})
 
 
-def make_ctx(session: aiohttp.ClientSession, env: dict[str, str] | None = None) -> CheckContext:
-    return CheckContext(session=session, env=env or {}, clock=lambda: NOW)
+def make_ctx(
+    session: aiohttp.ClientSession, env: dict[str, str] | None = None, *, sha: str | None = HEAD
+) -> CheckContext:
+    """The release's commit is HEAD unless a test says otherwise (sha=None: a release without one)."""
+    return CheckContext(session=session, env=env or {}, clock=lambda: NOW, sha=sha)
 
 
 # --- named workflows -------------------------------------------------------------------------
@@ -137,7 +158,7 @@ async def test_all_green_passes(fake: FakeGitHub, http_session: aiohttp.ClientSe
     assert outcome.summary == "test, build green on main@abc1234 (oldest 5h ago)"
     assert outcome.value == 5 * 3600
     assert outcome.details.splitlines() == [
-        f"{REPO} main head {HEAD}",
+        f"{REPO} main commit {HEAD}",
         f"- test: success, run #412, finished 2h ago, https://github.com/{REPO}/actions/runs/9412",
         f"- build: success, run #87, finished 5h ago, https://github.com/{REPO}/actions/runs/9087",
     ]
@@ -167,7 +188,7 @@ async def test_a_missing_workflow_fails(fake: FakeGitHub, http_session: aiohttp.
     # A run of "deploy" on an older commit does not count for the head.
     fake.runs = [make_run("test", 412), make_run("deploy", 3, sha=OLD_HEAD)]
     outcome = await github.run(make_spec(fake, workflows=["test", "deploy"]), make_ctx(http_session))
-    assert (outcome.status, outcome.summary) == (Status.FAIL, "no run of workflow 'deploy' for head abc1234")
+    assert (outcome.status, outcome.summary) == (Status.FAIL, "no run of workflow 'deploy' for commit abc1234")
     assert outcome.value == 2 * 3600
 
 
@@ -188,7 +209,7 @@ async def test_every_problem_is_summarized(fake: FakeGitHub, http_session: aioht
     fake.runs = [make_run("a", 1, conclusion="cancelled"), make_run("b", 1, conclusion="timed_out")]
     outcome = await github.run(make_spec(fake, workflows=["a", "b", "c", "d"]), make_ctx(http_session))
     assert outcome.summary == (
-        "a: cancelled (run #1); b: timed_out (run #1); no run of workflow 'c' for head abc1234; +1 more"
+        "a: cancelled (run #1); b: timed_out (run #1); no run of workflow 'c' for commit abc1234; +1 more"
     )
 
 
@@ -250,7 +271,7 @@ async def test_default_covers_every_workflow_on_the_head(fake: FakeGitHub, http_
 async def test_default_with_no_runs_fails(fake: FakeGitHub, http_session: aiohttp.ClientSession) -> None:
     fake.runs = [make_run("test", 1, sha=OLD_HEAD)]
     outcome = await github.run(make_spec(fake), make_ctx(http_session))
-    assert (outcome.status, outcome.summary) == (Status.FAIL, "no workflow runs for head abc1234")
+    assert (outcome.status, outcome.summary) == (Status.FAIL, "no workflow runs for commit abc1234")
 
 
 async def test_default_ignores_skipped_workflows(fake: FakeGitHub, http_session: aiohttp.ClientSession) -> None:
@@ -267,7 +288,7 @@ async def test_default_ignores_skipped_workflows(fake: FakeGitHub, http_session:
 async def test_default_with_only_skipped_workflows_fails(fake: FakeGitHub, http_session: aiohttp.ClientSession) -> None:
     fake.runs = [make_run("release", 4, conclusion="skipped")]
     outcome = await github.run(make_spec(fake), make_ctx(http_session))
-    assert (outcome.status, outcome.summary) == (Status.FAIL, "no workflow ran for head abc1234: all 1 skipped")
+    assert (outcome.status, outcome.summary) == (Status.FAIL, "no workflow ran for commit abc1234: all 1 skipped")
 
 
 # --- requests: token, headers, branch names --------------------------------------------------
@@ -275,7 +296,7 @@ async def test_default_with_only_skipped_workflows_fails(fake: FakeGitHub, http_
 
 async def test_token_is_sent_as_bearer(fake: FakeGitHub, http_session: aiohttp.ClientSession) -> None:
     fake.runs = [make_run("test", 412)]
-    await github.run(make_spec(fake), make_ctx(http_session, {"GITHUB_TOKEN": "ghp_example"}))
+    await github.run(make_spec(fake), make_ctx(http_session, {"GITHUB_TOKEN": "ghp_example"}, sha=None))
     assert len(fake.requests) == 2
     for request in fake.requests:
         assert request.headers["Authorization"] == "Bearer ghp_example"
@@ -308,8 +329,8 @@ async def test_branch_names_with_slashes(fake: FakeGitHub, http_session: aiohttp
 
 
 async def test_missing_branch_fails(fake: FakeGitHub, http_session: aiohttp.ClientSession) -> None:
-    outcome = await github.run(make_spec(fake, branch="release"), make_ctx(http_session))
-    assert (outcome.status, outcome.summary) == (Status.FAIL, "branch release not found in acme/payments")
+    outcome = await github.run(make_spec(fake, branch="release"), make_ctx(http_session, sha=None))
+    assert (outcome.status, outcome.summary) == (Status.FAIL, "branch release not found in acme/payments" + NO_COMMIT)
     assert len(fake.requests) == 1
 
 
@@ -371,7 +392,7 @@ async def test_server_error_is_an_error(fake: FakeGitHub, http_session: aiohttp.
     outcome = await github.run(make_spec(fake), make_ctx(http_session))
     assert (outcome.status, outcome.summary) == (
         Status.ERROR,
-        "GitHub API answered HTTP 502 for /repos/acme/payments/branches/main (Server Error)",
+        "GitHub API answered HTTP 502 for /repos/acme/payments/actions/runs (Server Error)",
     )
 
 
@@ -409,3 +430,46 @@ async def test_silent_api_is_an_error_within_the_timeout(fake: FakeGitHub, http_
 )
 def test_format_age(seconds: float, text: str) -> None:
     assert format_age(seconds) == text
+
+
+# --- the release's commit ----------------------------------------------------------------------
+
+
+async def test_the_release_commit_is_judged_not_the_branch_head(
+    fake: FakeGitHub, http_session: aiohttp.ClientSession
+) -> None:
+    # main moved on (HEAD is green); the release is at OLD_HEAD, whose run failed.
+    fake.runs = [make_run("test", 412), make_run("test", 400, conclusion="failure", sha=OLD_HEAD)]
+    outcome = await github.run(make_spec(fake), make_ctx(http_session, sha=OLD_HEAD))
+    assert (outcome.status, outcome.summary) == (Status.FAIL, "test: failure (run #400)")
+    assert [r.path for r in fake.requests] == [f"/repos/{REPO}/actions/runs"]  # never the branch head
+    assert fake.requests[0].query["head_sha"] == OLD_HEAD
+    assert outcome.details.splitlines()[0] == f"{REPO} main commit {OLD_HEAD}"
+
+
+async def test_a_short_release_sha_is_resolved_to_the_full_one(
+    fake: FakeGitHub, http_session: aiohttp.ClientSession
+) -> None:
+    fake.runs = [make_run("test", 400, sha=OLD_HEAD), make_run("test", 412)]
+    outcome = await github.run(make_spec(fake), make_ctx(http_session, sha=OLD_HEAD[:7]))
+    assert (outcome.status, outcome.summary) == (Status.PASS, "test green on main@0001112 (2h ago)")
+    assert [r.path for r in fake.requests] == [f"/repos/{REPO}/commits/{OLD_HEAD[:7]}", f"/repos/{REPO}/actions/runs"]
+    assert fake.requests[1].query["head_sha"] == OLD_HEAD
+
+
+async def test_an_unknown_release_commit_is_an_error(fake: FakeGitHub, http_session: aiohttp.ClientSession) -> None:
+    outcome = await github.run(make_spec(fake), make_ctx(http_session, sha="fedcba9"))
+    assert outcome.status is Status.ERROR
+    assert "No commit found for SHA: fedcba9" in outcome.summary
+
+
+async def test_without_a_release_commit_the_branch_head_is_judged_and_the_summary_says_so(
+    fake: FakeGitHub, http_session: aiohttp.ClientSession
+) -> None:
+    fake.runs = [make_run("test", 412), make_run("test", 400, conclusion="failure", sha=OLD_HEAD)]
+    outcome = await github.run(make_spec(fake), make_ctx(http_session, sha=None))
+    assert (outcome.status, outcome.summary) == (
+        Status.PASS,
+        "test green on main@abc1234 (2h ago) · judged the head of main: the release has no commit",
+    )
+    assert [r.path for r in fake.requests] == [f"/repos/{REPO}/branches/main", f"/repos/{REPO}/actions/runs"]

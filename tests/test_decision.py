@@ -15,7 +15,7 @@ from bot.core.facts import (
     RiskAcceptance,
     Signature,
     Vote,
-    blocker_digest,
+    passing_blockers,
 )
 from bot.core.gate import Gate
 from bot.core.results import CheckResult, Status
@@ -358,20 +358,53 @@ def test_signature_for_old_commit_is_stale() -> None:
     assert tech.approvals == [] and "signed for aaa" in tech.stale[0].reason
 
 
-def test_signature_goes_stale_when_blockers_change() -> None:
+TWO_BLOCKERS = [
+    {"id": "tests", "kind": "command", "run": ["pytest"], "severity": "blocker"},
+    {"id": "migrate", "kind": "command", "run": ["migrate"], "severity": "blocker"},
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "signed_on", "now_on", "stale"),
+    [
+        # (a) material: a blocker that passed when they signed no longer does.
+        ("pass -> fail", {"tests": "pass"}, {"tests": "fail"}, "blocker tests passed when signed and no longer does"),
+        ("pass -> error", {"tests": "pass", "migrate": "pass"}, {"tests": "pass", "migrate": "error"}, "migrate"),
+        ("pass -> pending", {"tests": "pass"}, {"tests": "pending"}, "tests"),
+        # Not material: results that improve, and re-runs with the same outcome.
+        ("not run -> pass", {}, {"tests": "pass", "migrate": "pass"}, None),
+        ("fail -> pass", {"tests": "fail"}, {"tests": "pass"}, None),
+        ("same outcome again", {"tests": "pass", "migrate": "fail"}, {"tests": "pass", "migrate": "fail"}, None),
+        ("error -> fail", {"tests": "error"}, {"tests": "fail"}, None),
+        ("warn -> pass", {"tests": "warn"}, {"tests": "pass"}, None),
+    ],
+)
+def test_signatures_go_stale_only_when_a_passing_blocker_regresses(
+    label: str, signed_on: dict[str, str], now_on: dict[str, str], stale: str | None
+) -> None:
+    gate = make_gate(checks=TWO_BLOCKERS, signoffs=[{"role": "tech-lead", "users": ["U1"]}])
+    signature = sig("tech-lead", "U1").model_copy(update={"passing": passing_blockers(gate, results(**signed_on))})
+    decision = decide(DecisionInput(gate=gate, now=NOW, results=results(**now_on), signatures=(signature,)))
+    (role,) = decision.roles
+    if stale is None:
+        assert role.stale == [] and role.approvals == [signature], label
+    else:
+        assert role.approvals == [] and stale in role.stale[0].reason, label
+
+
+def test_signatures_stored_before_passing_was_recorded_never_go_stale_on_results() -> None:
     gate = make_gate()
-    seen = blocker_digest(gate, results(tests="fail"))
-    signatures = tuple(s.model_copy(update={"digest": seen}) for s in ALL_SIGNED)
-    decision = decide(DecisionInput(gate=gate, now=NOW, results=GREEN, signatures=signatures))
-    assert decision.verdict is Verdict.NO_GO
-    assert all(r.stale and r.stale[0].reason == "blocker results changed since signing" for r in decision.roles[:2])
+    decision = decide(DecisionInput(gate=gate, now=NOW, results=results(tests="fail"), signatures=ALL_SIGNED))
+    assert all(not r.stale for r in decision.roles)
 
 
 def test_blocker_invalidation_can_be_turned_off() -> None:
     gate = make_gate(signoffs_invalidate_on=["commit"])
-    seen = blocker_digest(gate, results(tests="fail"))
-    signatures = tuple(s.model_copy(update={"digest": seen}) for s in ALL_SIGNED)
-    assert verdict_of(gate, results=GREEN, signatures=signatures)[0] is Verdict.GO
+    seen = passing_blockers(gate, GREEN)
+    signatures = tuple(s.model_copy(update={"passing": seen}) for s in ALL_SIGNED)
+    failing = results(tests="fail", health="pass", lint="pass")
+    decision = decide(DecisionInput(gate=gate, now=NOW, results=failing, signatures=signatures))
+    assert all(not r.stale for r in decision.roles)
 
 
 def test_signoff_max_age_expires_old_signatures() -> None:

@@ -92,13 +92,15 @@ async def wait_run_finished(redis_client: aioredis.Redis, release_id: str, timeo
 
 async def run_and_sign(bot: RunningBot, standin: SlackStandIn, redis_client: aioredis.Redis) -> None:
     await say(bot, standin, f"run {RID}")
+    # The footer names the last run once it is recorded and its lock released.
     await standin.wait_for(
-        "chat.update", lambda c: "✅ *unit-tests*" in json.dumps(c.args["blocks"], ensure_ascii=False)
+        "chat.update",
+        lambda c: "✅ *unit-tests*" in dump(c.args["blocks"]) and "last run by" in dump(c.args["blocks"]),
     )
     await wait_run_finished(redis_client, RID)
     card_ts = str(standin.calls("chat.postMessage")[0].response["ts"])
     url = standin.new_response_url()
-    await bot.click(ACTION_APPROVE, f"{RID}|tech-lead", response_url=url, user="U01TECH", message_ts=card_ts)
+    await bot.click(ACTION_APPROVE, f"{RID}|tech-lead|abc1234", response_url=url, user="U01TECH", message_ts=card_ts)
     assert "You approved" in (await reply_to(standin, url))["text"]
 
 
@@ -126,8 +128,12 @@ async def test_decide_posts_the_record_and_stores_the_bundle(
 
     # Frozen: no more sign-offs until reopened.
     url = standin.new_response_url()
-    await bot.click(ACTION_APPROVE, f"{RID}|tech-lead", response_url=url, user="U01TECH")
-    assert "is decided" in (await reply_to(standin, url))["text"]
+    await bot.click(ACTION_APPROVE, f"{RID}|tech-lead|abc1234", response_url=url, user="U01TECH")
+    frozen = (await reply_to(standin, url))["text"]
+    assert (
+        "payments@1.4.0 was decided GO at" in frozen
+        and "by <@U01TECH>; `/gonogo reopen payments@1.4.0` first" in frozen
+    )
 
     # The CLI exports exactly what was stored, as JSON and as Markdown.
     monkeypatch.setenv("REDIS_URL", redis_url)

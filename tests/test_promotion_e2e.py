@@ -111,7 +111,7 @@ async def run_checks(bot: RunningBot, standin: SlackStandIn, redis_client: aiore
 
 async def sign(bot: RunningBot, standin: SlackStandIn) -> None:
     url = standin.new_response_url()
-    await bot.click(ACTION_APPROVE, f"{RID}|tech-lead", response_url=url, user="U01TECH")
+    await bot.click(ACTION_APPROVE, f"{RID}|tech-lead|abc1234", response_url=url, user="U01TECH")
     assert "You approved" in (await reply_to(standin, url))["text"]
 
 

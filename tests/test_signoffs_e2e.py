@@ -283,7 +283,7 @@ async def test_blocker_change_makes_signoffs_stale(
     flag.write_text("1")
     await bot.command(f"run {RID} unit-tests", response_url=standin.new_response_url())
     asked = await standin.wait_for("chat.postMessage", lambda c: "is stale" in c.args.get("text", ""), timeout=10)
-    assert "blocker results changed since signing" in asked.args["text"]
+    assert "blocker unit-tests passed when signed and no longer does" in asked.args["text"]
 
 
 async def test_manual_check_done_and_reopened_by_its_owner_only(
@@ -399,7 +399,7 @@ async def test_concurrent_clicks_across_releases_record_exactly_once(
         assert len(clicks) == 200
         replies = await asyncio.gather(
             *(
-                bot.click(ACTION_APPROVE, f"g{g}@1.0|eng", response_url=standin.new_response_url(), user=user)
+                bot.click(ACTION_APPROVE, f"g{g}@1.0|eng|", response_url=standin.new_response_url(), user=user)
                 for g, user in clicks
             )
         )

@@ -207,19 +207,25 @@ def test_risk_score_counts_only_the_checks_of_the_stage() -> None:
 
 
 def test_signatures_stay_bound_to_the_whole_gates_blockers() -> None:
-    """A stage sees a slice of the gate; a signature must not go stale because of that slice."""
+    """A stage sees a slice of the gate, but a signature is bound to the whole gate's blockers: the
+    slice alone never makes it stale, and a later stage's blocker regressing makes it stale in every
+    stage (the signer approved with that blocker passing)."""
     gate = staged_gate(
         checks=[
             {"id": "tests", "kind": "command", "run": ["pytest"], "severity": "blocker"},
             {"id": "soak", "kind": "command", "run": ["x"], "severity": "blocker", "before": "full"},
         ]
     )
-    inp = DecisionInput(gate=gate, now=NOW, results=results(tests="pass", soak="pass"))
-    digest = decide(inp).blocker_digest
-    signed = tuple(s.model_copy(update={"digest": digest}) for s in ALL_SIGNED)
-    found = decide_stages(inp.model_copy(update={"signatures": signed}))
+    signed = tuple(s.model_copy(update={"passing": ("soak", "tests")}) for s in ALL_SIGNED)
+    inp = DecisionInput(gate=gate, now=NOW, results=results(tests="pass", soak="pass"), signatures=signed)
+    found = decide_stages(inp)
     assert [s.verdict for s in found.stages] == [GO, GO, GO]
     assert all(not role.stale for s in found.stages for role in s.decision.roles)
+
+    regressed = decide_stages(inp.model_copy(update={"results": results(tests="pass", soak="fail")}))
+    dark = regressed.stages[0].decision
+    assert dark.verdict is Verdict.NO_GO  # soak is not dark's condition, but the sign-offs went stale
+    assert {role.role for role in dark.roles if role.stale} == {"tech-lead", "sre"}
 
 
 def test_a_gate_without_stages_is_one_stage_decided_as_before() -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
 
 from bot.core.decision import Verdict
-from bot.core.errors import StoreUnavailable
+from bot.core.errors import CommitMoved, Conflict, Forbidden, StoreUnavailable
+from bot.core.facts import OverrideApproval, OverrideRequest, Signature, Vote
 from bot.core.release import Release, RunLease, RunRecord, State
 from bot.core.results import CheckResult, Status
 from bot.store import keys
-from bot.store.store import AuditEvent, Store
+from bot.store.store import ANY_COMMIT, AuditEvent, Fact, OverrideChanged, Store
 from tests.redis_server import RedisServer
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -135,3 +137,184 @@ async def test_unreachable_redis_is_store_unavailable(private_redis: RedisServer
     with pytest.raises(StoreUnavailable):
         await store.get_release("payments@1")
     await handle.close()
+
+
+# --- preconditions checked in the write itself ----------------------------------------------------
+
+
+async def opened(store: Store, sha: str | None = "abc1234") -> Release:
+    _, found = await store.open_release(release(sha=sha), event())
+    assert isinstance(found, Release)
+    return found
+
+
+async def decided(store: Store) -> Release:
+    doc = await opened(store)
+    moved = await store.update_release(
+        doc,
+        doc.model_copy(
+            update={"state": State.DECIDED, "decided_verdict": Verdict.NO_GO, "decided_by": "U9", "decided_at": NOW}
+        ),
+        event("decided"),
+    )
+    assert moved is not None
+    return moved
+
+
+def vote(sha: str | None = "abc1234") -> Signature:
+    return Signature(role="tech-lead", user="U2", vote=Vote.APPROVE, at=NOW, sha=sha)
+
+
+async def test_a_fact_is_refused_with_nothing_written_when_the_release_is_decided(
+    store: Store, redis_client: aioredis.Redis
+) -> None:
+    doc = await decided(store)
+    before = await redis_client.xlen(keys.audit(doc.id))
+    with pytest.raises(Conflict, match=r"was decided NO-GO at 12:00 UTC by \{@U9\}; `/gonogo reopen payments@1.4.0`"):
+        await store.put_fact(Fact.SIGNATURES, doc.id, "tech-lead|U2", vote(), event("signed"), handled="U2:1")
+    with pytest.raises(Conflict):
+        await store.delete_fact(Fact.MANUAL, doc.id, "pen-test", event("manual_reopened"))
+    assert await redis_client.hgetall(keys.signatures(doc.id)) == {}
+    assert await redis_client.exists(keys.handled(doc.id, "U2:1")) == 0  # a retry is not "already handled"
+    assert await redis_client.xlen(keys.audit(doc.id)) == before
+
+
+async def test_a_vote_for_another_commit_is_refused_by_the_write(store: Store, redis_client: aioredis.Redis) -> None:
+    doc = await opened(store, sha="bbbbbbb")
+    with pytest.raises(CommitMoved, match="the release moved to bbbbbbb since this card was drawn"):
+        await store.put_fact(Fact.SIGNATURES, doc.id, "tech-lead|U2", vote("aaaaaaa"), event("signed"), sha="aaaaaaa")
+    with pytest.raises(CommitMoved):  # a card drawn before the release had a commit
+        await store.put_fact(Fact.SIGNATURES, doc.id, "tech-lead|U2", vote(None), event("signed"), sha=None)
+    assert await redis_client.hgetall(keys.signatures(doc.id)) == {}
+    outcome, _ = await store.put_fact(
+        Fact.SIGNATURES, doc.id, "tech-lead|U2", vote("bbbbbbb"), event("signed"), sha="bbbbbbb"
+    )
+    assert outcome == "written"
+
+
+async def test_the_run_lock_is_refused_once_decided(store: Store, redis_client: aioredis.Redis) -> None:
+    doc = await decided(store)
+    lease = RunLease(token="d" * 32, actor="U1", started_at=NOW, check_ids=["x"])
+    with pytest.raises(Conflict, match="was decided NO-GO"):
+        await store.acquire_run_lock(doc.id, lease, 10_000)
+    assert await store.current_run(doc.id) is None
+
+
+async def test_a_state_move_checks_the_state_it_moves_from(store: Store) -> None:
+    doc = await opened(store)
+    closed = await store.update_release(doc, doc.model_copy(update={"state": State.CLOSED}), event("closed"))
+    assert closed is not None
+    # A decide that read "open" before the close: its retry must not turn the closed release decided.
+    with pytest.raises(Conflict, match="is closed"):
+        await store.update_release(
+            closed, closed.model_copy(update={"state": State.DECIDED}), event("decided"), expect=(State.OPEN,)
+        )
+    stored = await store.get_release(doc.id)
+    assert stored is not None and stored.state is State.CLOSED
+    assert [e.type for e in await store.audit(doc.id)] == ["opened", "closed"]
+
+
+async def test_reopen_while_another_release_holds_the_open_pointer_writes_nothing(store: Store) -> None:
+    doc = await opened(store)
+    closed = await store.update_release(doc, doc.model_copy(update={"state": State.CLOSED}), event("closed"))
+    assert closed is not None
+    assert (await store.open_release(release("1.5.0"), event()))[0] == "opened"
+    with pytest.raises(Conflict, match=r"payments@1\.5\.0 is open: close it first"):
+        await store.update_release(closed, closed.model_copy(update={"state": State.OPEN}), event("reopened"))
+    stored = await store.get_release(doc.id)
+    assert stored is not None and stored.state is State.CLOSED and stored.rev == closed.rev
+    assert [e.type for e in await store.audit(doc.id)] == ["opened", "closed"]
+    assert await store.open_release_id("payments") == "payments@1.5.0"
+
+
+def override_request(request_id: str, by: str = "U1", sha: str | None = "abc1234") -> OverrideRequest:
+    return OverrideRequest(id=request_id, requested_by=by, reason="hotfix", at=NOW, sha=sha)
+
+
+async def test_concurrent_override_requests_make_exactly_one(store: Store) -> None:
+    doc = await opened(store)
+    outcomes = await asyncio.gather(
+        *(
+            store.set_override(
+                doc.id,
+                current_id=None,
+                request_json=override_request(f"r{i}").model_dump_json(),
+                sha=doc.sha,
+                event=event("override_requested"),
+            )
+            for i in range(10)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(1 for o in outcomes if o is None) == 1
+    assert all(isinstance(o, OverrideChanged) for o in outcomes if o is not None)
+    assert [e.type for e in await store.audit(doc.id)].count("override_requested") == 1
+
+
+async def test_an_approval_of_a_replaced_request_is_refused_and_never_counts_for_the_new_one(
+    store: Store, redis_client: aioredis.Redis
+) -> None:
+    doc = await opened(store)
+    await store.set_override(
+        doc.id, current_id=None, request_json=override_request("A").model_dump_json(), sha=doc.sha, event=event()
+    )
+    # The approver clicked A's button; before its write, A is cancelled and B requested.
+    await store.set_override(doc.id, current_id="A", request_json=None, sha=ANY_COMMIT, event=event())
+    await store.set_override(
+        doc.id, current_id=None, request_json=override_request("B").model_dump_json(), sha=doc.sha, event=event()
+    )
+    approval = OverrideApproval(role="cto", user="U3", at=NOW)
+    with pytest.raises(OverrideChanged, match="no longer current"):
+        await store.approve_override(doc.id, "A", approval, event("override_approved"))
+    assert await store.override_approvals(doc.id, "B") == {}
+    assert await store.override_approvals(doc.id, "A") == {}
+    assert "override_approved" not in [e.type for e in await store.audit(doc.id)]
+
+
+async def test_override_approvals_count_each_person_once_and_never_the_requester(store: Store) -> None:
+    doc = await opened(store)
+    await store.set_override(
+        doc.id, current_id=None, request_json=override_request("A").model_dump_json(), sha=doc.sha, event=event()
+    )
+    with pytest.raises(Forbidden):
+        await store.approve_override(doc.id, "A", OverrideApproval(role="cto", user="U1", at=NOW), event())
+    both = await asyncio.gather(
+        store.approve_override(doc.id, "A", OverrideApproval(role="cto", user="U3", at=NOW), event()),
+        store.approve_override(doc.id, "A", OverrideApproval(role="senior", user="U3", at=NOW), event()),
+    )
+    assert sorted(outcome for outcome, _ in both) == ["counted", "written"]
+    assert list(await store.override_approvals(doc.id, "A")) == ["U3"]
+
+
+async def test_decide_retries_on_a_change_to_anything_it_read(store: Store, redis_client: aioredis.Redis) -> None:
+    """A vote lands between decide's reads and its write (deterministically: from inside `build`):
+    the WATCH makes the transaction start again, and the second attempt sees the vote."""
+    doc = await opened(store)
+    seen: list[int] = []
+
+    async def build(current: Release, running: bool) -> tuple[Release, str, AuditEvent]:
+        votes = await store.facts(Fact.SIGNATURES, current.id)
+        seen.append(len(votes))
+        if len(seen) == 1:  # someone votes right now
+            await store.put_fact(Fact.SIGNATURES, current.id, "tech-lead|U2", vote(), event("signed"))
+        new = current.model_copy(update={"state": State.DECIDED})
+        return new, json.dumps({"votes": len(votes)}), event("decided")
+
+    stored = await store.decide_release(doc, build)
+    assert seen == [0, 1]
+    assert stored.state is State.DECIDED and stored.rev == doc.rev + 1
+    assert json.loads(await redis_client.get(keys.bundle(doc.id)) or "{}") == {"votes": 1}
+    assert [e.type for e in await store.audit(doc.id)] == ["opened", "signed", "decided"]
+
+
+async def test_decide_is_refused_while_a_run_holds_the_lock(store: Store) -> None:
+    doc = await opened(store)
+    await store.acquire_run_lock(doc.id, RunLease(token="e" * 32, actor="U1", started_at=NOW, check_ids=[]), 10_000)
+
+    async def build(current: Release, running: bool) -> tuple[Release, str, AuditEvent]:
+        if running:
+            raise Conflict("running")
+        raise AssertionError("a run holds the lock")
+
+    with pytest.raises(Conflict, match="running"):
+        await store.decide_release(doc, build)

@@ -90,13 +90,22 @@ async def test_a_stale_rev_writes_nothing(store: Store, redis_client: aioredis.R
 
 
 @pytest.mark.parametrize(
-    "key", [keys.signatures(RID), keys.results(RID), keys.manual(RID), keys.override_approvals(RID)]
+    "key",
+    [
+        keys.signatures(RID),
+        keys.results(RID),
+        keys.manual(RID),
+        keys.external_results(RID),
+        keys.override_approvals(RID, "req1"),
+    ],
 )
 async def test_a_fact_landing_while_it_decides_writes_nothing(
     store: Store, redis_client: aioredis.Redis, key: str
 ) -> None:
     current = await opened(store)
     moved = current.model_copy(update={"current_stage": "dark"})
+    # An override request is pending: its approvals (keyed by its id) are watched too.
+    await redis_client.set(keys.override(RID), json.dumps({"id": "req1"}))
     async with store.watching(RID) as pipe:
         # Between reading the facts and writing, someone rejects (or a result, a mark lands).
         await redis_client.hset(key, "x", "{}")

@@ -457,7 +457,7 @@ async def test_decide_inside_a_freeze_is_no_go_on_the_card_and_in_the_record(
         # The final card update comes after the run is recorded and its lock released.
         await standin.wait_for("chat.update", lambda c: "last run by" in json.dumps(c.args["blocks"]))
         url = standin.new_response_url()
-        await bot.click(ACTION_APPROVE, f"{RID}|tech-lead", response_url=url, user="U01TECH")
+        await bot.click(ACTION_APPROVE, f"{RID}|tech-lead|abc1234", response_url=url, user="U01TECH")
         assert "You approved" in (await reply_to(standin, url))["text"]
 
         answer = await _say(bot, standin, f"decide {RID}")

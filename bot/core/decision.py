@@ -174,19 +174,19 @@ class DecisionInput(BaseModel):
     ignore_signoffs: bool = False  # CLI without a release: sign-offs and acceptances are unknown
     window: WindowStatus | None = None  # the gate's deploy windows at `now` (None: the gate has none)
     # Deciding one rollout stage sees a slice of the gate; sign-offs stay bound to the whole gate's
-    # blocker digest (see bot/core/stages.py).
-    digest: str | None = None
+    # blockers (a later stage's blocker regressing makes them stale too; see bot/core/stages.py).
+    whole_gate: Gate | None = None
 
 
 def decide(inp: DecisionInput) -> Decision:
     gate, results, now = inp.gate, inp.results, inp.now
     reasons: list[Reason] = []
-    digest = inp.digest or blocker_digest(gate, results)
+    digest = blocker_digest(inp.whole_gate or gate, results)
 
     _blockers(gate, results, reasons)
     counted = [c for c in gate.checks if c.severity is not Severity.ADVISORY]
     passed = sum(1 for c in counted if _passing(results, c.id))
-    roles = _roles(inp, digest)
+    roles = _roles(inp)
     score = _policy(gate, results, roles, counted, passed, reasons)
     _advisories(gate, results, reasons)
     if inp.ignore_signoffs:
@@ -400,19 +400,19 @@ def _advisories(gate: Gate, results: Mapping[str, CheckResult], reasons: list[Re
             )
 
 
-def _roles(inp: DecisionInput, digest: str) -> list[RoleStatus]:
+def _roles(inp: DecisionInput) -> list[RoleStatus]:
     statuses = []
     for role in inp.gate.signoffs:
-        statuses.append(_role_status(inp, role, digest))
+        statuses.append(_role_status(inp, role))
     return statuses
 
 
-def _role_status(inp: DecisionInput, role: Signoff, digest: str) -> RoleStatus:
+def _role_status(inp: DecisionInput, role: Signoff) -> RoleStatus:
     approvals: dict[str, Signature] = {}  # one person never counts twice toward one quorum
     rejections: dict[str, Signature] = {}
     stale: list[StaleSignature] = []
     for sig in sorted((s for s in inp.signatures if s.role == role.role), key=lambda s: s.at):
-        why = staleness(sig, gate=inp.gate, sha=inp.sha, digest=digest, now=inp.now)
+        why = staleness(sig, gate=inp.whole_gate or inp.gate, sha=inp.sha, results=inp.results, now=inp.now)
         approvals.pop(sig.user, None)
         rejections.pop(sig.user, None)
         if why is not None:

@@ -31,6 +31,14 @@ class Conflict(GonogoError):
     """The request clashes with current state (a run already in progress, release closed, ...)."""
 
 
+class CommitMoved(Conflict):
+    """A click carried the commit its card was drawn for, and the release is at another one now."""
+
+    def __init__(self, release_id: str, message: str) -> None:
+        self.release_id = release_id
+        super().__init__(message)
+
+
 class StoreUnavailable(GonogoError):
     """Redis cannot be reached: fail closed, never report GO."""
 

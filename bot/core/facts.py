@@ -37,7 +37,9 @@ class Signature(_Record):
     at: datetime
     comment: str = ""
     sha: str | None = None  # the release's commit when signed
-    digest: str | None = None  # blocker_digest() of the results the signer saw
+    # The blockers that passed when they signed: only one of these failing later is a material
+    # change. None for signatures stored before this was recorded (never stale on results).
+    passing: tuple[str, ...] | None = None
 
 
 class RiskAcceptance(_Record):
@@ -85,7 +87,7 @@ class DrillResult(_Record):
 
 
 def blocker_digest(gate: Gate, results: Mapping[str, CheckResult]) -> str:
-    """A short fingerprint of every blocker's status: sign-offs go stale when it changes."""
+    """A short fingerprint of every blocker's status, for the evidence bundle."""
     parts = [
         f"{check.id}={results[check.id].status if check.id in results else 'not-run'}"
         for check in gate.checks
@@ -94,13 +96,31 @@ def blocker_digest(gate: Gate, results: Mapping[str, CheckResult]) -> str:
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
 
-def staleness(signature: Signature, *, gate: Gate, sha: str | None, digest: str, now: datetime) -> str | None:
-    """Why a signature no longer counts, or None while it does."""
+def passing_blockers(gate: Gate, results: Mapping[str, CheckResult]) -> tuple[str, ...]:
+    """The blockers passing now: what a signature is bound to."""
+    return tuple(
+        sorted(
+            check.id
+            for check in gate.checks
+            if check.severity is Severity.BLOCKER and check.id in results and results[check.id].status.passing
+        )
+    )
+
+
+def staleness(
+    signature: Signature, *, gate: Gate, sha: str | None, results: Mapping[str, CheckResult], now: datetime
+) -> str | None:
+    """Why a signature no longer counts, or None while it does. Only material changes count: a new
+    commit, a blocker that passed when they signed and no longer does, or age. Results that improve
+    (not run -> pass, fail -> pass) and re-runs with the same outcome leave it valid."""
     if "commit" in gate.signoffs_invalidate_on and signature.sha != sha:
         before = (signature.sha or "no commit")[:12]
         return f"signed for {before}, release is now at {(sha or 'no commit')[:12]}"
-    if "blockers" in gate.signoffs_invalidate_on and signature.digest is not None and signature.digest != digest:
-        return "blocker results changed since signing"
+    if "blockers" in gate.signoffs_invalidate_on and signature.passing is not None:
+        now_passing = set(passing_blockers(gate, results))
+        regressed = [c.title for c in gate.checks if c.id in signature.passing and c.id not in now_passing]
+        if regressed:
+            return f"blocker {', '.join(regressed)} passed when signed and no longer does"
     if gate.signoff_max_age is not None and now - signature.at > gate.signoff_max_age:
         return f"older than {format_duration(gate.signoff_max_age)}"
     return None

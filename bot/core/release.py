@@ -8,8 +8,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.core.decision import Verdict
-from bot.core.errors import UsageError
+from bot.core.decision import Verdict, mention
+from bot.core.errors import CommitMoved, Conflict, UsageError
 
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 SHA = re.compile(r"^[0-9a-f]{7,40}$")
@@ -40,10 +40,30 @@ class Release(BaseModel):
     last_verdict: Verdict | None = None
     current_stage: str | None = None  # the rollout stage it was last promoted to (gates with stages)
     stages_reached: dict[str, datetime] = {}  # stage id -> when it was promoted to it (for `due: 7d after …`)
+    # The decision record, set by /gonogo decide and cleared by reopen: a decided release is frozen.
+    decided_verdict: Verdict | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
 
     @property
     def short_sha(self) -> str | None:
         return self.sha[:7] if self.sha else None
+
+    def refusal(self) -> Conflict:
+        """Why nothing can be added to this release unless it is open."""
+        if self.state is State.DECIDED:
+            verdict = self.decided_verdict or self.last_verdict
+            what = f"decided {verdict.value}" if verdict else "decided"
+            if self.decided_at is not None:
+                what += f" at {self.decided_at:%H:%M} UTC"
+            if self.decided_by:
+                what += f" by {mention(self.decided_by)}"
+            return Conflict(f"{self.id} was {what}; `/gonogo reopen {self.id}` first")
+        return Conflict(f"{self.id} is {self.state.value}: `/gonogo reopen {self.id}` first")
+
+    def moved_since(self) -> CommitMoved:
+        """A click on a card drawn for another commit than the release's current one."""
+        return CommitMoved(self.id, f"the release moved to {short(self.sha)} since this card was drawn")
 
 
 class RunRecord(BaseModel):
@@ -74,6 +94,11 @@ class RunLease(BaseModel):
     actor: str
     started_at: datetime
     check_ids: list[str]
+
+
+def short(sha: str | None) -> str:
+    """A commit as the card shows it."""
+    return sha[:7] if sha else "no commit"
 
 
 def release_id(gate_id: str, version: str) -> str:

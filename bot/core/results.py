@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 
@@ -50,8 +51,21 @@ class CheckResult(BaseModel):
     score: float | None = Field(default=None, ge=0, le=1, description="A graded check's score, clamped to [0, 1]")
     started_at: datetime
     finished_at: datetime
+    # Stamped when a run of a release saves it: evidence belongs to a commit, and to one run.
+    sha: str | None = None
+    run_id: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def duration_s(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
+
+
+def split_by_commit(
+    results: Mapping[str, CheckResult], sha: str | None
+) -> tuple[dict[str, CheckResult], dict[str, CheckResult]]:
+    """(results of commit `sha`, results of another commit). Only the first count: after the release
+    moves to another commit, the old evidence is shown as such and decided on as "not run"."""
+    current = {k: r for k, r in results.items() if r.sha == sha}
+    outdated = {k: r for k, r in results.items() if r.sha != sha}
+    return current, outdated

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.core.decision import MENTION, Decision, DecisionInput, Level, Reason, Verdict, decide
 from bot.core.due import Due
-from bot.core.facts import blocker_digest
 from bot.core.gate import Gate, RiskScorePolicy, Stage
 
 _NOTHING_REACHED: Mapping[str, datetime] = MappingProxyType({})
@@ -145,11 +144,10 @@ def decide_stages(
     gate = inp.gate
     arrived = reached if reached is not None else _NOTHING_REACHED
     stages = gate.stages or [Stage(id="release", name=gate.name)]
-    digest = blocker_digest(gate, inp.results)  # sign-offs are bound to the whole gate's blockers
     verdicts = []
     for stage in stages:
         if gate.stages:
-            decision = decide(inp.model_copy(update={"gate": scoped(gate, stage.id), "digest": digest}))
+            decision = decide(inp.model_copy(update={"gate": scoped(gate, stage.id), "whole_gate": gate}))
         else:
             decision = decide(inp)
         conditions = [condition(gate, r, arrived, inp.now, stage.id) for r in decision.blocking]

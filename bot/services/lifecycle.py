@@ -7,13 +7,13 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from bot.core.decision import Decision
+from bot.core.decision import Decision, mention
 from bot.core.errors import Conflict, Forbidden
 from bot.core.evidence import build_bundle, stages_section
 from bot.core.evidence_markdown import render_markdown
-from bot.core.release import Release, State
+from bot.core.release import Release, State, check_sha
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
 from bot.slack.blocks import Message
@@ -22,6 +22,8 @@ from bot.slack.record import render_record
 from bot.store.store import AuditEvent
 
 log = logging.getLogger("gonogo.lifecycle")
+
+Opened = Literal["opened", "moved", "unchanged"]
 
 
 @dataclass(frozen=True)
@@ -51,40 +53,92 @@ class Lifecycle:
         raise Forbidden(f"only members of a required role ({labels}) can {action} {release.id}")
 
     async def decide(self, release_id: str, user: str) -> Decided:
-        """Freeze the verdict: the record goes to the gate's channel, the bundle into Redis."""
+        """Freeze the verdict: the record goes to the gate's channel, the bundle into Redis.
+
+        One transaction (WATCH/MULTI) checks that the release is open and no run is under way,
+        and writes the decided release, the bundle and the audit entry computed from exactly the
+        facts it watched: of two concurrent decides one wins, the other is refused."""
         release = await self.releases.resolve(release_id)
         if release.state is not State.OPEN:
-            raise Conflict(f"{release.id} is {release.state.value}: `/gonogo reopen {release.id}` to decide again")
+            raise release.refusal()
         await self._member_of_a_required_role(release, user, "decide")
-        if await self.releases.store.current_run(release.id) is not None:
-            raise Conflict(f"checks of {release.id} are running: decide when they finish")
-        state = await self.releases.state(release)
-        now = self.releases.clock()
-        decision, stages = state.decision, None
-        if state.ladder is not None:  # a staged gate: decide decides its first stage
-            first = state.ladder.stages[0]
-            decision, stages = first.decision, stages_section(state.ladder, first.id, action="decide")
-        bundle = await self._build(state, user, now, decision=decision, stages=stages)
-        await self.releases.store.save_bundle(release.id, json.dumps(bundle, sort_keys=True))
-        decided = await self.releases.update_release(
-            release,
-            lambda r: r.model_copy(update={"state": State.DECIDED, "last_verdict": decision.verdict}),
-            AuditEvent(
+        bundle: dict[str, object] = {}
+
+        async def build(current: Release, running: bool) -> tuple[Release, str, AuditEvent]:
+            nonlocal bundle
+            if current.state is not State.OPEN:
+                raise current.refusal()
+            if running:
+                raise Conflict(f"checks of {current.id} are running: decide when they finish")
+            state = await self.releases.state(current)
+            now = self.releases.clock()
+            decision, stages = state.decision, None
+            if state.ladder is not None:  # a staged gate: decide decides its first stage
+                first = state.ladder.stages[0]
+                decision, stages = first.decision, stages_section(state.ladder, first.id, action="decide")
+            bundle = await self._build(state, user, now, decision=decision, stages=stages)
+            verdict = decision.verdict
+            decided = current.model_copy(
+                update={
+                    "state": State.DECIDED,
+                    "last_verdict": verdict,
+                    "decided_verdict": verdict,
+                    "decided_by": user,
+                    "decided_at": now,
+                }
+            )
+            event = AuditEvent(
                 type="decided",
                 actor=user,
                 at=now,
                 data={
-                    "verdict": decision.verdict.value,
+                    "verdict": verdict.value,
+                    "sha": current.sha,
                     "checks_passed": decision.checks_passed,
                     "checks_total": decision.checks_total,
                     **({"stage": stages["stage"]} if stages else {}),
                 },
-            ),
-        )
+            )
+            return decided, json.dumps(bundle, sort_keys=True), event
+
+        decided = await self.releases.store.decide_release(release, build)
         record = render_record(bundle)
-        channel = state.loaded.gate.channel
+        channel = self.releases.gates.get(release.gate_id).gate.channel
         await self.releases.slack.chat_postMessage(channel=channel, text=record.text, blocks=record.blocks)
         return Decided(await self.releases.publish_card(decided), bundle)
+
+    async def open(self, gate_id: str, version: str, sha: str | None, actor: str) -> tuple[Release, Opened]:
+        """`/gonogo open`: open a release, or move the open one to another commit."""
+        release, opened = await self.releases.open(gate_id, version, sha, actor)
+        if opened:
+            return release, "opened"
+        if sha is None or check_sha(sha) == release.sha:
+            return release, "unchanged"
+        return await self.move_commit(release, sha, actor), "moved"
+
+    async def move_commit(self, release: Release, sha: str, actor: str) -> Release:
+        """Moving a release to another commit is authorised (its opener, or a member of any role of
+        the gate) and refused once it is decided (checked again in the write)."""
+        if release.state is not State.OPEN:
+            raise release.refusal()
+        gate = self.releases.gates.get(release.gate_id).gate
+        if actor != release.opened_by:
+            roles = [role for role in gate.signoffs if actor in await self.membership.members(role)]
+            if not roles:
+                await self.releases.store.append_audit(
+                    release.id,
+                    AuditEvent(
+                        type="refused",
+                        actor=actor,
+                        at=self.releases.clock(),
+                        data={"action": "move commit", "from": release.sha, "to": sha},
+                    ),
+                )
+                raise Forbidden(
+                    f"only {mention(release.opened_by)} (who opened it) or a member of a role of gate {gate.id}"
+                    f" can move {release.id} to another commit"
+                )
+        return await self.releases.move_commit(release, sha, actor)
 
     async def close(self, release_id: str, user: str) -> Release:
         return await self._move(release_id, user, State.CLOSED, "closed", "close")
@@ -93,15 +147,22 @@ class Lifecycle:
         return await self._move(release_id, user, State.OPEN, "reopened", "reopen")
 
     async def _move(self, release_id: str, user: str, to: State, event: str, action: str) -> Release:
-        """Change a release's state (audited), refresh its card."""
+        """Change a release's state (audited), refresh its card. The write checks, writing nothing
+        otherwise, that the state is still one it may move from (so a close racing a decide ends
+        closed, whatever the order) and, when opening, that no other release of the gate is open."""
         release = await self.releases.resolve(release_id)
         if release.state is to:
             raise Conflict(f"{release.id} is already {to.value}")
         await self._member_of_a_required_role(release, user, action)
+        came_from = tuple(state for state in State if state is not to)
+        update: dict[str, object] = {"state": to}
+        if to is State.OPEN:  # reopened: the decision record no longer holds
+            update.update(decided_verdict=None, decided_by=None, decided_at=None)
         moved = await self.releases.update_release(
             release,
-            lambda r: r.model_copy(update={"state": to}),
+            lambda r: r.model_copy(update=update),
             AuditEvent(type=event, actor=user, at=self.releases.clock(), data={"from": release.state.value}),
+            expect=came_from,
         )
         return await self.releases.publish_card(moved)
 

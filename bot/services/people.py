@@ -66,13 +66,13 @@ async def load_people(store: Store, release_id: str) -> People:
     reported = await gates.external_results(release_id)
     override = None
     if override_raw:
+        request = OverrideRequest.model_validate_json(override_raw)
+        # Keyed by the request id: approvals of a request that was replaced never count for this one.
+        raw_approvals = await store.override_approvals(release_id, request.id)
         approvals = tuple(
-            sorted(
-                (OverrideApproval.model_validate_json(v) for v in facts[Fact.OVERRIDE_APPROVALS].values()),
-                key=lambda a: a.at,
-            )
+            sorted((OverrideApproval.model_validate_json(v) for v in raw_approvals.values()), key=lambda a: a.at)
         )
-        override = OverrideRequest.model_validate_json(override_raw).model_copy(update={"approvals": approvals})
+        override = request.model_copy(update={"approvals": approvals})
     return People(
         signatures=[Signature.model_validate_json(v) for v in facts[Fact.SIGNATURES].values()],
         acceptances=[RiskAcceptance.model_validate_json(v) for v in facts[Fact.ACCEPTANCES].values()],

@@ -12,8 +12,8 @@ import contextlib
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Coroutine, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,12 +24,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.core.decision import Decision, decide
 from bot.core.drills import OperationLease
 from bot.core.errors import Conflict, NotFound, StoreUnavailable, UsageError
-from bot.core.facts import ManualMark, blocker_digest
+from bot.core.facts import ManualMark, passing_blockers
 from bot.core.gateset import GateSet
 from bot.core.loader import LoadedGate
 from bot.core.masking import Masker
 from bot.core.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
-from bot.core.results import CheckResult, Status
+from bot.core.results import CheckResult, Status, split_by_commit
 from bot.core.stages import Ladder, decide_stages
 from bot.services.people import People, load_people, with_external_results, with_manual_marks
 from bot.services.runner import run_checks
@@ -67,6 +67,7 @@ class ReleaseState:
     last_run: RunRecord | None
     people: People
     ladder: Ladder | None = None  # gates with rollout stages; `decision` is then the next stage's
+    outdated: dict[str, CheckResult] = field(default_factory=dict)  # results of another commit
 
     def card(self, now: datetime) -> Message:
         return render_card(
@@ -83,6 +84,7 @@ class ReleaseState:
                 drills=self.people.drills,
                 marks=self.people.marks,
                 ladder=self.ladder,
+                outdated=self.outdated,
             )
         )
 
@@ -155,10 +157,9 @@ class ReleaseService:
     # --- opening --------------------------------------------------------------------------
 
     async def open(self, gate_id: str, version: str, sha: str | None, actor: str) -> tuple[Release, bool]:
-        """Open a release and post its card. Re-opening the open one with a new SHA moves it.
-
-        Returns the release and whether anything changed.
-        """
+        """Open a release and post its card. Returns the release and whether it was opened now;
+        an existing open release is returned as it is (moving it is `move_commit`, authorised by
+        the caller)."""
         loaded = self.gates.get(gate_id)
         rid = release_id(gate_id, version)
         sha = check_sha(sha) if sha else None
@@ -172,25 +173,44 @@ class ReleaseService:
         if outcome == "closed":
             raise Conflict(f"{rid} was closed; reopen it with `/gonogo reopen {rid}`")
         if outcome == "exists":
-            if sha is None or sha == found.sha:
-                return found, False
-            moved = await self.update_release(
-                found,
-                lambda r: r.model_copy(update={"sha": sha}),
-                AuditEvent(type="sha_moved", actor=actor, at=now, data={"from": found.sha, "to": sha}),
-            )
-            moved = await self.publish_card(moved)
-            await self.ask_stale_signers(moved)
-            return moved, True
+            return found, False
         return await self.publish_card(found), True
 
-    async def update_release(
-        self, release: Release, change: Callable[[Release], Release], event: AuditEvent | None
-    ) -> Release:
-        """Compare-and-set with a few retries: concurrent writers (replicas) never lose updates."""
+    async def move_commit(self, release: Release, sha: str, actor: str) -> Release:
+        """Move an open release to another commit (the caller has authorised `actor`): audited with
+        the old and new SHA; results and sign-offs of the old commit stop counting."""
+        sha = check_sha(sha)
         current = release
         for _ in range(5):
-            stored = await self.store.update_release(current, change(current), event)
+            if current.sha == sha:
+                return current
+            event = AuditEvent(type="sha_moved", actor=actor, at=self.clock(), data={"from": current.sha, "to": sha})
+            stored = await self.store.update_release(
+                current, current.model_copy(update={"sha": sha}), event, expect=(State.OPEN,)
+            )
+            if stored is not None:
+                moved = await self.publish_card(stored)
+                await self.ask_stale_signers(moved)
+                return moved
+            latest = await self.store.get_release(current.id)
+            if latest is None:
+                raise NotFound(f"release {current.id} disappeared")
+            current = latest
+        raise Conflict(f"{release.id} is being changed by someone else, try again")
+
+    async def update_release(
+        self,
+        release: Release,
+        change: Callable[[Release], Release],
+        event: AuditEvent | None,
+        *,
+        expect: Collection[State] = (),
+    ) -> Release:
+        """Compare-and-set with a few retries: concurrent writers (replicas) never lose updates.
+        Each attempt re-checks, in the write itself, that the state is one of `expect`."""
+        current = release
+        for _ in range(5):
+            stored = await self.store.update_release(current, change(current), event, expect=expect)
             if stored is not None:
                 return stored
             latest = await self.store.get_release(current.id)
@@ -204,25 +224,29 @@ class ReleaseService:
     async def people(self, release_id: str) -> People:
         return await load_people(self.store, release_id)
 
-    async def blocker_digest(self, release: Release) -> str:
-        """What a signature is bound to: the blockers' statuses now. Two reads instead of the full
-        state a card needs, since every sign-off click computes it."""
+    async def passing_blockers(self, release: Release) -> tuple[str, ...]:
+        """What a signature is bound to: the blockers passing now on the release's commit. Two
+        reads instead of the full state a card needs, since every sign-off click computes it."""
         gate = self.gates.get(release.gate_id).gate
-        results = await self.store.results(release.id)
+        results, _ = split_by_commit(await self.store.results(release.id), release.sha)
         marks = await self.store.facts(Fact.MANUAL, release.id)
         merged = with_manual_marks(gate, results, {k: ManualMark.model_validate_json(v) for k, v in marks.items()})
         reported = await GateStore(self.store.redis).external_results(release.id)
-        return blocker_digest(gate, with_external_results(gate, merged, reported, release.sha, self.clock()))
+        return passing_blockers(gate, with_external_results(gate, merged, reported, release.sha, self.clock()))
 
     async def state(self, release: Release) -> ReleaseState:
         loaded = self.gates.get(release.gate_id)
-        results = await self.store.results(release.id)
+        # Only results of the release's commit count; the others are shown as such.
+        results, outdated = split_by_commit(await self.store.results(release.id), release.sha)
         running = await self.store.current_run(release.id)
         runs = await self.store.runs(release.id, count=1)
         people = await self.people(release.id)
-        now = self.clock()
-        merged = people.results_for(loaded.gate, results, release.sha, now)
-        inp = people.decision_input(loaded.gate, now, merged, release.sha)
+        # A decided release is frozen: its facts cannot change, so deciding as of the decision
+        # reproduces the recorded verdict (sign-offs and acceptances do not expire on the card).
+        frozen_at = release.decided_at if release.state is State.DECIDED else None
+        at = frozen_at or self.clock()
+        merged = people.results_for(loaded.gate, results, release.sha, at)
+        inp = people.decision_input(loaded.gate, at, merged, release.sha)
         ladder = None
         if loaded.gate.stages:
             ladder = decide_stages(inp, current=release.current_stage, reached=release.stages_reached)
@@ -238,6 +262,7 @@ class ReleaseService:
             last_run=runs[0] if runs else None,
             people=people,
             ladder=ladder,
+            outdated={k: r for k, r in outdated.items() if k not in merged},
         )
 
     async def publish_card(self, release: Release, *, repost: bool = False) -> Release:
@@ -291,9 +316,10 @@ class ReleaseService:
     # --- running checks -------------------------------------------------------------------
 
     async def start_run(self, release: Release, actor: str, check_ids: Sequence[str] = ()) -> RunLease:
-        """Take the release's run lock and run in the background. Conflict if a run is under way."""
-        if release.state is State.CLOSED:
-            raise Conflict(f"{release.id} is closed: `/gonogo reopen {release.id}` first")
+        """Take the release's run lock and run in the background. Conflict if a run is under way, or
+        the release is not open (checked again when the lock is taken: a decided release is frozen)."""
+        if release.state is not State.OPEN:
+            raise release.refusal()
         loaded = self.gates.get(release.gate_id)
         known = [c.id for c in loaded.gate.checks]
         unknown = [c for c in check_ids if c not in known]
@@ -323,10 +349,12 @@ class ReleaseService:
             await updater.flush()  # ⏳ on the card at once
 
             async def on_result(result: CheckResult) -> None:
-                await self.store.save_result(release.id, result)
+                # Evidence belongs to the commit the run was started for, and to this run.
+                stamped = result.model_copy(update={"sha": release.sha, "run_id": lease.token[:12]})
+                await self.store.save_result(release.id, stamped)
                 updater.mark_dirty()
 
-            ctx = CheckContext(session=self.session, env=self.env, clock=self.clock)
+            ctx = CheckContext(session=self.session, env=self.env, clock=self.clock, sha=release.sha)
             results = await run_checks(
                 specs, ctx, masker=self.masker, concurrency=self.concurrency, on_result=on_result
             )

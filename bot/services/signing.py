@@ -19,14 +19,22 @@ from slack_sdk.errors import SlackApiError
 
 from bot.core.decision import Level, mention
 from bot.core.errors import Conflict, Forbidden, NotFound, UsageError
-from bot.core.facts import ManualMark, OverrideApproval, OverrideRequest, RiskAcceptance, Signature, Vote
+from bot.core.facts import (
+    ManualMark,
+    OverrideApproval,
+    OverrideRequest,
+    RiskAcceptance,
+    Signature,
+    Vote,
+    override_expires_at,
+)
 from bot.core.gate import Gate, Signoff
 from bot.core.loader import LoadedGate
 from bot.core.release import Release, State
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
 from bot.slack.messages import render_override_active, render_override_request
-from bot.store.store import AuditEvent, Fact, PutOutcome
+from bot.store.store import ANY_COMMIT, AuditEvent, Fact, PutOutcome
 
 log = logging.getLogger("gonogo.signing")
 
@@ -64,9 +72,10 @@ class Signing:
     # --- shared steps ---------------------------------------------------------------------
 
     async def _open_release(self, release_id: str) -> tuple[Release, LoadedGate]:
+        """The release, if it is open (a decided release is frozen). The write checks it again."""
         release = await self.releases.resolve(release_id)
         if release.state is not State.OPEN:
-            raise Conflict(f"{release.id} is {release.state.value}: `/gonogo reopen {release.id}` first")
+            raise release.refusal()
         return release, self.releases.gates.get(release.gate_id)
 
     async def _authorise(self, release: Release, role: Signoff, user: str, action: str) -> None:
@@ -76,9 +85,14 @@ class Signing:
         await self._refused(release, user, role.role, action)
         raise Forbidden(f"only {role.title} can {action}: {_members_text(role, members)}")
 
-    async def authorise(self, release_id: str, role_id: str, user: str, action: str) -> None:
-        """Before opening a modal: refuse at once rather than after the user typed a reason."""
+    async def authorise(
+        self, release_id: str, role_id: str, user: str, action: str, *, drawn_for: str | None = ANY_COMMIT
+    ) -> None:
+        """Before opening a modal: refuse at once rather than after the user typed a reason.
+        `drawn_for`: the commit of the card the button was on (sign-offs are bound to it)."""
         release, loaded = await self._open_release(release_id)
+        if drawn_for != ANY_COMMIT and drawn_for != release.sha:
+            raise release.moved_since()
         await self._authorise(release, self._role(loaded.gate, role_id), user, action)
 
     async def _refused(self, release: Release, user: str, role: str, action: str) -> None:
@@ -109,9 +123,14 @@ class Signing:
         vote: Vote,
         comment: str | None = None,
         *,
+        drawn_for: str | None,
         click: str | None = None,
     ) -> Outcome:
+        """Record a vote for the commit the card was drawn for (`drawn_for`): refused, with nothing
+        written, if the release has moved to another commit since (checked again in the write)."""
         release, loaded = await self._open_release(release_id)
+        if drawn_for != release.sha:
+            raise release.moved_since()
         role = self._role(loaded.gate, role_id)
         comment = _clean(comment)
         if vote is Vote.REJECT and not comment:
@@ -125,16 +144,22 @@ class Signing:
                 ),
             )
             raise Forbidden(f"you opened {release.id}, and gate {loaded.gate.id} does not allow self-approval")
-        digest = await self.releases.blocker_digest(release)
         signature = Signature(
             role=role.role,
             user=user,
             vote=vote,
             at=self.now(),
             comment=comment,
-            sha=release.sha,
-            digest=digest,
+            sha=drawn_for,
+            passing=await self.releases.passing_blockers(release),
         )
+        # The same vote again is a double click, unless the one stored has aged out: then it renews.
+        same_when: tuple[str, ...] = ("vote", "comment", "sha", "passing")
+        max_age = loaded.gate.signoff_max_age
+        if max_age is not None:
+            old = await self.releases.store.fact(Fact.SIGNATURES, release.id, f"{role.role}|{user}")
+            if old is not None and signature.at - Signature.model_validate_json(old).at > max_age:
+                same_when = ()
         outcome, _ = await self.releases.store.put_fact(
             Fact.SIGNATURES,
             release.id,
@@ -144,10 +169,11 @@ class Signing:
                 type="signed",
                 actor=user,
                 at=signature.at,
-                data={"role": role.role, "vote": vote.value, "comment": comment, "sha": release.sha},
+                data={"role": role.role, "vote": vote.value, "comment": comment, "sha": drawn_for},
             ),
-            same_when=("vote", "comment", "sha", "digest"),
+            same_when=same_when,
             handled=click,
+            sha=drawn_for,
         )
         verb = "approved" if vote is Vote.APPROVE else "rejected"
         return await self._finish(release, outcome, f"You {verb} {release.id} as {role.title}.")
@@ -261,7 +287,21 @@ class Signing:
 
     # --- break-glass override -----------------------------------------------------------------
 
+    async def _member_of_any_role(self, release: Release, gate: Gate, user: str, action: str) -> None:
+        for role in gate.signoffs:
+            if user in await self.membership.members(role):
+                return
+        await self._refused(release, user, "", action)
+        raise Forbidden(f"only members of a role of gate {gate.id} can {action}")
+
+    async def _current_override(self, release: Release) -> OverrideRequest | None:
+        raw = await self.releases.store.get_override(release.id)
+        return OverrideRequest.model_validate_json(raw) if raw else None
+
     async def request_override(self, release_id: str, user: str, reason: str) -> Outcome:
+        """Ask the override approvers to let a NO-GO go. Only members of a gate role may ask, and a
+        pending or active request is never replaced (cancel it first); the write checks that the
+        request it replaces (none, or an expired or moved one) is still the stored one."""
         release, loaded = await self._open_release(release_id)
         gate = loaded.gate
         if gate.override is None:
@@ -269,13 +309,24 @@ class Signing:
         reason = _clean(reason)
         if not reason:
             raise UsageError("an override needs a reason: `/gonogo override <release> <reason>`")
-        request = OverrideRequest(
-            id=secrets.token_hex(6), requested_by=user, reason=reason, at=self.now(), sha=release.sha
-        )
+        await self._member_of_any_role(release, gate, user, "request an override")
+        now = self.now()
+        current = await self._current_override(release)
+        if current is not None and current.sha == release.sha and now < override_expires_at(current, gate.override.ttl):
+            raise Conflict(
+                f"an override of {release.id} requested by {mention(current.requested_by)} is still pending or"
+                f" active: `/gonogo override cancel {release.id}` first"
+            )
+        request = OverrideRequest(id=secrets.token_hex(6), requested_by=user, reason=reason, at=now, sha=release.sha)
+        data = {"id": request.id, "reason": reason, "sha": release.sha}
+        if current is not None:
+            data["replaces"] = current.id
         await self.releases.store.set_override(
             release.id,
-            request.model_dump_json(),
-            AuditEvent(type="override_requested", actor=user, at=request.at, data={"id": request.id, "reason": reason}),
+            current_id=current.id if current else None,
+            request_json=request.model_dump_json(),
+            sha=release.sha,
+            event=AuditEvent(type="override_requested", actor=user, at=now, data=data),
         )
         message = render_override_request(gate, release, request.id, user, reason)
         slack = self.releases.slack
@@ -286,15 +337,47 @@ class Signing:
         await slack.chat_postMessage(channel=gate.channel, text=message.text, blocks=message.blocks)
         return Outcome(await self._after_write(release), True, f"Override requested for {release.id}.")
 
+    async def cancel_override(self, release_id: str, user: str) -> Outcome:
+        """End the current override request (pending or active): its requester, or a member of an
+        approver role. Audited; the write checks it is still the request this user cancelled."""
+        release, loaded = await self._open_release(release_id)
+        gate = loaded.gate
+        current = await self._current_override(release)
+        if current is None:
+            return Outcome(release, False, f"{release.id} has no override request to cancel.")
+        if user != current.requested_by:
+            approvers = [self._role(gate, r) for r in (gate.override.approvers if gate.override else {})]
+            if not [role for role in approvers if user in await self.membership.members(role)]:
+                await self._refused(release, user, "", "cancel the override")
+                titles = ", ".join(role.title for role in approvers) or "none"
+                raise Forbidden(
+                    f"only {mention(current.requested_by)} (who requested it) or an override approver"
+                    f" ({titles}) can cancel the override of {release.id}"
+                )
+        await self.releases.store.set_override(
+            release.id,
+            current_id=current.id,
+            request_json=None,
+            sha=ANY_COMMIT,
+            event=AuditEvent(
+                type="override_cancelled",
+                actor=user,
+                at=self.now(),
+                data={"id": current.id, "requested_by": current.requested_by},
+            ),
+        )
+        return Outcome(await self._after_write(release), True, f"The override of {release.id} is cancelled.")
+
     async def approve_override(
         self, release_id: str, request_id: str, role_id: str, user: str, *, click: str | None = None
     ) -> Outcome:
+        """Count an approval for request `request_id` only: the write checks that it is still the
+        current request, and one person counts once across the whole override."""
         release, loaded = await self._open_release(release_id)
         gate = loaded.gate
         if gate.override is None or role_id not in gate.override.approvers:
             raise NotFound(f"role {role_id!r} does not approve overrides of gate {gate.id}")
-        people = await self.releases.people(release.id)
-        request = people.override
+        request = await self._current_override(release)
         if request is None or request.id != request_id:
             raise Conflict("this override request is no longer current")
         if user == request.requested_by:
@@ -308,17 +391,23 @@ class Signing:
         role = self._role(gate, role_id)
         await self._authorise(release, role, user, f"approve the override as {role.title}")
         approval = OverrideApproval(role=role.role, user=user, at=self.now())
-        outcome, _ = await self.releases.store.put_fact(
-            Fact.OVERRIDE_APPROVALS,
+        outcome, old = await self.releases.store.approve_override(
             release.id,
-            f"{role.role}|{user}",
+            request_id,
             approval,
             AuditEvent(
                 type="override_approved", actor=user, at=approval.at, data={"id": request_id, "role": role.role}
             ),
-            same_when=("role", "user"),
             handled=click,
         )
+        if outcome == "counted":
+            counted = OverrideApproval.model_validate_json(old or "{}").role
+            return Outcome(
+                release,
+                False,
+                f"You already approved this override as {self._role(gate, counted).title}: one person counts"
+                f" once, so another {role.title} has to approve it.",
+            )
         result = await self._finish(release, outcome, f"You approved the override of {release.id} as {role.title}.")
         if outcome == "written":
             await self._announce_if_active(result.release, request_id)

@@ -25,7 +25,7 @@ from slack_sdk.models.blocks import (
 from bot.core.decision import MENTION, Decision, Level, RiskScore, RoleStatus, ScoreTerm, Verdict
 from bot.core.facts import DrillResult, ManualMark, Signature
 from bot.core.gate import Gate, RiskScorePolicy, ThresholdPolicy
-from bot.core.release import Release, RunRecord, State
+from bot.core.release import Release, RunRecord, State, short
 from bot.core.results import CheckResult, Status
 from bot.core.stages import Condition, Ladder
 from bot.core.text import chunk_lines, cut, one_line
@@ -82,6 +82,14 @@ class CardView:
     drills: Mapping[str, DrillResult] = field(default_factory=dict)
     marks: Mapping[str, ManualMark] = field(default_factory=dict)
     ladder: Ladder | None = None  # gates with rollout stages: every stage's verdict
+    outdated: Mapping[str, CheckResult] = field(default_factory=dict)  # results of another commit
+
+    @property
+    def frozen_verdict(self) -> Verdict | None:
+        """The verdict of the decision record while the release is decided."""
+        if self.release.state is not State.DECIDED:
+            return None
+        return self.release.decided_verdict or self.release.last_verdict
 
     @property
     def actionable(self) -> bool:
@@ -106,8 +114,8 @@ def headline(view: CardView) -> str:
         status = "⚫ CLOSED"
     elif release.state is State.ROLLED_BACK:
         status = "⏪ ROLLED BACK"
-    elif release.state is State.DECIDED and release.last_verdict is not None:
-        status = f"{release.last_verdict.emoji} {release.last_verdict.value} (decided)"
+    elif view.frozen_verdict is not None:
+        status = f"{view.frozen_verdict.emoji} {view.frozen_verdict.value} (decided)"
     elif view.running:
         status = f"{RUNNING} RUNNING"
     else:
@@ -124,7 +132,11 @@ def _facts(view: CardView) -> str:
     release, decision, gate = view.release, view.decision, view.gate
     parts = [f"*{escape(release.id)}*"]
     parts.append(f"commit `{release.short_sha}`" if release.short_sha else "no commit")
-    parts.append(f"state {release.state.value}")
+    if view.frozen_verdict is not None and release.decided_at is not None:
+        by = f" by {user_ref(release.decided_by)}" if release.decided_by else ""
+        parts.append(f"decided {view.frozen_verdict.value} at {release.decided_at:%Y-%m-%d %H:%M} UTC{by}")
+    else:
+        parts.append(f"state {release.state.value}")
     parts.append(f"opened by {user_ref(release.opened_by)} {age(view.now, release.opened_at)}")
     policy = gate.policy
     if isinstance(policy, ThresholdPolicy):
@@ -272,6 +284,10 @@ def check_line(check: SpecBase, view: CardView) -> str:
     name = f"*{escape(check.title)}*{tag}"
     if view.is_running(check.id):
         return f"{RUNNING} {name} — running…"
+    if found is None and check.id in view.outdated:
+        old = view.outdated[check.id]
+        was = f"{old.status.emoji} {age(view.now, old.finished_at)}"
+        return f"⬜ {name} — from {short(old.sha)}, not run on {short(view.release.sha)} _(was {was})_"
     if found is None:
         return f"⬜ {name} — not run yet"
     summary = reason_mrkdwn(cut(one_line(found.summary), CARD_SUMMARY_LIMIT))
@@ -332,7 +348,8 @@ def role_line(role: RoleStatus, members: Sequence[str], usergroup: str | None, n
 
 def role_buttons(view: CardView, role: str, label: str) -> ActionsBlock:
     rid = view.release.id
-    value = f"{rid}|{role}"
+    # The commit the card is drawn for: a click after the release moved is refused, not counted.
+    value = f"{rid}|{role}|{view.release.sha or ''}"
     return ActionsBlock(
         block_id=cut(f"role|{role}", 255),
         elements=[
@@ -481,7 +498,10 @@ def _buttons(view: CardView) -> ActionsBlock:
 def card_text(view: CardView) -> str:
     """The notification text: the verdict and the first blocking reason."""
     decision = view.decision
-    verdict = "RUNNING" if view.running else decision.verdict.value
+    if view.frozen_verdict is not None:
+        verdict = f"{view.frozen_verdict.value} (decided)"
+    else:
+        verdict = "RUNNING" if view.running else decision.verdict.value
     text = f"{verdict}: {view.gate.name} {view.release.version}"
     if decision.blocking:
         extra = f" (+{len(decision.blocking) - 1} more)" if len(decision.blocking) > 1 else ""

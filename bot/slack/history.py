@@ -155,7 +155,8 @@ def _refused(actor: str, data: Mapping[str, Any]) -> str:
     # The signing service records what was attempted (`action`); a `reason` is shown when given.
     action = _text(data.get("action") or "a sign-off", 120)
     why = f": {_text(data['reason'])}" if data.get("reason") else ""
-    return f"🚫 refused {actor}: {action} (role {_role(data)}){why}"
+    role = f" (role {_role(data)})" if data.get("role") or data.get("label") else ""
+    return f"🚫 refused {actor}: {action}{role}{why}"
 
 
 def _signoff_stale(actor: str, data: Mapping[str, Any]) -> str:
@@ -200,6 +201,11 @@ def _override_active(actor: str, data: Mapping[str, Any]) -> str:
     return f"🟠 override active{until}{by}" + (f" · overriding: {lets}{more}" if failing else "")
 
 
+def _override_cancelled(actor: str, data: Mapping[str, Any]) -> str:
+    by = f" requested by {user_ref(str(data['requested_by']))}" if data.get("requested_by") else ""
+    return f"🟠 {actor} cancelled the override{by}"
+
+
 def _override_expired(actor: str, data: Mapping[str, Any]) -> str:
     return "override expired" + (f": {_text(data['reason'])}" if data.get("reason") else "")
 
@@ -240,6 +246,7 @@ DESCRIBERS: dict[str, Callable[[str, Mapping[str, Any]], str]] = {
     "override_requested": _override_requested,
     "override_approved": _override_approved,
     "override_active": _override_active,
+    "override_cancelled": _override_cancelled,
     "override_expired": _override_expired,
     "decided": _decided,
     "closed": _closed,

@@ -152,6 +152,7 @@ USAGE = [
     ("list", "open releases with their verdicts and what blocks them"),
     ("override <release> <reason>", "break-glass: ask the override approvers to let a NO-GO go"),
     ("promote <release> <stage>", "promote to the next rollout stage once it is GO; announce it, keep its record"),
+    ("override cancel <release>", "end a pending or active override (its requester or an override approver)"),
     ("decide <release>", "freeze the verdict: post the decision record, keep the evidence bundle"),
     ("evidence <release>", "upload the evidence bundle (Markdown) to the card's thread"),
     ("close <release> / reopen <release>", "close a release / open it again"),

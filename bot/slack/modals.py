@@ -28,14 +28,21 @@ class ModalContext:
     release: str
     subject: str  # role, check or risk id
     channel: str
+    sha: str | None = None  # the commit of the card the button was on (a sign-off is bound to it)
 
     def encode(self) -> str:
-        return json.dumps({"release": self.release, "subject": self.subject, "channel": self.channel})
+        return json.dumps({"release": self.release, "subject": self.subject, "channel": self.channel, "sha": self.sha})
 
     @classmethod
     def decode(cls, raw: str) -> ModalContext:
         data = json.loads(raw)
-        return cls(release=str(data["release"]), subject=str(data["subject"]), channel=str(data["channel"]))
+        sha = data.get("sha")
+        return cls(
+            release=str(data["release"]),
+            subject=str(data["subject"]),
+            channel=str(data["channel"]),
+            sha=str(sha) if sha else None,
+        )
 
 
 def _text_input(block_id: str, label: str, *, optional: bool, multiline: bool, placeholder: str) -> InputBlock:

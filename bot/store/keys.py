@@ -68,9 +68,12 @@ def override(release_id: str) -> str:
     return f"{_release(release_id)}:override"
 
 
-def override_approvals(release_id: str) -> str:
-    """HASH: "<role>|<user>" -> OverrideApproval JSON, for the current override request."""
-    return f"{_release(release_id)}:override:approvals"
+def override_approvals(release_id: str, request_id: str) -> str:
+    """HASH: user -> OverrideApproval JSON, for one override request (deleted when it ends).
+
+    Keyed by the request id, so an approval of a request that was replaced can never count for
+    the new one; keyed by user inside, so one person counts once across the whole override."""
+    return f"{_release(release_id)}:override:{request_id}:approvals"
 
 
 def bundle(release_id: str) -> str:
@@ -92,8 +95,7 @@ def decision_inputs(release_id: str) -> list[str]:
         signatures(release_id),
         acceptances(release_id),
         manual(release_id),
-        override(release_id),
-        override_approvals(release_id),
+        override(release_id),  # and the approvals of the request it holds (keyed by its id)
         external_results(release_id),
         drill_latest(release_id.partition("@")[0]),  # drills belong to the gate, same hash tag
     ]

@@ -8,7 +8,7 @@ entry to the release's audit stream in the same atomic step. Connection problems
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from enum import StrEnum
@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio.client import Pipeline
 
 from bot.core.drills import OperationLease
-from bot.core.errors import StoreUnavailable
-from bot.core.release import Release, RunLease, RunRecord
+from bot.core.errors import Conflict, Forbidden, GonogoError, NotFound, StoreUnavailable
+from bot.core.facts import OverrideApproval
+from bot.core.release import Release, RunLease, RunRecord, State
 from bot.core.results import CheckResult
 from bot.store import keys
 
@@ -63,39 +64,65 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
 return {'opened', ARGV[2]}
 """
 
-# Compare-and-set on the release's rev. KEYS: release doc, audit, open pointer.
-# ARGV: expected rev, new doc json, state ('closed' and 'rolled_back' free the gate's open pointer),
-# maxlen, audit fields...
+# Preconditions on the release, shared by every script that adds to a release: it exists, it is
+# open (a decided release is frozen), and (unless want_sha is '*') it is still at the commit the
+# actor saw ('' = no commit). Returns false when every precondition holds, else the outcome to
+# return, with the stored doc so the caller can say why.
+_RELEASE_OPEN = """
+local function sha_of(doc)
+  if type(doc['sha']) == 'string' then return doc['sha'] end
+  return ''
+end
+local function refusal(doc_key, want_sha)
+  local raw = redis.call('GET', doc_key)
+  if not raw then return {'missing', false} end
+  local doc = cjson.decode(raw)
+  if doc['state'] ~= 'open' then return {'not_open', raw} end
+  if want_sha ~= '*' and sha_of(doc) ~= want_sha then return {'moved', raw} end
+  return false
+end
+"""
+
+# Compare-and-set on the release's rev, checking every precondition before writing anything.
+# KEYS: release doc, audit, open pointer.
+# ARGV: expected rev, new doc json, state ('closed' and 'rolled_back' free the gate's open pointer), maxlen,
+# allowed current states (comma-separated, '' = any), audit fields...
 _UPDATE = """
 local raw = redis.call('GET', KEYS[1])
-if not raw then return {'missing'} end
-if cjson.decode(raw)['rev'] ~= tonumber(ARGV[1]) then return {'stale', raw} end
-redis.call('SET', KEYS[1], ARGV[2])
-local pointer = redis.call('GET', KEYS[3])
-local id = cjson.decode(ARGV[2])['id']
-if ARGV[3] == 'closed' or ARGV[3] == 'rolled_back' then
-  if pointer == id then redis.call('DEL', KEYS[3]) end
-elseif not pointer then
-  redis.call('SET', KEYS[3], id)
-elseif pointer ~= id then
-  return redis.error_reply('another release of this gate is open: ' .. pointer)
+if not raw then return {'missing', false} end
+local doc = cjson.decode(raw)
+if ARGV[5] ~= '' and not string.find(',' .. ARGV[5] .. ',', ',' .. doc['state'] .. ',', 1, true) then
+  return {'state', raw}
 end
-if #ARGV > 4 then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5)) end
+if doc['rev'] ~= tonumber(ARGV[1]) then return {'stale', raw} end
+local pointer = redis.call('GET', KEYS[3])
+local frees = ARGV[3] == 'closed' or ARGV[3] == 'rolled_back'
+if not frees and pointer and pointer ~= doc['id'] then return {'pointer', pointer} end
+redis.call('SET', KEYS[1], ARGV[2])
+if frees then
+  if pointer == doc['id'] then redis.call('DEL', KEYS[3]) end
+elseif not pointer then
+  redis.call('SET', KEYS[3], doc['id'])
+end
+if #ARGV > 5 then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 6)) end
 return {'ok', ARGV[2]}
 """
 
 # A run takes its release's run lock and the gate's operation lease together, so a run, a fire
 # drill and a rollback of one gate never overlap (drills and rollbacks take the operation lease
-# alone: bot/store/gatestore.py). KEYS: run lock, operation lease.
+# alone: bot/store/gatestore.py); refused while the release (when it exists) is not open: a decided
+# release is frozen. KEYS: run lock, operation lease, release doc.
 # ARGV: run lease json, ttl ms, operation lease json.
 _LOCK = """
+local raw = redis.call('GET', KEYS[3])
+if raw and cjson.decode(raw)['state'] ~= 'open' then return {'not_open', raw} end
 local run = redis.call('GET', KEYS[1])
 if run then return {'run', run} end
 local op = redis.call('GET', KEYS[2])
 if op then return {'operation', op} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
-return false
+return {'ok', false}
 """
 
 # Extend / drop every lease in KEYS that this token holds: an expired holder never touches a newer
@@ -118,38 +145,95 @@ end
 return n
 """
 
-# A person's fact (a vote, a risk acceptance, a manual mark, an override approval) in one step:
-# skip a click already handled (retries, replicas), skip a write that changes nothing (double
-# clicks), else write it and append the audit entry. KEYS: hash, audit, handled-marker.
-# ARGV: field, json, comma-separated fields that define "the same", handled ttl ms (0: no
-# marker), maxlen, audit fields...
-_PUT_FACT = """
-if tonumber(ARGV[4]) > 0 then
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then return {'duplicate', false} end
-end
+# A person's fact (a vote, a risk acceptance, a manual mark) in one step: skip a click already
+# handled (retries, replicas), refuse unless the release is open (and at the commit the actor
+# saw), skip a write that changes nothing (double clicks), else write it and append the audit
+# entry. KEYS: hash, audit, handled-marker, release doc. ARGV: field, json, comma-separated
+# fields that define "the same", handled ttl ms (0: no marker), maxlen, want sha, audit fields...
+_PUT_FACT = (
+    _RELEASE_OPEN
+    + """
+if tonumber(ARGV[4]) > 0 and redis.call('EXISTS', KEYS[3]) == 1 then return {'duplicate', false} end
+local refused = refusal(KEYS[4], ARGV[6])
+if refused then return refused end
+if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[3], '1', 'PX', ARGV[4]) end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old and ARGV[3] ~= '' then
   local o, n = cjson.decode(old), cjson.decode(ARGV[2])
   local same = true
   for name in string.gmatch(ARGV[3], '[^,]+') do
-    if o[name] ~= n[name] then same = false end
+    if cjson.encode(o[name]) ~= cjson.encode(n[name]) then same = false end
   end
   if same then return {'unchanged', old} end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 7))
 return {'written', old or false}
 """
+)
 
-# Remove a fact, auditing it only when there was something to remove. KEYS: hash, audit.
-# ARGV: field, maxlen, audit fields...
-_DEL_FACT = """
+# Remove a fact while the release is open, auditing it only when there was something to remove.
+# KEYS: hash, audit, release doc. ARGV: field, maxlen, audit fields...
+_DEL_FACT = (
+    _RELEASE_OPEN
+    + """
+local refused = refusal(KEYS[3], '*')
+if refused then return refused end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if not old then return false end
+if not old then return {'absent', false} end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
-return old
+return {'deleted', old}
 """
+)
+
+# Start, replace or end the override request, only if the request stored is still the one the
+# caller saw (by id, '' = none) and the release is open at the commit the request is for. The
+# old request's approvals go with it. KEYS: override, old request's approvals, audit, release doc.
+# ARGV: expected current id, new request json ('' = end it), want sha, maxlen, audit fields...
+_SET_OVERRIDE = (
+    _RELEASE_OPEN
+    + """
+local refused = refusal(KEYS[4], ARGV[3])
+if refused then return refused end
+local current = redis.call('GET', KEYS[1])
+local id = ''
+if current then id = cjson.decode(current)['id'] or '' end
+if id ~= ARGV[1] then return {'replaced', current or false} end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
+redis.call('DEL', KEYS[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+return {'ok', false}
+"""
+)
+
+# An override approval, counted only for the request it was given for: that request must still be
+# the current one, the release open at the request's commit, the approver not its requester and
+# not already counted (in any role). KEYS: override, the request's approvals, audit, handled
+# marker, release doc. ARGV: request id, user, approval json, handled ttl ms, maxlen, audit fields...
+_APPROVE_OVERRIDE = (
+    _RELEASE_OPEN
+    + """
+if tonumber(ARGV[4]) > 0 and redis.call('EXISTS', KEYS[4]) == 1 then return {'duplicate', false} end
+local refused = refusal(KEYS[5], '*')
+if refused then return refused end
+local current = redis.call('GET', KEYS[1])
+if not current then return {'replaced', false} end
+local request = cjson.decode(current)
+if request['id'] ~= ARGV[1] then return {'replaced', current} end
+if request['requested_by'] == ARGV[2] then return {'requester', current} end
+if sha_of(request) ~= sha_of(cjson.decode(redis.call('GET', KEYS[5]))) then return {'moved', current} end
+if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[4]) end
+local old = redis.call('HGET', KEYS[2], ARGV[2])
+if old then
+  if cjson.decode(old)['role'] == cjson.decode(ARGV[3])['role'] then return {'unchanged', old} end
+  return {'counted', old}
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
+return {'written', false}
+"""
+)
 
 # A promotion to a rollout stage, with its preconditions checked where it writes: the release is
 # open, at the stage the caller decided from, the target comes after it (and right after it unless
@@ -183,6 +267,8 @@ return {'ok', current}
 OpenOutcome = Literal["opened", "exists", "conflict", "closed"]
 PromoteOutcome = Literal["ok", "missing", "state", "unknown", "behind", "skip", "stale", "changed"]
 PutOutcome = Literal["written", "unchanged", "duplicate"]
+ApprovalOutcome = Literal["written", "unchanged", "duplicate", "counted"]
+ANY_COMMIT = "*"  # a write that does not depend on the release's commit (real commits are hex)
 HANDLED_TTL_MS = 15 * 60 * 1000  # Slack retries within minutes; a quarter of an hour is plenty
 
 
@@ -192,15 +278,28 @@ class Fact(StrEnum):
     SIGNATURES = "signatures"  # "<role>|<user>" -> Signature
     ACCEPTANCES = "acceptances"  # risk id -> RiskAcceptance
     MANUAL = "manual"  # check id -> ManualMark
-    OVERRIDE_APPROVALS = "override_approvals"  # "<role>|<user>" -> OverrideApproval
 
     def key(self, release_id: str) -> str:
         return {
             Fact.SIGNATURES: keys.signatures,
             Fact.ACCEPTANCES: keys.acceptances,
             Fact.MANUAL: keys.manual,
-            Fact.OVERRIDE_APPROVALS: keys.override_approvals,
         }[self](release_id)
+
+
+class OverrideChanged(Conflict):
+    """The override request the actor acted on is no longer the current one."""
+
+
+def _refusal(outcome: str, payload: Any, release_id: str) -> GonogoError | None:
+    """The error for a refused precondition of a release (see _RELEASE_OPEN), or None."""
+    if outcome == "missing":
+        return NotFound(f"no release {release_id!r}")
+    if outcome == "not_open":
+        return Release.model_validate_json(payload).refusal()
+    if outcome == "moved":
+        return Release.model_validate_json(payload).moved_since()
+    return None
 
 
 class Store:
@@ -214,6 +313,8 @@ class Store:
         self._put_fact = client.register_script(_PUT_FACT)
         self._del_fact = client.register_script(_DEL_FACT)
         self._promote = client.register_script(_PROMOTE)
+        self._set_override = client.register_script(_SET_OVERRIDE)
+        self._approve_override = client.register_script(_APPROVE_OVERRIDE)
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
@@ -247,12 +348,54 @@ class Store:
             value = await self.redis.get(keys.open_release(gate_id))
         return str(value) if value else None
 
-    async def update_release(self, current: Release, new: Release, event: AuditEvent | None) -> Release | None:
-        """Write `new` if the stored rev still equals `current.rev`; None when someone else won."""
-        stored, call = _update_call(current, new, event)
+    async def update_release(
+        self, current: Release, new: Release, event: AuditEvent | None, *, expect: Collection[State] = ()
+    ) -> Release | None:
+        """Write `new` if the stored rev still equals `current.rev`; None when someone else won.
+
+        Checked in the same step, writing nothing when they fail: the stored state is one of
+        `expect` (Conflict otherwise), and no other release of the gate holds the open pointer."""
+        stored, call = _update_call(current, new, event, expect)
         async with self._guard():
-            outcome, *_ = await self._update(*call)
+            outcome, payload = await self._update(*call)
+        if outcome == "state":
+            raise Release.model_validate_json(payload).refusal()
+        if outcome == "pointer":
+            raise Conflict(f"{payload} is open: close it first with `/gonogo close {payload}`")
         return stored if outcome == "ok" else None
+
+    async def decide_release(
+        self, release: Release, build: Callable[[Release, bool], Awaitable[tuple[Release, str, AuditEvent]]]
+    ) -> Release:
+        """Freeze a release: WATCH everything its verdict rests on, let `build(current, running)`
+        check the preconditions and compute the decided doc, the bundle and the audit entry from
+        what it reads, then write all three in one MULTI. If anything watched changed in between
+        (a vote, a result, a run starting, a close), start again on fresh state."""
+        rid = release.id
+        doc, lock = keys.release(rid), keys.run_lock(rid)
+        watched = [*keys.decision_inputs(rid), lock]
+        async with self._guard(), self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(10):
+                try:
+                    await pipe.watch(*watched)
+                    raw, running = await pipe.get(doc), await pipe.exists(lock)
+                    if not raw:
+                        raise NotFound(f"no release {rid!r}")
+                    request = await pipe.get(keys.override(rid))
+                    if request:
+                        await pipe.watch(keys.override_approvals(rid, json.loads(request).get("id", "")))
+                    current = Release.model_validate_json(raw)
+                    decided, bundle, event = await build(current, bool(running))
+                    stored = decided.model_copy(update={"rev": current.rev + 1})
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(doc, stored.model_dump_json())
+                    pipe.set(keys.bundle(rid), bundle)
+                    pipe.xadd(keys.audit(rid), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+                    await pipe.execute()
+                    return stored
+                except redis.exceptions.WatchError:
+                    continue
+        raise Conflict(f"{rid} kept changing while it was being decided, try again")
 
     # The same writes queued on a MULTI whose caller WATCHes the keys it read (the webhook's event
     # transaction, bot/store/gatestore.py): the preconditions were checked there, EXEC applies
@@ -276,6 +419,9 @@ class Store:
         if none of them changed since (a vote, a result, a mark, an override approval)."""
         async with self._guard(), self.redis.pipeline(transaction=True) as pipe:
             await pipe.watch(*keys.decision_inputs(release_id))
+            request = await pipe.get(keys.override(release_id))
+            if request:  # approvals are keyed by the request they belong to
+                await pipe.watch(keys.override_approvals(release_id, json.loads(request).get("id", "")))
             yield pipe
 
     async def promote(
@@ -325,6 +471,7 @@ class Store:
     # --- results and runs ----------------------------------------------------------------
 
     async def save_result(self, release_id: str, result: CheckResult) -> None:
+        """The latest result of one check (stamped with the run's commit and id by the caller)."""
         async with self._guard():
             await self.redis.hset(keys.results(release_id), result.check_id, result.model_dump_json())
 
@@ -349,18 +496,23 @@ class Store:
 
     async def acquire_run_lock(self, release_id: str, lease: RunLease, ttl_ms: int) -> RunLease | OperationLease | None:
         """None when acquired (the run lock and the gate's operation lease); otherwise what is in
-        the way: the run already in progress, or the gate's drill or rollback."""
+        the way: the run already in progress, or the gate's drill or rollback. Conflict when the
+        release is not open (a decided release is frozen), checked in the same step."""
         operation = OperationLease(
             token=lease.token, kind="run", subject=release_id, actor=lease.actor, started_at=lease.started_at
         )
         async with self._guard():
-            holder = await self._lock(
-                keys=_run_leases(release_id), args=[lease.model_dump_json(), ttl_ms, operation.model_dump_json()]
+            outcome, payload = await self._lock(
+                keys=[*_run_leases(release_id), keys.release(release_id)],
+                args=[lease.model_dump_json(), ttl_ms, operation.model_dump_json()],
             )
-        if not holder:
-            return None
-        which, raw = holder
-        return RunLease.model_validate_json(raw) if which == "run" else OperationLease.model_validate_json(raw)
+        if outcome == "not_open":
+            raise Release.model_validate_json(payload).refusal()
+        if outcome == "run":
+            return RunLease.model_validate_json(payload)
+        if outcome == "operation":
+            return OperationLease.model_validate_json(payload)
+        return None
 
     async def renew_run_lock(self, release_id: str, token: str, ttl_ms: int) -> bool:
         async with self._guard():
@@ -387,32 +539,51 @@ class Store:
         *,
         same_when: Sequence[str] = (),
         handled: str | None = None,
+        sha: str | None = ANY_COMMIT,
     ) -> tuple[PutOutcome, str | None]:
-        """Write a fact and its audit entry atomically. `handled` (a click's identity) makes a
-        retried payload a no-op; `same_when` names the fields whose equality makes a write a no-op.
-        Returns the outcome and the previous JSON."""
+        """Write a fact and its audit entry atomically, only while the release is open and (unless
+        `sha` is ANY_COMMIT) at commit `sha` (None: no commit); otherwise Conflict (CommitMoved),
+        and nothing is written.
+        `handled` (a click's identity) makes a retried payload a no-op; `same_when` names the
+        fields whose equality makes a write a no-op. Returns the outcome and the previous JSON."""
         async with self._guard():
             outcome, old = await self._put_fact(
-                keys=[fact.key(release_id), keys.audit(release_id), keys.handled(release_id, handled or "-")],
+                keys=[
+                    fact.key(release_id),
+                    keys.audit(release_id),
+                    keys.handled(release_id, handled or "-"),
+                    keys.release(release_id),
+                ],
                 args=[
                     field,
                     record.model_dump_json(),
                     ",".join(same_when),
                     HANDLED_TTL_MS if handled else 0,
                     AUDIT_MAXLEN,
+                    sha or "",
                     *_flat(event.fields()),
                 ],
             )
+        if (refused := _refusal(outcome, old, release_id)) is not None:
+            raise refused
         return cast(PutOutcome, outcome), (str(old) if old else None)
 
     async def delete_fact(self, fact: Fact, release_id: str, field: str, event: AuditEvent) -> str | None:
-        """Remove a fact (withdraw, reopen); audited only if it existed. Returns the old JSON."""
+        """Remove a fact (withdraw, reopen) while the release is open; audited only if it existed.
+        Returns the old JSON."""
         async with self._guard():
-            old = await self._del_fact(
-                keys=[fact.key(release_id), keys.audit(release_id)],
+            outcome, old = await self._del_fact(
+                keys=[fact.key(release_id), keys.audit(release_id), keys.release(release_id)],
                 args=[field, AUDIT_MAXLEN, *_flat(event.fields())],
             )
+        if (refused := _refusal(outcome, old, release_id)) is not None:
+            raise refused
         return str(old) if old else None
+
+    async def fact(self, fact: Fact, release_id: str, field: str) -> str | None:
+        async with self._guard():
+            raw = await self.redis.hget(fact.key(release_id), field)
+        return str(raw) if raw else None
 
     async def facts(self, fact: Fact, release_id: str) -> dict[str, str]:
         async with self._guard():
@@ -431,16 +602,85 @@ class Store:
             raw = await self.redis.get(keys.override(release_id))
         return str(raw) if raw else None
 
-    async def set_override(self, release_id: str, request_json: str | None, event: AuditEvent) -> None:
-        """Replace (or clear) the override request; its approvals always start afresh."""
-        async with self._guard(), self.redis.pipeline(transaction=True) as tx:
-            if request_json is None:
-                tx.delete(keys.override(release_id))
-            else:
-                tx.set(keys.override(release_id), request_json)
-            tx.delete(keys.override_approvals(release_id))
-            tx.xadd(keys.audit(release_id), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
-            await tx.execute()
+    async def override_approvals(self, release_id: str, request_id: str) -> dict[str, str]:
+        """user -> OverrideApproval JSON, for one request."""
+        async with self._guard():
+            return cast(dict[str, str], await self.redis.hgetall(keys.override_approvals(release_id, request_id)))
+
+    async def set_override(
+        self,
+        release_id: str,
+        *,
+        current_id: str | None,
+        request_json: str | None,
+        sha: str | None,
+        event: AuditEvent,
+    ) -> None:
+        """Start, replace or end (None) the override request, only if the stored one is still
+        `current_id` (None: there is none) and the release is open at `sha` (ANY_COMMIT: any);
+        the old request's approvals go with it. OverrideChanged or a release refusal otherwise,
+        with nothing written."""
+        async with self._guard():
+            outcome, payload = await self._set_override(
+                keys=[
+                    keys.override(release_id),
+                    keys.override_approvals(release_id, current_id or "-"),
+                    keys.audit(release_id),
+                    keys.release(release_id),
+                ],
+                args=[
+                    current_id or "",
+                    request_json or "",
+                    sha or "",
+                    AUDIT_MAXLEN,
+                    *_flat(event.fields()),
+                ],
+            )
+        if (refused := _refusal(outcome, payload, release_id)) is not None:
+            raise refused
+        if outcome == "replaced":
+            raise OverrideChanged("the override request changed meanwhile: look at the card and try again")
+
+    async def approve_override(
+        self,
+        release_id: str,
+        request_id: str,
+        approval: OverrideApproval,
+        event: AuditEvent,
+        *,
+        handled: str | None = None,
+    ) -> tuple[ApprovalOutcome, str | None]:
+        """Count an approval for request `request_id`, checked in the same step: the request is
+        still the current one (OverrideChanged), the release open at its commit, the approver not
+        its requester (Forbidden), and not counted already in another role ("counted", with the
+        approval that counts)."""
+        async with self._guard():
+            outcome, payload = await self._approve_override(
+                keys=[
+                    keys.override(release_id),
+                    keys.override_approvals(release_id, request_id),
+                    keys.audit(release_id),
+                    keys.handled(release_id, handled or "-"),
+                    keys.release(release_id),
+                ],
+                args=[
+                    request_id,
+                    approval.user,
+                    approval.model_dump_json(),
+                    HANDLED_TTL_MS if handled else 0,
+                    AUDIT_MAXLEN,
+                    *_flat(event.fields()),
+                ],
+            )
+        if outcome == "moved":
+            raise OverrideChanged("the release moved to another commit since this override was requested")
+        if (refused := _refusal(outcome, payload, release_id)) is not None:
+            raise refused
+        if outcome == "replaced":
+            raise OverrideChanged("this override request is no longer current")
+        if outcome == "requester":
+            raise Forbidden("you requested this override: someone else has to approve it")
+        return cast(ApprovalOutcome, outcome), (str(payload) if payload else None)
 
     async def save_bundle(self, release_id: str, bundle_json: str) -> None:
         async with self._guard():
@@ -506,9 +746,12 @@ def _open_call(release: Release, event: AuditEvent) -> _Call:
     )
 
 
-def _update_call(current: Release, new: Release, event: AuditEvent | None) -> tuple[Release, _Call]:
+def _update_call(
+    current: Release, new: Release, event: AuditEvent | None, expect: Collection[State] = ()
+) -> tuple[Release, _Call]:
     stored = new.model_copy(update={"rev": current.rev + 1})
-    args: list[Any] = [current.rev, stored.model_dump_json(), stored.state.value, AUDIT_MAXLEN]
+    allowed = ",".join(state.value for state in expect)
+    args: list[Any] = [current.rev, stored.model_dump_json(), stored.state.value, AUDIT_MAXLEN, allowed]
     if event is not None:
         args += _flat(event.fields())
     return stored, ([keys.release(current.id), keys.audit(current.id), keys.open_release(current.gate_id)], args)
