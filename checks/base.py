@@ -8,16 +8,17 @@ are results; only the runner turns timeouts, cancellation and crashes into `erro
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.core.durations import Duration
+from bot.core.masking import is_bots_own
 from bot.core.results import CheckResult, Status
 
 CHECK_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
@@ -44,6 +45,28 @@ class SpecBase(BaseModel):
     @property
     def title(self) -> str:
         return self.name or self.id
+
+    @model_validator(mode="after")
+    def _not_the_bots_own_env(self) -> SpecBase:
+        """A gate cannot hand gonogo's own credentials to a check (bearer_token_env: SLACK_BOT_TOKEN)."""
+        own = sorted({f"{path}: {name}" for path, name in env_names(self) if is_bots_own(name)})
+        if own:
+            raise ValueError(
+                f"{'; '.join(own)}: gonogo's own settings (SLACK_*, GONOGO_*, REDIS_URL) cannot be given to a check"
+            )
+        return self
+
+
+def env_names(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(field path, variable name) of every `*_env` field, nested models and lists included."""
+    for name, value in model:
+        path = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            yield from env_names(value, f"{path}.")
+        elif name.endswith("_env") and isinstance(value, str):
+            yield path, value
+        elif name.endswith("_env") and isinstance(value, list | tuple):
+            yield from ((path, str(v)) for v in value)
 
 
 def _utcnow() -> datetime:
