@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from tests.bot_harness import (
     state_keys,
     write_gate,
 )
-from tests.slack_standin import SlackStandIn
+from tests.slack_standin import Call, SlackStandIn
 
 RID = "payments@1.4.0"
 HOSTILE = (
@@ -239,7 +239,7 @@ async def test_hostile_text_in_every_field_never_reaches_slack_raw(
         view, view_id = await open_view(bot, standin, action, f"{RID}|{subject}", user)
         assert view["callback_id"] == callback
         await bot.submit(view, view_id, user, values)
-        await standin.wait_for("chat.postEphemeral", lambda c, u=user: c.args.get("user") == u)
+        await standin.wait_for("chat.postEphemeral", _to(user))
         assert_nothing_raw(standin)
     standin.clear()
     # ...and as an echoed argument; then everything that shows it again.
@@ -254,6 +254,10 @@ async def test_hostile_text_in_every_field_never_reaches_slack_raw(
     assert_nothing_raw(standin)
     stored = json.dumps(await redis_client.hgetall(keys.signatures(RID)))
     assert "<!channel>" in stored  # kept as typed (masked, control characters dropped): escaped on the way out
+
+
+def _to(user: str) -> Callable[[Call], bool]:
+    return lambda call: call.args.get("user") == user
 
 
 def _last_post(standin: SlackStandIn) -> str | None:
@@ -332,7 +336,7 @@ async def _values(redis: aioredis.Redis, key: str) -> list[Any]:
     if kind == "list":
         return list(await redis.lrange(key, 0, -1))
     if kind == "stream":
-        return [json.dumps(fields) for _, fields in await redis.xrange(key)]
+        return [json.dumps(fields) for _, fields in await redis.xrange(key) or []]
     return []
 
 

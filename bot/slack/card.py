@@ -165,7 +165,7 @@ def check_line(check: SpecBase, view: CardView) -> str:
         return f"⬜ {name} — not run yet"
     # Only the bot's own "done by {@U…}" of a manual mark becomes a mention; a check's output never.
     short = cut(one_line(found.summary), CARD_SUMMARY_LIMIT)
-    summary = reason_mrkdwn(short) if check.kind == "manual" else escape(short)
+    summary = reason_mrkdwn(short) if getattr(check, "kind", None) == "manual" else escape(short)
     return f"{found.status.emoji} {name} — {summary} · _{age(view.now, found.finished_at)}_"
 
 
