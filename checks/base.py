@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import aiohttp
+import regex
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.core.durations import Duration
@@ -22,6 +23,33 @@ from bot.core.masking import is_bots_own
 from bot.core.results import CheckResult, Status
 
 CHECK_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+
+# Regexes from gate files run with a time budget, off the event loop and without the GIL, so a
+# catastrophic pattern (`^(a+)+$` on a long body) costs one check an error, never the bot its acks.
+PATTERN_BUDGET_S = 1.0
+
+
+class PatternTimeout(Exception):
+    def __init__(self, pattern: str, budget_s: float) -> None:
+        super().__init__(f"the regex /{pattern}/ took longer than {budget_s:g} s (simplify it)")
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a gate's regex does not compile, or None."""
+    try:
+        regex.compile(pattern)
+    except (regex.error, ValueError) as exc:
+        return f"invalid regex {pattern!r}: {exc}"
+    return None
+
+
+def pattern_search(pattern: str, text: str, budget_s: float = PATTERN_BUDGET_S) -> bool:
+    """Whether `pattern` matches somewhere in `text`; PatternTimeout past the budget. Blocking: call
+    it in a thread (`asyncio.to_thread`), `concurrent=True` releases the GIL while it matches."""
+    try:
+        return regex.search(pattern, text, timeout=budget_s, concurrent=True) is not None
+    except TimeoutError:
+        raise PatternTimeout(pattern, budget_s) from None
 
 
 class Severity(StrEnum):
