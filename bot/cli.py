@@ -208,7 +208,10 @@ async def _export(release_id: str, fmt: str) -> int:
     if raw is None:
         raise ConfigError([f"{release_id} has no evidence bundle: decide it first (`/gonogo decide {release_id}`)"])
     bundle = json.loads(raw)
-    print(json.dumps(bundle, indent=2, sort_keys=True) if fmt == "json" else render_markdown(bundle))
+    text = json.dumps(bundle, indent=2, sort_keys=True) if fmt == "json" else render_markdown(bundle)
+    # What people typed is masked before it is stored; masking again here covers bundles decided
+    # before that (and secrets this environment knows by value).
+    print(Masker.from_env(os.environ).mask(text))
     return 0
 
 
