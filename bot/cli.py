@@ -384,9 +384,12 @@ async def _export(release_id: str, fmt: str, *, stage: str | None = None, every:
             [f"{release_id} has no evidence bundle: decide it first (`/gonogo decide {release_id}`) or promote it"]
         )
     if fmt == "json":
-        print(json.dumps(bundles if every else bundles[0], indent=2, sort_keys=True))
+        text = json.dumps(bundles if every else bundles[0], indent=2, sort_keys=True) + "\n"
     else:
-        print("\n---\n\n".join(render_markdown(b) for b in bundles), end="")
+        text = "\n---\n\n".join(render_markdown(b) for b in bundles)
+    # What people typed is masked before it is stored; masking again here covers bundles decided
+    # before that (and secrets this environment knows by value).
+    print(Masker.from_env(os.environ).mask(text), end="")
     return 0
 
 

@@ -38,6 +38,7 @@ from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
 from bot.services.signing import Signing
 from bot.settings import Settings
+from bot.slack.guard import RequestGuard, install_bolt_guards
 from bot.store.connection import RedisHandle, connect
 from bot.store.store import Store
 from commands import actions, events, signoff_actions, slash
@@ -99,6 +100,7 @@ class Bot:
         actions.register(self.app, self.service)
         events.register(self.app)
         signoff_actions.register(self.app, self.signing)
+        install_bolt_guards(self.app, team_id=self.settings.slack_team_id, app_id=self.settings.slack_app_id)
         self.metrics.gates_loaded.set(len(self.gates.ids))
 
     async def stop(self) -> None:
@@ -155,12 +157,25 @@ def web_app(bot: Bot, *, slack_events: bool = True) -> web.Application:
 
     if slack_events:
         app.router.add_post("/slack/events", events)
+        app.middlewares.append(request_guard(bot).middleware)
     secret = bot.settings.webhook_secret.get_secret_value() if bot.settings.webhook_secret else None
     webhook.register(app, webhook.EventsEndpoint(secret, lambda: bot.events))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def request_guard(bot: Bot) -> RequestGuard:
+    """Signature, shape and replay checks in front of Bolt (bot/slack/guard.py)."""
+    secret = bot.settings.slack_signing_secret
+    assert secret is not None, "HTTP mode needs SLACK_SIGNING_SECRET (Settings.problems)"
+
+    async def first_seen(key: str, ttl_s: int) -> bool:
+        assert bot.service is not None
+        return await bot.service.store.first_seen(key, ttl_s)
+
+    return RequestGuard(secret.get_secret_value(), first_seen)
 
 
 def _kind(request: web.Request) -> str:

@@ -1,15 +1,33 @@
-"""Configuration from the environment (and `.env`), validated once at start-up."""
+"""Configuration from the environment (and `.env`), validated once at start-up.
+
+Each credential can instead be given as a file (`SLACK_BOT_TOKEN_FILE=/run/secrets/slack_bot_token`,
+the Docker/Kubernetes secrets convention), so it never sits in the bot's environment, which a
+command check's child process could read from /proc.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Credentials that may come from a file: the variable, and the field it fills.
+SECRET_FILES = {
+    "SLACK_BOT_TOKEN": "slack_bot_token",
+    "SLACK_SIGNING_SECRET": "slack_signing_secret",
+    "SLACK_APP_TOKEN": "slack_app_token",
+    "REDIS_URL": "redis_url",
+    "GONOGO_WEBHOOK_SECRET": "webhook_secret",
+}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # hide_input_in_errors: a validation error must not print the secrets it was given.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     slack_bot_token: SecretStr = Field(validation_alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET")
@@ -24,6 +42,34 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=25.0, ge=0, validation_alias="GONOGO_DRAIN_TIMEOUT")
     # Signs POST /api/events (CI and deploy tooling); without it the webhook answers 404.
     webhook_secret: SecretStr | None = Field(default=None, validation_alias="GONOGO_WEBHOOK_SECRET")
+    # The installation this bot serves; learned from auth.test when not set.
+    slack_team_id: str | None = Field(default=None, validation_alias="SLACK_TEAM_ID")
+    slack_app_id: str | None = Field(default=None, validation_alias="SLACK_APP_ID")
+    # Declared so the environment source reads them; `_secret_files` turns them into the values.
+    slack_bot_token_file: Path | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN_FILE")
+    slack_signing_secret_file: Path | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET_FILE")
+    slack_app_token_file: Path | None = Field(default=None, validation_alias="SLACK_APP_TOKEN_FILE")
+    redis_url_file: Path | None = Field(default=None, validation_alias="REDIS_URL_FILE")
+    webhook_secret_file: Path | None = Field(default=None, validation_alias="GONOGO_WEBHOOK_SECRET_FILE")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        """`X_FILE` fills `X` with the file's content (trailing newline dropped); not both."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, field in SECRET_FILES.items():
+            path = data.get(f"{name}_FILE") or data.get(f"{field}_file")
+            if not path:
+                continue
+            if data.get(name) or data.get(field):
+                raise ValueError(f"set {name} or {name}_FILE, not both")
+            try:
+                data[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+        return data
 
     @field_validator("slack_api_url")
     @classmethod

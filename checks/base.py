@@ -8,19 +8,48 @@ are results; only the runner turns timeouts, cancellation and crashes into `erro
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
+import regex
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.core.durations import Duration
+from bot.core.masking import is_bots_own
 from bot.core.results import CheckResult, Status
 
 CHECK_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+
+# Regexes from gate files run with a time budget, off the event loop and without the GIL, so a
+# catastrophic pattern (`^(a+)+$` on a long body) costs one check an error, never the bot its acks.
+PATTERN_BUDGET_S = 1.0
+
+
+class PatternTimeout(Exception):
+    def __init__(self, pattern: str, budget_s: float) -> None:
+        super().__init__(f"the regex /{pattern}/ took longer than {budget_s:g} s (simplify it)")
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a gate's regex does not compile, or None."""
+    try:
+        regex.compile(pattern)
+    except (regex.error, ValueError) as exc:
+        return f"invalid regex {pattern!r}: {exc}"
+    return None
+
+
+def pattern_search(pattern: str, text: str, budget_s: float = PATTERN_BUDGET_S) -> bool:
+    """Whether `pattern` matches somewhere in `text`; PatternTimeout past the budget. Blocking: call
+    it in a thread (`asyncio.to_thread`), `concurrent=True` releases the GIL while it matches."""
+    try:
+        return regex.search(pattern, text, timeout=budget_s, concurrent=True) is not None
+    except TimeoutError:
+        raise PatternTimeout(pattern, budget_s) from None
 
 
 class Severity(StrEnum):
@@ -50,6 +79,28 @@ class SpecBase(BaseModel):
     @property
     def title(self) -> str:
         return self.name or self.id
+
+    @model_validator(mode="after")
+    def _not_the_bots_own_env(self) -> SpecBase:
+        """A gate cannot hand gonogo's own credentials to a check (bearer_token_env: SLACK_BOT_TOKEN)."""
+        own = sorted({f"{path}: {name}" for path, name in env_names(self) if is_bots_own(name)})
+        if own:
+            raise ValueError(
+                f"{'; '.join(own)}: gonogo's own settings (SLACK_*, GONOGO_*, REDIS_URL) cannot be given to a check"
+            )
+        return self
+
+
+def env_names(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(field path, variable name) of every `*_env` field, nested models and lists included."""
+    for name, value in model:
+        path = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            yield from env_names(value, f"{path}.")
+        elif name.endswith("_env") and isinstance(value, str):
+            yield path, value
+        elif name.endswith("_env") and isinstance(value, list | tuple):
+            yield from ((path, str(v)) for v in value)
 
 
 def _utcnow() -> datetime:

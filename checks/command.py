@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from bot.core.durations import format_duration
-from bot.core.masking import SECRET_NAME
+from bot.core.masking import is_bots_own, is_secret_name
 from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result, seconds
 from checks.scoring import NoScore, RegexScore, from_output, unreadable, with_score
@@ -74,18 +74,10 @@ _REAP_WAIT = 2.0
 # that called setsid) still holds it; stop waiting for its output then.
 _FINAL_DRAIN = 0.1
 
-_BOT_PREFIXES = ("SLACK_", "GONOGO_")
-_BOT_NAMES = frozenset({"REDIS_URL"})
-
-
-def is_bots_own(name: str) -> bool:
-    upper = name.upper()
-    return upper.startswith(_BOT_PREFIXES) or upper in _BOT_NAMES
-
 
 def is_withheld(name: str) -> bool:
     """Whether an environment variable of the bot must not reach a check's child process."""
-    return is_bots_own(name) or SECRET_NAME.search(name) is not None
+    return is_bots_own(name) or is_secret_name(name)
 
 
 def child_env(env: Mapping[str, str], extra: Mapping[str, str], passed: Sequence[str] = ()) -> dict[str, str]:

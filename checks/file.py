@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ from pydantic import Field, field_validator
 
 from bot.core.durations import Duration, format_duration, humanize_age
 from bot.core.results import CheckResult, Status
-from checks.base import CheckContext, SpecBase, result
+from checks.base import CheckContext, PatternTimeout, SpecBase, pattern_problem, pattern_search, result
 
 
 class Spec(SpecBase):
@@ -33,11 +32,9 @@ class Spec(SpecBase):
     @field_validator("contains")
     @classmethod
     def _valid_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {value!r}: {exc}") from None
+        problem = pattern_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -81,7 +78,11 @@ def _inspect(path: Path, label: str, pattern: str | None) -> _Inspection:
     truncated = len(data) > MAX_READ_BYTES
     # errors="replace": a binary or Latin-1 file is still searched, never a crash.
     text = data[:MAX_READ_BYTES].decode("utf-8", errors="replace")
-    return _Inspection(mtime=info.st_mtime, matched=re.search(pattern, text) is not None, truncated=truncated)
+    try:
+        matched = pattern_search(pattern, text)  # this thread; within the pattern time budget
+    except PatternTimeout as exc:
+        return _Inspection(problem=str(exc), unreadable=True)
+    return _Inspection(mtime=info.st_mtime, matched=matched, truncated=truncated)
 
 
 def _age_text(age: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import operator
@@ -12,14 +13,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.core.durations import Duration, format_duration
 from bot.core.results import CheckResult, Status
-from checks.base import CheckContext, SpecBase, result, seconds
+from checks.base import CheckContext, PatternTimeout, SpecBase, pattern_problem, pattern_search, result, seconds
 from checks.scoring import JsonScore, NoScore, number, scaled, unreadable, with_score
 
 # A header expectation: "present", "absent", "max-age>=N" (any directive, any operator),
@@ -34,12 +35,7 @@ def header_rule_problem(rule: str) -> str | None:
         pattern = rule[3:]
     elif len(rule) >= 2 and rule.startswith("/") and rule.endswith("/"):
         pattern = rule[1:-1]
-    if pattern is not None:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            return f"invalid regex {pattern!r}: {exc}"
-    return None
+    return pattern_problem(pattern) if pattern is not None else None
 
 
 class Expect(BaseModel):
@@ -70,8 +66,9 @@ class Expect(BaseModel):
     @field_validator("body_contains")
     @classmethod
     def _valid_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            re.compile(value)
+        problem = pattern_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @property
@@ -87,6 +84,10 @@ class Spec(SpecBase):
     body: str | None = None
     bearer_token_env: str | None = Field(default=None, description="Env var holding a bearer token")
     verify_tls: bool = True
+    follow_redirects: bool = Field(
+        default=False,
+        description="Follow 3xx redirects (never from https to http); off, a redirect is the status checked",
+    )
     expect: Expect = Field(default_factory=Expect)
     score: JsonScore | None = Field(
         default=None, description='Graded score from the JSON body: {json: "data.score", max}'
@@ -231,7 +232,7 @@ def header_problem(name: str, rule: str, values: list[str]) -> str | None:
     shown = _show(", ".join(values))
     pattern = _regex(rule)
     if pattern is not None:
-        if any(re.search(pattern, value) for value in values):
+        if any(pattern_search(pattern, value) for value in values):
             return None
         return f"{name} is {shown}, expected to match /{pattern}/"
     directive_rule = DIRECTIVE_RULE.match(rule)
@@ -292,13 +293,31 @@ def _evaluate(
         problem = header_problem(name, rule, response.headers.getall(name, []))
         if problem:
             problems.append((problem, f"header: {problem}"))
-    if expect.body_contains is not None and not re.search(expect.body_contains, text):
+    if expect.body_contains is not None and not pattern_search(expect.body_contains, text):
         phrase = f"body does not match /{expect.body_contains}/"
         problems.append((phrase, phrase))
     if expect.max_latency is not None and took > expect.max_latency.total_seconds():
         limit = format_duration(expect.max_latency)
         problems.append((f"max {limit}", f"took {_latency(took)}, max {limit}"))
     return problems
+
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+
+
+def _redirect_problem(source: str, target: str) -> str | None:
+    scheme = urlsplit(target).scheme
+    if scheme not in ("http", "https"):
+        return f"redirected to {url_label(target)} ({scheme or 'no'} scheme): not followed"
+    if urlsplit(source).scheme == "https" and scheme == "http":
+        return f"redirected from https to plain http ({target}): refused"
+    return None
+
+
+def _not_followed(location: str, following: bool) -> tuple[str, str]:
+    why = "too many redirects" if following else "redirects are not followed (follow_redirects: false)"
+    return (f"redirect to {location}", f"redirect to {location}: {why}")
 
 
 async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
@@ -322,19 +341,40 @@ async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
     # Latency is measured on the monotonic clock: ctx.clock() is wall time (and may be faked).
     begin = time.perf_counter()
     got_headers = False
+    url, method, data = spec.url, spec.method, spec.body.encode() if spec.body is not None else None
     try:
-        async with ctx.session.request(
-            spec.method,
-            spec.url,
-            headers=headers,
-            data=spec.body.encode() if spec.body is not None else None,
-            ssl=spec.verify_tls,  # True: the default context, which verifies
-            timeout=aiohttp.ClientTimeout(total=limit.total_seconds()),
-        ) as response:
-            got_headers = True
-            body, truncated = await _read_body(response)
-            took = time.perf_counter() - begin
-            problems = _evaluate(spec.expect, response, body, truncated, took)
+        for hop in range(MAX_REDIRECTS + 1):
+            async with ctx.session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                ssl=spec.verify_tls,  # True: the default context, which verifies
+                timeout=aiohttp.ClientTimeout(total=limit.total_seconds()),
+                allow_redirects=False,  # followed below, only when asked and never to plain http
+            ) as response:
+                got_headers = True
+                location = response.headers.get("Location") if response.status in REDIRECTS else None
+                if location and spec.follow_redirects and hop < MAX_REDIRECTS:
+                    target = urljoin(str(response.url), location)
+                    refused = _redirect_problem(url, target)
+                    if refused:
+                        return result(spec, Status.FAIL, refused, started_at=started, finished_at=ctx.clock())
+                    if urlsplit(target).netloc != urlsplit(url).netloc:
+                        headers.pop("Authorization", None)  # a token is for the host it was meant for
+                    if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                        method, data = "GET", None
+                    url = target
+                    continue
+                body, truncated = await _read_body(response)
+                took = time.perf_counter() - begin
+                # Gate regexes may be slow: evaluated in a thread, each within its time budget.
+                problems = await asyncio.to_thread(_evaluate, spec.expect, response, body, truncated, took)
+                if location and response.status not in spec.expect.statuses:
+                    problems.append(_not_followed(location, spec.follow_redirects))
+                break
+    except PatternTimeout as exc:
+        return result(spec, Status.ERROR, str(exc), started_at=started, finished_at=ctx.clock())
     except TimeoutError:
         # aiohttp's own timeouts subclass both TimeoutError and ClientError: test this one first.
         what = "no complete response" if got_headers else "no response"

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from bot.core.errors import GonogoError, StoreUnavailable
-from bot.slack.blocks import reason_mrkdwn
+from bot.slack.blocks import escape_message, reason_mrkdwn
 
 log = logging.getLogger("gonogo.commands")
 
@@ -37,8 +37,9 @@ async def replying_errors(respond: Respond, what: str, slots: asyncio.Semaphore 
         log.error("state store unavailable", extra={"handler": what, "detail": exc.detail})
         await _safe(respond, ":warning: State store unavailable, try again. Nothing was changed.")
     except GonogoError as exc:
-        # Our messages may quote user input: escape it; {@U…} tokens become real mentions.
-        await _safe(respond, f":warning: {reason_mrkdwn(str(exc))}")
+        # Our messages may quote user input: escape it (our `code spans` stay); the {@U…} tokens
+        # the bot wrote become mentions (typed text cannot carry one: commands/inbound.py).
+        await _safe(respond, f":warning: {reason_mrkdwn(str(exc), escape_message)}")
     except Exception:
         ref = secrets.token_hex(4)
         log.exception("handler failed", extra={"handler": what, "ref": ref})

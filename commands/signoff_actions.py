@@ -26,6 +26,7 @@ from bot.slack.blocks import (
     ACTION_REJECT,
     ACTION_WITHDRAW,
     escape,
+    escape_message,
     section,
 )
 from bot.slack.modals import (
@@ -40,6 +41,7 @@ from bot.slack.modals import (
     risk_modal,
     submitted,
 )
+from commands.inbound import typed
 from commands.replies import Respond, ephemeral, replying_errors
 
 
@@ -76,7 +78,10 @@ def _channel(body: dict[str, Any]) -> str:
 
 def withdraw_blocks(outcome: Outcome, release_id: str, role: str) -> list[dict[str, Any]]:
     return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f":white_check_mark: {escape(outcome.message)}"}},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": f":white_check_mark: {escape_message(outcome.message)}"},
+        },
         {
             "type": "actions",
             "block_id": "withdraw",
@@ -106,6 +111,9 @@ class PostEphemeral:
 def register(app: AsyncApp, signing: Signing) -> None:
     gates = signing.releases.gates
 
+    def _typed(body: dict[str, Any], block_id: str) -> str:
+        return typed(submitted(body["view"], block_id), signing.releases.masker)
+
     @app.action(ACTION_APPROVE)
     async def approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         await ack()
@@ -118,7 +126,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
             except CommitMoved as moved:
                 await show_current_card(respond, signing, moved)
                 return
-            await ephemeral(respond, outcome.message, blocks=withdraw_blocks(outcome, release_id, role))
+            await ephemeral(respond, escape_message(outcome.message), blocks=withdraw_blocks(outcome, release_id, role))
 
     async def open_modal(body: dict[str, Any], client: AsyncWebClient, value: str, kind: str) -> None:
         sha: str | None = None
@@ -177,7 +185,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         async with replying_errors(respond, ACTION_WITHDRAW, signing.releases.work):
             release_id, role = _split(action["value"], 2)
             outcome = await signing.withdraw(release_id, role, body["user"]["id"])
-            await respond(text=outcome.message, response_type="ephemeral", replace_original=True)
+            await respond(text=escape_message(outcome.message), response_type="ephemeral", replace_original=True)
 
     @app.action(ACTION_MANUAL_REOPEN)
     async def manual_reopen(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
@@ -185,7 +193,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         async with replying_errors(respond, ACTION_MANUAL_REOPEN, signing.releases.work):
             release_id, check = _split(action["value"], 2)
             outcome = await signing.reopen_manual(release_id, check, body["user"]["id"])
-            await ephemeral(respond, outcome.message)
+            await ephemeral(respond, escape_message(outcome.message))
 
     @app.action(ACTION_OVERRIDE_APPROVE)
     async def override_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
@@ -195,7 +203,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
             outcome = await signing.approve_override(
                 release_id, request_id, role, body["user"]["id"], click=_click(body, action)
             )
-            await ephemeral(respond, outcome.message)
+            await ephemeral(respond, escape_message(outcome.message))
 
     # --- modal submissions: ack (closing the modal), then record, then confirm ephemerally ---
 
@@ -209,7 +217,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         context, user, click = _submission(body)
         reply = PostEphemeral(client, context.channel, user)
         async with replying_errors(reply, MODAL_APPROVE, signing.releases.work):
-            comment = submitted(body["view"], "comment")
+            comment = _typed(body, "comment")
             try:
                 outcome = await signing.vote(
                     context.release, context.subject, user, Vote.APPROVE, comment, drawn_for=context.sha, click=click
@@ -217,11 +225,15 @@ def register(app: AsyncApp, signing: Signing) -> None:
             except CommitMoved as moved:
                 await show_current_card(reply, signing, moved)
                 return
-            await ephemeral(reply, outcome.message, blocks=withdraw_blocks(outcome, context.release, context.subject))
+            await ephemeral(
+                reply,
+                escape_message(outcome.message),
+                blocks=withdraw_blocks(outcome, context.release, context.subject),
+            )
 
     @app.view(MODAL_REJECT)
     async def reject_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        reason = submitted(body["view"], "reason")
+        reason = _typed(body, "reason")
         if not reason:  # Slack requires the input, but whitespace passes its check
             await ack(response_action="errors", errors={"reason": "A rejection needs a reason."})
             return
@@ -236,11 +248,15 @@ def register(app: AsyncApp, signing: Signing) -> None:
             except CommitMoved as moved:
                 await show_current_card(reply, signing, moved)
                 return
-            await ephemeral(reply, outcome.message, blocks=withdraw_blocks(outcome, context.release, context.subject))
+            await ephemeral(
+                reply,
+                escape_message(outcome.message),
+                blocks=withdraw_blocks(outcome, context.release, context.subject),
+            )
 
     @app.view(MODAL_MANUAL)
     async def manual_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        evidence = submitted(body["view"], "evidence")
+        evidence = _typed(body, "evidence")
         if not evidence:
             await ack(response_action="errors", errors={"evidence": "Give a link or a sentence as evidence."})
             return
@@ -249,12 +265,12 @@ def register(app: AsyncApp, signing: Signing) -> None:
         reply = PostEphemeral(client, context.channel, user)
         async with replying_errors(reply, MODAL_MANUAL, signing.releases.work):
             outcome = await signing.mark_done(context.release, context.subject, user, evidence, click=click)
-            await ephemeral(reply, outcome.message)
+            await ephemeral(reply, escape_message(outcome.message))
 
     @app.view(MODAL_RISK)
     async def risk_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        reason = submitted(body["view"], "reason")
-        expires_text = submitted(body["view"], "expires")
+        reason = _typed(body, "reason")
+        expires_text = _typed(body, "expires")
         errors: dict[str, str] = {}
         expires_after: timedelta | None = None
         if not reason:
@@ -274,4 +290,4 @@ def register(app: AsyncApp, signing: Signing) -> None:
             now: datetime = signing.releases.clock()
             expires_at = now + expires_after if expires_after else None
             outcome = await signing.accept_risk(context.release, context.subject, user, reason, expires_at, click=click)
-            await ephemeral(reply, outcome.message)
+            await ephemeral(reply, escape_message(outcome.message))

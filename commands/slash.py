@@ -6,12 +6,15 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.core.errors import UsageError
+from bot.core.errors import Forbidden, UsageError
+from bot.core.release import Release
 from bot.services.lifecycle import Lifecycle
 from bot.services.promotion import Promotion
 from bot.services.releases import ReleaseService
 from bot.services.signing import Signing
+from bot.slack.blocks import escape, escape_code, escape_message
 from bot.slack.messages import render_help, render_release_list
+from commands.inbound import decode_entities, typed
 from commands.parse import USAGE, parse
 from commands.replies import Respond, ephemeral, replying_errors
 
@@ -24,6 +27,23 @@ def register(app: AsyncApp, service: ReleaseService, signing: Signing, lifecycle
         await ack()
         async with replying_errors(respond, "slash", service.work):
             await dispatch(service, signing, lifecycle, command, respond, promotion=promotion)
+
+
+async def _may_see(service: ReleaseService, lifecycle: Lifecycle, release: Release, user: str, channel: str) -> bool:
+    """Status, history and evidence are for the gate's channel (which may be private) and the
+    members of the gate's roles, wherever they ask from."""
+    gate = service.gates.get(release.gate_id).gate
+    if channel in (gate.channel, release.card_channel):
+        return True
+    for role in gate.signoffs:
+        if await lifecycle.membership.holds(role, user):
+            return True
+    return False
+
+
+def _roles(service: ReleaseService, release: Release) -> str:
+    titles = [r.title for r in service.gates.get(release.gate_id).gate.signoffs]
+    return ", ".join(titles) or "the gate has none"
 
 
 def _page(args: tuple[str, ...]) -> int | None:
@@ -45,10 +65,17 @@ async def dispatch(
     *,
     promotion: Promotion,
 ) -> None:
-    parsed = parse(command.get("text", ""))
+    parsed = parse(typed(decode_entities(str(command.get("text") or "")), service.masker))
     user = command["user_id"]
     channel = command.get("channel_id", "")
     args = parsed.args
+    if parsed.name in ("status", "history", "evidence") and args:
+        release = await service.resolve(args[0])
+        if not await _may_see(service, lifecycle, release, user, channel):
+            raise Forbidden(
+                f"{release.id} is shown only in its gate's channel, or to members of the gate's roles"
+                f" ({_roles(service, release)})."
+            )
 
     if parsed.name == "help":
         help_ = render_help(f"Unknown subcommand `{args[0]}`." if args else None)
@@ -56,15 +83,22 @@ async def dispatch(
     elif parsed.name == "open":
         release, opened = await lifecycle.open(args[0], args[1], args[2] if len(args) > 2 else None, user)
         if opened == "opened":
-            await ephemeral(respond, f"Opened {release.id}: the card is in <#{release.card_channel}>.")
+            await ephemeral(respond, f"Opened {escape(release.id)}: the card is in <#{release.card_channel}>.")
         elif opened == "moved":
             await ephemeral(
-                respond, f"Moved {release.id} to commit `{release.short_sha}`: results and sign-offs start afresh."
+                respond,
+                f"Moved {escape(release.id)} to commit `{release.short_sha}`: results and sign-offs start afresh.",
             )
         else:
-            await ephemeral(respond, f"{release.id} is already open: `/gonogo status {release.id}`.")
+            await ephemeral(
+                respond, f"{escape(release.id)} is already open: `/gonogo status {escape_code(release.id)}`."
+            )
     elif (parsed.name == "status" and not args) or parsed.name == "list":
-        states = await service.list_open_states()
+        states = [
+            st
+            for st in await service.list_open_states()
+            if await _may_see(service, lifecycle, st.release, user, channel)
+        ]
         ladders = {st.release.id: st.ladder for st in states if st.ladder is not None}
         listing = render_release_list([(st.release, st.decision) for st in states], service.clock(), ladders)
         await ephemeral(respond, listing.text, blocks=listing.blocks)
@@ -80,19 +114,22 @@ async def dispatch(
     elif parsed.name == "run":
         release = await service.resolve(args[0])
         lease = await service.start_run(release, user, args[1:])
-        await ephemeral(respond, f"Running {len(lease.check_ids)} check(s) of {release.id}; the card updates live.")
+        await ephemeral(
+            respond, f"Running {len(lease.check_ids)} check(s) of {escape(release.id)}; the card updates live."
+        )
     elif parsed.name == "override" and args[0] == "cancel" and len(args) == 2:
         cancelled = await signing.cancel_override(args[1], user)
-        await ephemeral(respond, cancelled.message)
+        await ephemeral(respond, escape_message(cancelled.message))
     elif parsed.name == "override":
         outcome = await signing.request_override(args[0], user, " ".join(args[1:]))
         channel = service.gates.get(outcome.release.gate_id).gate.channel
-        await ephemeral(respond, f"{outcome.message} Approvers were asked in <#{channel}>.")
+        await ephemeral(respond, f"{escape_message(outcome.message)} Approvers were asked in <#{channel}>.")
     elif parsed.name == "decide":
         decided = await lifecycle.decide(args[0], user)
         where = decided.release.card_channel
         await ephemeral(
-            respond, f"{decided.release.id} decided: {decided.bundle.get('verdict')}. The record is in <#{where}>."
+            respond,
+            f"{escape(decided.release.id)} decided: {decided.bundle.get('verdict')}. The record is in <#{where}>.",
         )
     elif parsed.name == "promote":
         promoted = await promotion.promote(args[0], args[1], user)
@@ -104,13 +141,13 @@ async def dispatch(
         )
     elif parsed.name == "evidence":
         filename = await lifecycle.upload_evidence(args[0], user)
-        await ephemeral(respond, f"Uploaded `{filename}` to the card's thread.")
+        await ephemeral(respond, f"Uploaded `{escape_code(filename)}` to the card's thread.")
     elif parsed.name == "close":
         closed = await lifecycle.close(args[0], user)
-        await ephemeral(respond, f"{closed.id} is closed.")
+        await ephemeral(respond, f"{escape(closed.id)} is closed.")
     elif parsed.name == "reopen":
         reopened = await lifecycle.reopen(args[0], user)
-        await ephemeral(respond, f"{reopened.id} is open again.")
+        await ephemeral(respond, f"{escape(reopened.id)} is open again.")
     elif parsed.name == "history":
         history = await lifecycle.history(args[0], _page(args))
         await ephemeral(respond, history.text, blocks=history.blocks)

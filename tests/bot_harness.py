@@ -32,7 +32,7 @@ BOT_TOKEN = "xoxb-test-token"
 APP_TOKEN = "xapp-1-test-app-token"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C0DEPLOYS"
-TEAM = "T0TEAM"
+TEAM = "T0STANDIN"  # the stand-in's workspace (auth.test): the bot refuses any other
 
 
 def signature_headers(body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
@@ -224,6 +224,11 @@ async def running_bot(settings: Settings) -> AsyncIterator[RunningBot]:
         yield bot
     finally:
         await bot.stop()
+
+
+async def state_keys(redis: Any) -> list[str]:
+    """Redis keys holding state: everything but the replay guard's markers of requests seen."""
+    return sorted([k async for k in redis.scan_iter("*") if not str(k).startswith("gonogo:dedupe:")])
 
 
 async def reply_to(standin: SlackStandIn, response_url: str, timeout: float = 5.0) -> dict[str, Any]:

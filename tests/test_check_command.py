@@ -194,6 +194,12 @@ async def test_a_program_without_execute_permission_is_an_error(ctx: CheckContex
         ("DEPLOY_PRIVATE_KEY", False),
         ("GOOGLE_APPLICATION_CREDENTIALS", False),
         ("VAULT_PASSPHRASE", False),
+        ("REDIS_URL_FILE", False),
+        # Not secrets, whatever a substring says: a variable is secret by its name.
+        ("PWD", True),
+        ("SSH_AUTH_SOCK", True),
+        ("GIT_AUTHOR_NAME", True),
+        ("XAUTHORITY", True),
     ],
 )
 def test_child_env_withholds_the_bots_secrets(name: str, passed: bool) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.core.masking import MASK, Masker, secret_values, truncate_line, truncate_tail
+from bot.core.masking import MASK, Masker, is_secret_name, secret_values, truncate_line, truncate_tail
 
 
 @pytest.mark.parametrize(
@@ -78,3 +78,62 @@ def test_truncate_tail_keeps_the_end_and_says_what_was_cut() -> None:
 def test_truncate_line() -> None:
     assert truncate_line("a\nb   c", 10) == "a b c"
     assert truncate_line("x" * 20, 10) == "x" * 9 + "…"
+
+
+# --- secret by name, with any prefix; not by prefix ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("access_token=abcdef123456 next", f"access_token={MASK} next"),
+        ("client_secret=zzz999zzz&x=1", f"client_secret={MASK}&x=1"),
+        ("db_password: pw1234567", f"db_password: {MASK}"),
+        ('{"client_secret": "s3cr3tvalue", "name": "svc"}', f'{{"client_secret": "{MASK}", "name": "svc"}}'),
+        ("GITHUB_TOKEN=ghx_short1 apiKey=abc12345", f"GITHUB_TOKEN={MASK} apiKey={MASK}"),
+        ("PROXY_AUTH=user:pw", f"PROXY_AUTH={MASK}"),
+    ],
+)
+def test_key_value_pairs_are_masked_for_secret_names_with_any_prefix(text: str, masked: str) -> None:
+    assert Masker().mask(text) == masked
+
+
+def test_a_variable_is_secret_by_its_name_not_its_prefix() -> None:
+    env = {
+        "GONOGO_HOST": "0.0.0.0",
+        "GONOGO_DATA_DIR": "/var/lib/gonogo",
+        "PWD": "/home/alice/project",
+        "SSH_AUTH_SOCK": "/tmp/ssh-XYZ/agent.1",
+        "GIT_AUTHOR_NAME": "Alice Example",
+        "XAUTHORITY": "/home/alice/.Xauthority",
+        "GONOGO_WEBHOOK_SECRET": "webhook-secret-1",
+        "SLACK_BOT_TOKEN": "bot-token-value-1",
+    }
+    masker = Masker.from_env(env)
+    text = "listening on 0.0.0.0:3000 in /home/alice/project as Alice Example via /tmp/ssh-XYZ/agent.1"
+    assert masker.mask(text) == text
+    assignments = "PWD=/home/alice/project GIT_AUTHOR_NAME=Alice"
+    assert masker.mask(assignments) == assignments
+    assert masker.mask("sig webhook-secret-1 bot-token-value-1") == f"sig {MASK} {MASK}"
+    assert set(secret_values(env)) == {"webhook-secret-1", "bot-token-value-1"}
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("access_token", True),
+        ("clientSecret", True),
+        ("DB_PWD", True),
+        ("STRIPE_API_KEY", True),
+        ("BASIC_AUTH", True),
+        ("PWD", False),
+        ("OLDPWD", False),
+        ("SSH_AUTH_SOCK", False),
+        ("GIT_AUTHOR_NAME", False),
+        ("XAUTHORITY", False),
+        ("GONOGO_HOST", False),
+        ("TOKENIZER_PATH", False),
+    ],
+)
+def test_secret_names(name: str, secret: bool) -> None:
+    assert is_secret_name(name) is secret

@@ -70,6 +70,13 @@ def mention(user: str) -> str:
 
 
 MENTION = re.compile(r"\{@([A-Z0-9]+)\}")
+_TOKEN_START = re.compile(r"\{@(?=[A-Z0-9]+\})")
+
+
+def literal(text: str) -> str:
+    """Outside text (check output, what people type, gate titles) put into reason text: a `{@U…}`
+    in it stays text (a word joiner breaks it); only the bot's own `mention` tokens become mentions."""
+    return _TOKEN_START.sub("{@\u2060", text)
 
 
 class _Out(BaseModel):
@@ -205,7 +212,7 @@ def decide(inp: DecisionInput) -> Decision:
             Reason(
                 level=Level.INFO,
                 code="override_active",
-                text=f"override by {mention(override.request.requested_by)}: {override.request.reason}",
+                text=f"override by {mention(override.request.requested_by)}: {literal(override.request.reason)}",
             )
         )
     elif blocking:
@@ -235,15 +242,16 @@ def _passing(results: Mapping[str, CheckResult], check_id: str) -> bool:
 
 
 def _describe(check: SpecBase, found: CheckResult | None) -> str:
+    title = literal(check.title)
     if found is None:
-        return f"{check.title} has not run"
+        return f"{title} has not run"
     verb = {
         Status.FAIL: "failed",
         Status.ERROR: "errored",
         Status.PENDING: "is pending",
         Status.SKIPPED: "was skipped",
     }.get(found.status, found.status.value)
-    return f"{check.title} {verb}: {found.summary}"
+    return f"{title} {verb}: {literal(found.summary)}"
 
 
 def _blockers(gate: Gate, results: Mapping[str, CheckResult], reasons: list[Reason]) -> None:
@@ -394,7 +402,7 @@ def _advisories(gate: Gate, results: Mapping[str, CheckResult], reasons: list[Re
                 Reason(
                     level=Level.WARNING,
                     code="check_warning",
-                    text=f"{check.title}: {found.summary}",
+                    text=f"{literal(check.title)}: {literal(found.summary)}",
                     subject=check.id,
                 )
             )
@@ -440,7 +448,7 @@ def _signoff_reasons(roles: list[RoleStatus], reasons: list[Reason]) -> None:
                 Reason(
                     level=level,
                     code="signoff_rejected",
-                    text=f"{role.label} rejected by {mention(sig.user)}",
+                    text=f"{literal(role.label)} rejected by {mention(sig.user)}",
                     subject=role.role,
                 )
             )
@@ -465,7 +473,7 @@ def _drills(inp: DecisionInput, reasons: list[Reason]) -> None:
             problem = f"drill {drill.title} has never run"
         elif not found.passed:
             age = humanize_age((inp.now - found.finished_at).total_seconds())
-            problem = f"drill {drill.title} failed {age} ago: {found.summary}"
+            problem = f"drill {literal(drill.title)} failed {age} ago: {literal(found.summary)}"
         elif drill.max_age is not None and inp.now - found.finished_at > drill.max_age:
             age = humanize_age((inp.now - found.finished_at).total_seconds())
             problem = f"drill {drill.title} is stale: last passed {age} ago (max {format_duration(drill.max_age)})"

@@ -6,15 +6,52 @@ test suite echoes never reaches Slack, the terminal, Redis or the logs.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 
 MASK = "[masked]"
 
-SECRET_NAME = re.compile(
-    r"TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PRIVATE_?KEY|API_?KEY|ACCESS_?KEY|AUTH",
-    re.IGNORECASE,
+# A variable is secret because of its name, not its prefix: GONOGO_HOST is not, DB_PASSWORD is.
+# Names are split into words (SNAKE_CASE, kebab-case, dotted and camelCase alike).
+_SECRET_WORDS = frozenset(
+    {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "CREDENTIALS", "APIKEY", "PRIVATEKEY"}
+    | {"ACCESSKEY", "SECRETKEY", "AUTHTOKEN", "PASSWORDS", "SECRETS"}
 )
+_SECRET_PAIRS = frozenset({("API", "KEY"), ("PRIVATE", "KEY"), ("ACCESS", "KEY"), ("SIGNING", "KEY")})
+
+# The bot's own configuration: never passed to a check's child, never named by a gate.
+BOT_ENV_PREFIXES = ("SLACK_", "GONOGO_")
+BOT_ENV_NAMES = frozenset({"REDIS_URL", "REDIS_URL_FILE"})
+
+
+def name_words(name: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.upper()) if w]
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a variable or key named so holds a secret: `access_token`, `client_secret`,
+    `DB_PASSWORD`, `apiKey`, `PROXY_AUTH`; not `PWD`, `SSH_AUTH_SOCK`, `GIT_AUTHOR_NAME`, `XAUTHORITY`."""
+    words = name_words(name)
+    if not words:
+        return False
+    if any(w in _SECRET_WORDS for w in words) or any(p in _SECRET_PAIRS for p in itertools.pairwise(words)):
+        return True
+    # `AUTH` and `PWD` alone are too common (SSH_AUTH_SOCK, the working directory `PWD`): they
+    # count as the last word of a longer name (BASIC_AUTH, DB_PWD).
+    return len(words) > 1 and words[-1] in ("AUTH", "PWD")
+
+
+def is_bots_own(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith(BOT_ENV_PREFIXES) or upper in BOT_ENV_NAMES
+
+
+def is_bots_secret(name: str) -> bool:
+    """The bot's own credentials (SLACK_BOT_TOKEN, REDIS_URL, ...): masked wherever they appear."""
+    return is_bots_own(name) and (is_secret_name(name) or name.upper() == "REDIS_URL")
+
 
 # Shapes of well-known secrets, masked wherever they appear. Group "keep" (when present) is
 # shown so a reader still sees *what* was masked ("password=[masked]").
@@ -25,26 +62,26 @@ _PATTERNS = [
     re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}"),  # GitHub classic tokens
     re.compile(r"github_pat_[A-Za-z0-9_]{20,}"),  # GitHub fine-grained tokens
     re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),  # AWS access key ids
-    re.compile(r"(?P<keep>aws_secret_access_key\s*[=:]\s*)[A-Za-z0-9/+=]{20,}", re.IGNORECASE),
     re.compile(r"(?P<keep>\bBearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE),
     re.compile(r"(?P<keep>\bBasic\s+)[A-Za-z0-9+/=]{8,}"),
-    re.compile(
-        r"(?P<keep>\b(?:password|passwd|pwd|secret|token|api[_-]?key)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,;]+",
-        re.IGNORECASE,
-    ),
     re.compile(r"(?P<keep>://[^/\s:@]+:)[^@\s/]+(?=@)"),  # credentials inside URLs
 ]
+
+# `key=value`, `key: value`, `"key": "value"`, `--key value`-less: the value is masked when the
+# key's name is secret (`is_secret_name`), whatever its prefix (access_token=, db_password:).
+_ASSIGNMENT = re.compile(
+    r"(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>[\"']?\s*[=:]\s*[\"']?)(?P<value>[^\s\"'&,;]+)",
+)
 
 # Values shorter than this are too likely to be common words ("true", "1") to mask blindly.
 _MIN_SECRET_LEN = 6
 
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
-    """Values of environment variables whose names look secret (plus the bot's own settings)."""
+    """Values of environment variables whose names say they are secret (the bot's own included)."""
     values = []
     for name, value in env.items():
-        own = name.startswith(("SLACK_", "GONOGO_")) or name == "REDIS_URL"
-        if (own or SECRET_NAME.search(name)) and len(value) >= _MIN_SECRET_LEN:
+        if (is_secret_name(name) or is_bots_secret(name)) and len(value) >= _MIN_SECRET_LEN:
             values.append(value)
     return values
 
@@ -67,7 +104,13 @@ class Masker:
             text = self._values.sub(MASK, text)
         for pattern in _PATTERNS:
             text = pattern.sub(_replacement, text)
-        return text
+        return _ASSIGNMENT.sub(_assignment, text)
+
+
+def _assignment(match: re.Match[str]) -> str:
+    if not is_secret_name(match["key"]) or match["value"] == MASK:
+        return match[0]
+    return f"{match['key']}{match['sep']}{MASK}"
 
 
 def _replacement(match: re.Match[str]) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.core.decision import DecisionInput, mention
+from bot.core.decision import DecisionInput, literal, mention
 from bot.core.facts import (
     DrillResult,
     ManualMark,
@@ -94,7 +94,7 @@ def with_manual_marks(
             merged[check.id] = CheckResult(
                 check_id=check.id,
                 status=Status.PASS,
-                summary=f"done by {mention(mark.user)}: {mark.evidence}",
+                summary=f"done by {mention(mark.user)}: {literal(mark.evidence)}",
                 started_at=mark.at,
                 finished_at=mark.at,
             )

@@ -33,7 +33,7 @@ from bot.core.results import CheckResult, Status, split_by_commit
 from bot.core.stages import Ladder, decide_stages
 from bot.services.people import People, load_people, with_external_results, with_manual_marks
 from bot.services.runner import run_checks
-from bot.slack.blocks import Message
+from bot.slack.blocks import Message, escape, quiet, user_ref
 from bot.slack.card import FOLD_AT, MAX_CONDITIONS_SHOWN, CardView, render_card
 from bot.slack.messages import render_check_details, render_conditions_listing, render_results_listing
 from bot.store.gatestore import GateStore
@@ -280,7 +280,15 @@ class ReleaseService:
                 if exc.response.get("error") != "message_not_found":
                     raise
                 log.warning("card vanished, posting a new one", extra={"release": release.id})
-        posted = await self.slack.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+        # A re-post must not ping the signers and user groups again: it goes out without mentions,
+        # and the full card follows as an edit (Slack notifies nobody for an edit).
+        first = quiet(message) if repost else message
+        posted = await self.slack.chat_postMessage(channel=channel, text=first.text, blocks=first.blocks)
+        if first is not message:
+            with contextlib.suppress(SlackApiError):
+                await self.slack.chat_update(
+                    channel=str(posted["channel"]), ts=str(posted["ts"]), text=message.text, blocks=message.blocks
+                )
         old_channel, old_ts = release.card_channel, release.card_ts
         new_ts = str(posted["ts"])
         updated = await self.update_release(
@@ -296,7 +304,7 @@ class ReleaseService:
                 await self.slack.chat_update(
                     channel=old_channel,
                     ts=old_ts,
-                    text=f"The card of {release.id} moved to the bottom of the channel.",
+                    text=f"The card of {escape(release.id)} moved to the bottom of the channel.",
                     blocks=[],
                 )
         return updated
@@ -415,7 +423,10 @@ class ReleaseService:
             for stale in role.stale:
                 sig = stale.signature
                 if await self.store.first_notice(release.id, f"{sig.role}|{sig.user}|{sig.at.isoformat()}"):
-                    lines.append(f"<@{sig.user}>: your {sig.vote.value} as {role.label} is stale ({stale.reason})")
+                    lines.append(
+                        f"{user_ref(sig.user)}: your {sig.vote.value} as {escape(role.label)}"
+                        f" is stale ({escape(stale.reason)})"
+                    )
                     await self.store.append_audit(
                         release.id,
                         AuditEvent(

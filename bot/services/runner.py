@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
+from bot.core.decision import literal
 from bot.core.durations import format_duration
 from bot.core.masking import Masker, truncate_line, truncate_tail
 from bot.core.results import CheckResult, Status
@@ -39,10 +40,11 @@ def effective_timeout(spec: SpecBase) -> timedelta:
 
 
 def sanitize(result: CheckResult, masker: Masker) -> CheckResult:
-    """Mask secrets, then cut to sizes Slack accepts (masking first: cutting could split a secret)."""
+    """Mask secrets, then cut to sizes Slack accepts (masking first: cutting could split a secret).
+    A `{@U…}` a check prints stays text (`literal`): only the bot's own tokens become mentions."""
     return result.model_copy(
         update={
-            "summary": truncate_line(masker.mask(result.summary), SUMMARY_LIMIT),
+            "summary": truncate_line(literal(masker.mask(result.summary)), SUMMARY_LIMIT),
             "details": truncate_tail(masker.mask(result.details), DETAILS_LIMIT),
         }
     )

@@ -22,7 +22,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.core.decision import MENTION, Decision, Level, RiskScore, RoleStatus, ScoreTerm, Verdict
+from bot.core.decision import Decision, Level, RiskScore, RoleStatus, ScoreTerm, Verdict
 from bot.core.facts import DrillResult, ManualMark, Signature
 from bot.core.gate import Gate, RiskScorePolicy, ThresholdPolicy
 from bot.core.release import Release, RunRecord, State, short
@@ -290,7 +290,9 @@ def check_line(check: SpecBase, view: CardView) -> str:
         return f"⬜ {name} — from {short(old.sha)}, not run on {short(view.release.sha)} _(was {was})_"
     if found is None:
         return f"⬜ {name} — not run yet"
-    summary = reason_mrkdwn(cut(one_line(found.summary), CARD_SUMMARY_LIMIT))
+    # Only the bot's own "done by {@U…}" of a manual mark becomes a mention; a check's output never.
+    text = cut(one_line(found.summary), CARD_SUMMARY_LIMIT)
+    summary = reason_mrkdwn(text) if getattr(check, "kind", None) == "manual" else escape(text)
     return f"{found.status.emoji} {name} — {summary} · _{age(view.now, found.finished_at)}_"
 
 
@@ -496,7 +498,7 @@ def _buttons(view: CardView) -> ActionsBlock:
 
 
 def card_text(view: CardView) -> str:
-    """The notification text: the verdict and the first blocking reason."""
+    """The notification text (plain; `message` escapes it): the verdict and the first blocking reason."""
     decision = view.decision
     if view.frozen_verdict is not None:
         verdict = f"{view.frozen_verdict.value} (decided)"
@@ -506,7 +508,7 @@ def card_text(view: CardView) -> str:
     if decision.blocking:
         extra = f" (+{len(decision.blocking) - 1} more)" if len(decision.blocking) > 1 else ""
         text += f" — {decision.blocking[0].text}{extra}"
-    return escape(MENTION.sub(r"@\1", one_line(text)))
+    return one_line(text)
 
 
 def render_card(view: CardView) -> Message:

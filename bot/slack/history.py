@@ -23,7 +23,7 @@ from slack_sdk.models.blocks import Block
 from bot.core.decision import Verdict
 from bot.core.results import Status
 from bot.core.text import chunk_lines, cut, one_line
-from bot.slack.blocks import Message, context, escape, message, reason_mrkdwn, section, user_ref
+from bot.slack.blocks import Message, context, escape, escape_code, message, reason_mrkdwn, section, user_ref
 from bot.store.store import AuditEntry
 
 PAGE_SIZE = 40
@@ -77,7 +77,7 @@ def _text(value: Any, limit: int = COMMENT_LIMIT) -> str:
 
 def _code(value: Any, limit: int = 60) -> str:
     # Backticks inside would end the code span early; ids and shas never contain any.
-    return "`" + escape(cut(str(value).replace("`", "'"), limit)) + "`"
+    return "`" + escape_code(cut(str(value).replace("`", "'"), limit)) + "`"
 
 
 def _sha(value: Any) -> str:
@@ -286,7 +286,7 @@ def entry_line(entry: AuditEntry) -> str:
 
 
 def _command(release_id: str, page: int) -> str:
-    return f"`/gonogo history {escape(release_id)} --page {page}`"
+    return f"`/gonogo history {escape_code(release_id)} --page {page}`"
 
 
 def navigation(release_id: str, page: Page) -> str:

@@ -27,6 +27,8 @@ from bot.slack.blocks import (
     code_block,
     confirm,
     escape,
+    escape_code,
+    escape_message,
     message,
     reason_mrkdwn,
     section,
@@ -162,12 +164,12 @@ USAGE = [
 
 
 def render_help(note: str | None = None) -> Message:
-    lines = [f"• `/gonogo {usage}` — {what}" for usage, what in USAGE]
+    lines = [f"• `/gonogo {escape_code(usage)}` — {escape(what)}" for usage, what in USAGE]
     text = "*gonogo* runs release GO/NO-GO gates.\n" + "\n".join(lines)
-    text += "\nA release is `<gate>@<version>`, e.g. `payments@1.4.0`."
+    text += f"\nA release is `{escape_code('<gate>@<version>')}`, e.g. `payments@1.4.0`."
     blocks: list[Block] = []
     if note:
-        blocks.append(section(f":warning: {escape(note)}"))
+        blocks.append(section(f":warning: {escape_message(note)}"))
     blocks.append(section(text))
     plain = "\n".join(f"/gonogo {usage} — {what}" for usage, what in USAGE)
     return message(f"{note}\n{plain}" if note else plain, blocks)

@@ -21,6 +21,7 @@ MODAL_REJECT = "gonogo_reject_modal"
 MODAL_MANUAL = "gonogo_manual_modal"
 MODAL_RISK = "gonogo_risk_modal"
 INPUT_ACTION = "value"
+MAX_INPUT = 2000  # characters, every text input (Slack enforces it in its client; forged payloads do not)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def _text_input(block_id: str, label: str, *, optional: bool, multiline: bool, p
         label=label,
         optional=optional,
         element=PlainTextInputElement(
-            action_id=INPUT_ACTION, multiline=multiline, max_length=2000, placeholder=cut(placeholder, 150)
+            action_id=INPUT_ACTION, multiline=multiline, max_length=MAX_INPUT, placeholder=cut(placeholder, 150)
         ),
     )
 
@@ -125,6 +126,16 @@ def risk_modal(context: ModalContext, description: str, mitigation: str | None) 
             ),
         ],
     )
+
+
+def too_long(view: dict[str, Any]) -> dict[str, str]:
+    """Inputs longer than the modal allows, as the `errors` of a view submission's ack."""
+    errors = {}
+    for block_id, inputs in (view.get("state", {}).get("values") or {}).items():
+        value = (inputs or {}).get(INPUT_ACTION, {}).get("value") if isinstance(inputs, dict) else None
+        if isinstance(value, str) and len(value) > MAX_INPUT:
+            errors[str(block_id)] = f"At most {MAX_INPUT} characters, please ({len(value)} given)."
+    return errors
 
 
 def submitted(view: dict[str, Any], block_id: str) -> str:

@@ -14,7 +14,7 @@ from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTe
 from bot.core.decision import Verdict
 from bot.core.evidence import PASSING, STATUS_MARK, stamp
 from bot.core.text import SECTION_LIMIT, chunk_lines, cut, one_line
-from bot.slack.blocks import HEADER_LIMIT, Message, escape, message, section, user_ref
+from bot.slack.blocks import HEADER_LIMIT, Message, escape, escape_code, message, section, user_ref
 
 MAX_FAILING_SHOWN = 15  # on the Slack record; the bundle lists them all
 
@@ -48,9 +48,9 @@ def render_record(bundle: Mapping[str, Any]) -> Message:
     header = f"{verdict.emoji} {verdict.value} · {release['id']}"
     facts = [
         f"*{escape(release['id'])}* ({escape(one_line(gate['name']))})"
-        + (f" · commit `{escape(release['sha'][:12])}`" if release["sha"] else " · no commit"),
+        + (f" · commit `{escape_code(release['sha'][:12])}`" if release["sha"] else " · no commit"),
         f"Decided {stamp(bundle['decided_at'], seconds=False)} by {user_ref(bundle['decided_by'])}",
-        f"Gate file `{escape(PurePath(gate['file']).name)}` · sha256 `{escape(gate['sha256'][:12])}…`"
+        f"Gate file `{escape_code(PurePath(gate['file']).name)}` · sha256 `{escape_code(gate['sha256'][:12])}…`"
         f" · {escape(bundle['policy'].get('kind', '?'))} policy",
     ]
     blocks: list[Block] = [
@@ -72,7 +72,7 @@ def render_record(bundle: Mapping[str, Any]) -> Message:
             elements=[
                 MarkdownTextObject(
                     text=f"Decision record v{bundle['version']} · exit code {bundle['exit_code']}"
-                    f" · blocker digest `{escape(bundle['blocker_digest'])}`"
+                    f" · blocker digest `{escape_code(bundle['blocker_digest'])}`"
                 )
             ]
         )
@@ -82,7 +82,7 @@ def render_record(bundle: Mapping[str, Any]) -> Message:
         f"{verdict.value}: {release['id']} decided by @{bundle['decided_by']}"
         f" — {bundle['checks_passed']}/{bundle['checks_total']} checks pass{failing}"
     )
-    return message(escape(one_line(text)), blocks)
+    return message(one_line(text), blocks)
 
 
 def _record_stages(stages: Mapping[str, Any]) -> str:
@@ -170,7 +170,7 @@ def _record_override(override: Mapping[str, Any], mentioned: Sequence[str]) -> s
 
 def _record_next_step(step: Mapping[str, Any], mentioned: Sequence[str]) -> str:
     if not step["fix"]:
-        monitor = ", ".join(f"`{escape(r)}`" for r in step["monitor"])
+        monitor = ", ".join(f"`{escape_code(r)}`" for r in step["monitor"])
         return f"*Next step:* {escape(step['text'])}" + (f" ({monitor})" if monitor else "")
     if step["text"].startswith("proceed"):
         # Under an override the items to fix are exactly the override's "failing" list, shown above.

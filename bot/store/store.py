@@ -705,6 +705,11 @@ class Store:
         async with self._guard():
             await self.redis.set(key, value, ex=ttl_s)
 
+    async def first_seen(self, key: str, ttl_s: int) -> bool:
+        """True the first time `key` is claimed within `ttl_s` (SET NX): replays and retries are not."""
+        async with self._guard():
+            return bool(await self.redis.set(key, "1", nx=True, ex=ttl_s))
+
     # --- audit ---------------------------------------------------------------------------
 
     async def append_audit(self, release_id: str, event: AuditEvent) -> None:
