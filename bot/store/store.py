@@ -2,14 +2,19 @@
 
 Writes that must be atomic are Lua scripts or MULTI blocks, and every state change appends an
 entry to the release's audit stream in the same atomic step. Connection problems surface as
-`StoreUnavailable`, which callers turn into "state store unavailable, try again" (fail closed).
+`StoreUnavailable` when the command never reached Redis (fail closed: nothing was written), and as
+`OutcomeUnknown` when a write may have reached it (it may be stored: say so, never "nothing was
+changed"). `tracking_writes` lets a handler know which writes it sent and which were confirmed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, cast
@@ -18,7 +23,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from pydantic import BaseModel, ConfigDict
 
-from bot.core.errors import StoreUnavailable
+from bot.core.errors import OutcomeUnknown, StoreUnavailable
 from bot.core.release import Release, RunLease, RunRecord
 from bot.core.results import CheckResult
 from bot.store import keys
@@ -81,9 +86,10 @@ if #ARGV > 4 then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpac
 return {'ok', ARGV[2]}
 """
 
+# Returns false when acquired, else the holder's lease and its remaining ms.
 _LOCK = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
-return redis.call('GET', KEYS[1])
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 """
 
 _RENEW = """
@@ -131,9 +137,59 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 return old
 """
 
+# A run's record and audit entry, once: a write whose answer was lost is retried (the run's
+# background recorder), and the marker makes the retry a no-op. KEYS: runs list, audit, marker.
+# ARGV: record json, runs kept, marker ttl ms, maxlen, audit fields...
+_RECORD_RUN = """
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) then return 0 end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+return 1
+"""
+
 OpenOutcome = Literal["opened", "exists", "conflict", "closed"]
 PutOutcome = Literal["written", "unchanged", "duplicate"]
 HANDLED_TTL_MS = 15 * 60 * 1000  # Slack retries within minutes; a quarter of an hour is plenty
+RUN_RECORDED_TTL_MS = 24 * 3600 * 1000  # a run's record is retried while the bot lives: a day is plenty
+
+
+@dataclass
+class WriteLog:
+    """The writes one handler sent, so that its answer can tell "nothing was changed" (nothing
+    sent) from "could not confirm" (sent, no answer yet) and "recorded" (Redis answered)."""
+
+    task: asyncio.Task[Any] | None = field(default_factory=asyncio.current_task)
+    sent: int = 0
+    confirmed: int = 0
+    # Set when the handler ran out of time before it could start: every store call it makes then
+    # fails at once, before anything is sent, so the user hears "nothing was changed" truthfully.
+    closed: bool = False
+
+    @property
+    def unconfirmed(self) -> bool:
+        return self.sent > self.confirmed
+
+
+_writes: ContextVar[WriteLog | None] = ContextVar("gonogo_writes", default=None)
+
+
+@contextmanager
+def tracking_writes() -> Iterator[WriteLog]:
+    """Count the store writes the current task makes inside this block (tasks it spawns, e.g. a
+    run in the background, inherit the variable but are not counted)."""
+    writes = WriteLog()
+    token = _writes.set(writes)
+    try:
+        yield writes
+    finally:
+        _writes.reset(token)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Failures that happen before a command leaves: no connection, or none free in the pool."""
+    text = str(exc)
+    return "connecting to" in text or "No connection available" in text or isinstance(exc, ConnectionRefusedError)
 
 
 class Fact(StrEnum):
@@ -163,13 +219,35 @@ class Store:
         self._unlock = client.register_script(_UNLOCK)
         self._put_fact = client.register_script(_PUT_FACT)
         self._del_fact = client.register_script(_DEL_FACT)
+        self._record_run = client.register_script(_RECORD_RUN)
 
     @asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
+    async def _guard(self, *, write: bool = False) -> AsyncIterator[None]:
+        """Redis failures as our errors. For a `write`: `StoreUnavailable` only when the command
+        surely never reached Redis, else `OutcomeUnknown`; and the handler's WriteLog is kept."""
+        writes = _writes.get()
+        if writes is not None and writes.task is not asyncio.current_task():
+            writes = None
+        if writes is not None and writes.closed:
+            raise StoreUnavailable("out of time")
+        if not write:
+            writes = None
+        if writes is not None:
+            writes.sent += 1  # stays unconfirmed if the handler is cancelled while we wait
         try:
             yield
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            if write and not _never_sent(exc):
+                raise OutcomeUnknown(type(exc).__name__) from exc
+            if writes is not None:
+                writes.sent -= 1
             raise StoreUnavailable(type(exc).__name__) from exc
+        except redis.exceptions.RedisError:  # Redis answered (an error reply): the outcome is known
+            if writes is not None:
+                writes.confirmed += 1
+            raise
+        if writes is not None:
+            writes.confirmed += 1
 
     async def ping(self) -> None:
         async with self._guard():
@@ -180,7 +258,7 @@ class Store:
     async def open_release(self, release: Release, event: AuditEvent) -> tuple[OpenOutcome, Release | str]:
         """Create the release unless the gate has another one open. Returns the outcome and the
         release (or, on conflict, the id of the release that is in the way)."""
-        async with self._guard():
+        async with self._guard(write=True):
             outcome, payload = await self._open(
                 keys=[
                     keys.open_release(release.gate_id),
@@ -216,7 +294,7 @@ class Store:
         args: list[Any] = [current.rev, stored.model_dump_json(), stored.state.value, AUDIT_MAXLEN]
         if event is not None:
             args += _flat(event.fields())
-        async with self._guard():
+        async with self._guard(write=True):
             outcome, *_ = await self._update(
                 keys=[keys.release(current.id), keys.audit(current.id), keys.open_release(current.gate_id)],
                 args=args,
@@ -226,7 +304,7 @@ class Store:
     # --- results and runs ----------------------------------------------------------------
 
     async def save_result(self, release_id: str, result: CheckResult) -> None:
-        async with self._guard():
+        async with self._guard(write=True):
             await self.redis.hset(keys.results(release_id), result.check_id, result.model_dump_json())
 
     async def results(self, release_id: str) -> dict[str, CheckResult]:
@@ -234,12 +312,16 @@ class Store:
             raw = cast(dict[str, str], await self.redis.hgetall(keys.results(release_id)))
         return {k: CheckResult.model_validate_json(v) for k, v in raw.items()}
 
-    async def record_run(self, run: RunRecord, event: AuditEvent) -> None:
-        async with self._guard(), self.redis.pipeline(transaction=True) as tx:
-            tx.lpush(keys.runs(run.release_id), run.model_dump_json())
-            tx.ltrim(keys.runs(run.release_id), 0, RUNS_KEPT - 1)
-            tx.xadd(keys.audit(run.release_id), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
-            await tx.execute()
+    async def record_run(self, run: RunRecord, event: AuditEvent) -> bool:
+        """Append the run's record and audit entry, once per run id (retries are no-ops).
+        False when this run was already recorded."""
+        rid = run.release_id
+        async with self._guard(write=True):
+            done = await self._record_run(
+                keys=[keys.runs(rid), keys.audit(rid), keys.handled(rid, f"run:{run.run_id}")],
+                args=[run.model_dump_json(), RUNS_KEPT, RUN_RECORDED_TTL_MS, AUDIT_MAXLEN, *_flat(event.fields())],
+            )
+        return bool(done)
 
     async def runs(self, release_id: str, count: int = 20) -> list[RunRecord]:
         async with self._guard():
@@ -248,18 +330,22 @@ class Store:
 
     # --- the run lock: one run per release across every replica --------------------------
 
-    async def acquire_run_lock(self, release_id: str, lease: RunLease, ttl_ms: int) -> RunLease | None:
-        """None when acquired; otherwise the lease of the run already in progress."""
-        async with self._guard():
+    async def acquire_run_lock(self, release_id: str, lease: RunLease, ttl_ms: int) -> tuple[RunLease, int] | None:
+        """None when acquired; otherwise the lease of the run already in progress and the ms
+        left before it expires (unless its run renews it)."""
+        async with self._guard(write=True):
             holder = await self._lock(keys=[keys.run_lock(release_id)], args=[lease.model_dump_json(), ttl_ms])
-        return RunLease.model_validate_json(holder) if holder else None
+        if not holder:
+            return None
+        raw, ttl_left = holder
+        return RunLease.model_validate_json(raw), int(ttl_left)
 
     async def renew_run_lock(self, release_id: str, token: str, ttl_ms: int) -> bool:
-        async with self._guard():
+        async with self._guard(write=True):
             return bool(await self._renew(keys=[keys.run_lock(release_id)], args=[token, ttl_ms]))
 
     async def release_run_lock(self, release_id: str, token: str) -> None:
-        async with self._guard():
+        async with self._guard(write=True):
             await self._unlock(keys=[keys.run_lock(release_id)], args=[token])
 
     async def current_run(self, release_id: str) -> RunLease | None:
@@ -283,7 +369,7 @@ class Store:
         """Write a fact and its audit entry atomically. `handled` (a click's identity) makes a
         retried payload a no-op; `same_when` names the fields whose equality makes a write a no-op.
         Returns the outcome and the previous JSON."""
-        async with self._guard():
+        async with self._guard(write=True):
             outcome, old = await self._put_fact(
                 keys=[fact.key(release_id), keys.audit(release_id), keys.handled(release_id, handled or "-")],
                 args=[
@@ -299,7 +385,7 @@ class Store:
 
     async def delete_fact(self, fact: Fact, release_id: str, field: str, event: AuditEvent) -> str | None:
         """Remove a fact (withdraw, reopen); audited only if it existed. Returns the old JSON."""
-        async with self._guard():
+        async with self._guard(write=True):
             old = await self._del_fact(
                 keys=[fact.key(release_id), keys.audit(release_id)],
                 args=[field, AUDIT_MAXLEN, *_flat(event.fields())],
@@ -325,7 +411,7 @@ class Store:
 
     async def set_override(self, release_id: str, request_json: str | None, event: AuditEvent) -> None:
         """Replace (or clear) the override request; its approvals always start afresh."""
-        async with self._guard(), self.redis.pipeline(transaction=True) as tx:
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as tx:
             if request_json is None:
                 tx.delete(keys.override(release_id))
             else:
@@ -339,7 +425,7 @@ class Store:
             return cast(dict[str, str], await self.redis.hgetall(keys.drills(release_id)))
 
     async def save_bundle(self, release_id: str, bundle_json: str) -> None:
-        async with self._guard():
+        async with self._guard(write=True):
             await self.redis.set(keys.bundle(release_id), bundle_json)
 
     async def get_bundle(self, release_id: str) -> str | None:
@@ -349,7 +435,7 @@ class Store:
 
     async def first_notice(self, release_id: str, token: str) -> bool:
         """True the first time `token` is noted for this release (e.g. a stale signature's reminder)."""
-        async with self._guard():
+        async with self._guard(write=True):
             return bool(await self.redis.sadd(keys.stale_notified(release_id), token))
 
     async def cache_get(self, key: str) -> str | None:
@@ -364,7 +450,7 @@ class Store:
     # --- audit ---------------------------------------------------------------------------
 
     async def append_audit(self, release_id: str, event: AuditEvent) -> None:
-        async with self._guard():
+        async with self._guard(write=True):
             await self.redis.xadd(keys.audit(release_id), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
     async def audit(self, release_id: str, count: int = 1000) -> list[AuditEntry]:
