@@ -10,6 +10,7 @@ health, readiness and metrics. SIGHUP reloads gates; SIGTERM drains in-flight ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -41,9 +42,11 @@ from bot.settings import Settings
 from bot.slack.guard import RequestGuard, install_bolt_guards
 from bot.store.connection import RedisHandle, connect
 from bot.store.store import Store
-from commands import actions, events, signoff_actions, slash
+from commands import actions, events, replies, signoff_actions, slash
 
 log = logging.getLogger("gonogo.server")
+
+DISPATCH_SETTLE_S = 3.0  # Bolt acks within Slack's 3 s, so requests in flight get past it by then
 
 
 def build_slack_client(settings: Settings, session: aiohttp.ClientSession) -> AsyncWebClient:
@@ -70,6 +73,8 @@ class Bot:
     signing: Signing | None = None
     events: EventService | None = None
     stopping: bool = False
+    dispatching: int = 0  # Slack requests inside Bolt right now (HTTP mode)
+    dispatch_idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         url = self.settings.redis_url.get_secret_value() if self.settings.redis_url else None
@@ -96,6 +101,8 @@ class Bot:
         membership = Membership(self.service.store, client)
         self.events = EventService(store=self.service.store, gates=self.gates, env=self.service.env)
         self.signing = Signing(self.service, membership)
+        # First, so that during a drain every request still gets an answer Slack shows.
+        self.app.use(replies.answer_while_restarting(lambda: self.stopping))
         slash.register(self.app, self.service, self.signing, Lifecycle(self.service, membership))
         actions.register(self.app, self.service)
         events.register(self.app)
@@ -104,13 +111,37 @@ class Bot:
         self.metrics.gates_loaded.set(len(self.gates.ids))
 
     async def stop(self) -> None:
+        """Drain and close whatever `start` opened (also after a failed start; calling it twice is
+        harmless). New requests are answered "restarting" from the moment `stopping` is set."""
         self.stopping = True
-        if self.service is not None:
-            await self.service.drain(self.settings.drain_timeout_s)
-        if self.session is not None:
-            await self.session.close()
-        if self.redis is not None:
-            await self.redis.close()
+        try:
+            if self.service is not None:
+                await self._requests_settled(DISPATCH_SETTLE_S)
+                await self.service.drain(self.settings.drain_timeout_s)
+        finally:
+            if self.session is not None:
+                await self.session.close()
+                self.session = None
+            if self.redis is not None:
+                redis, self.redis = self.redis, None
+                await redis.close()
+
+    def dispatch_started(self) -> None:
+        self.dispatching += 1
+        self.dispatch_idle.clear()
+
+    def dispatch_ended(self) -> None:
+        self.dispatching -= 1
+        if not self.dispatching:
+            self.dispatch_idle.set()
+
+    async def _requests_settled(self, within: float) -> None:
+        """Requests Bolt is still dispatching ack, then hand their work to a handler task, which
+        the service's drain waits for: let them get that far."""
+        if self.dispatching:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.dispatch_idle.wait(), within)
+        await asyncio.sleep(0)  # a handler task created by the last ack gets to enter its work
 
     def reload_gates(self) -> list[str]:
         problems = self.gates.reload()
@@ -138,7 +169,11 @@ def web_app(bot: Bot, *, slack_events: bool = True) -> web.Application:
     async def events(request: web.Request) -> web.Response:
         assert bot.app is not None
         started = time.perf_counter()
-        bolt_response = await bot.app.async_dispatch(await to_bolt_request(request))
+        bot.dispatch_started()
+        try:
+            bolt_response = await bot.app.async_dispatch(await to_bolt_request(request))
+        finally:
+            bot.dispatch_ended()
         bot.metrics.slack_request_seconds.observe(time.perf_counter() - started)
         bot.metrics.slack_requests.labels(kind=_kind(request), status=str(bolt_response.status)).inc()
         return await to_aiohttp_response(bolt_response)
@@ -184,39 +219,51 @@ def _kind(request: web.Request) -> str:
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT (or `stop` is set), then drain and exit cleanly."""
+    """Run until SIGTERM/SIGINT (or `stop` is set), then drain and exit cleanly.
+
+    Whatever happens (a signal during start-up, a port in use, a crash), everything started here is
+    stopped on the way out: the embedded redis-server above all, which would otherwise outlive us."""
     bot = Bot(settings=settings, gates=GateSet(settings.gates))
-    await bot.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, bot.reload_gates)
+    runner: web.AppRunner | None = None
+    socket_handler: Any = None
+    try:
+        await bot.start()
+        runner = web.AppRunner(web_app(bot, slack_events=not settings.socket_mode), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        if settings.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-    runner = web.AppRunner(web_app(bot, slack_events=not settings.socket_mode), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    socket_handler = None
-    if settings.socket_mode:
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-        assert bot.app is not None and settings.slack_app_token is not None
-        socket_handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token.get_secret_value())
-        await socket_handler.connect_async()  # type: ignore[no-untyped-call]
-    log.info(
-        "gonogo serving",
-        extra={"port": settings.port, "mode": "socket" if settings.socket_mode else "http", "gates": bot.gates.ids},
-    )
-    if ready is not None:
-        ready.set()
-    await stop.wait()
-    log.info("shutting down: draining in-flight runs")
-    bot.stopping = True
-    if socket_handler is not None:
-        await socket_handler.close_async()  # type: ignore[no-untyped-call]
-    await bot.stop()
-    await runner.cleanup()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.remove_signal_handler(sig)
+            assert bot.app is not None and settings.slack_app_token is not None
+            socket_handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token.get_secret_value())
+            await socket_handler.connect_async()
+        log.info(
+            "gonogo serving",
+            extra={"port": settings.port, "mode": "socket" if settings.socket_mode else "http", "gates": bot.gates.ids},
+        )
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down: draining in-flight work")
+        bot.stopping = True  # /readyz 503 and "restarting" answers from now on
+        if socket_handler is not None:
+            await socket_handler.close_async()
+            socket_handler = None
+        await bot.stop()  # the HTTP server keeps answering (health, "restarting") while this drains
+    finally:
+        try:
+            if socket_handler is not None:
+                await socket_handler.close_async()
+            await bot.stop()
+            if runner is not None:
+                await runner.cleanup()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
     log.info("stopped")

@@ -15,7 +15,7 @@ def register(app: AsyncApp, service: ReleaseService) -> None:
     @app.action(ACTION_RUN)
     async def run_checks(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_RUN, service.work):
+        async with replying_errors(respond, ACTION_RUN, service.work, subject="your run request"):
             release = await service.resolve(action["value"])
             await service.start_run(release, body["user"]["id"])
 

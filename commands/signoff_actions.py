@@ -117,7 +117,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
     @app.action(ACTION_APPROVE)
     async def approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_APPROVE, signing.releases.work):
+        async with replying_errors(respond, ACTION_APPROVE, signing.releases.work, subject="your approval"):
             release_id, role, sha = _signoff_value(action["value"])
             try:
                 outcome = await signing.vote(
@@ -168,7 +168,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
             await ack()
             # No work slot: the trigger_id dies 3 s after the click, so a modal must not queue
             # behind a burst of other handlers' work (it only reads Redis and calls views.open).
-            async with replying_errors(respond, action_id):
+            async with replying_errors(respond, action_id, signing.releases.work, queue=False):
                 try:
                     await open_modal(body, client, action["value"], kind)
                 except CommitMoved as moved:
@@ -182,7 +182,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
     @app.action(ACTION_WITHDRAW)
     async def withdraw(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_WITHDRAW, signing.releases.work):
+        async with replying_errors(respond, ACTION_WITHDRAW, signing.releases.work, subject="your withdrawal"):
             release_id, role = _split(action["value"], 2)
             outcome = await signing.withdraw(release_id, role, body["user"]["id"])
             await respond(text=escape_message(outcome.message), response_type="ephemeral", replace_original=True)
@@ -190,7 +190,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
     @app.action(ACTION_MANUAL_REOPEN)
     async def manual_reopen(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_MANUAL_REOPEN, signing.releases.work):
+        async with replying_errors(respond, ACTION_MANUAL_REOPEN, signing.releases.work, subject="the reopening"):
             release_id, check = _split(action["value"], 2)
             outcome = await signing.reopen_manual(release_id, check, body["user"]["id"])
             await ephemeral(respond, escape_message(outcome.message))
@@ -198,7 +198,9 @@ def register(app: AsyncApp, signing: Signing) -> None:
     @app.action(ACTION_OVERRIDE_APPROVE)
     async def override_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         await ack()
-        async with replying_errors(respond, ACTION_OVERRIDE_APPROVE, signing.releases.work):
+        async with replying_errors(
+            respond, ACTION_OVERRIDE_APPROVE, signing.releases.work, subject="your override approval"
+        ):
             release_id, request_id, role = _split(action["value"], 3)
             outcome = await signing.approve_override(
                 release_id, request_id, role, body["user"]["id"], click=_click(body, action)
@@ -216,7 +218,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         await ack()
         context, user, click = _submission(body)
         reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_APPROVE, signing.releases.work):
+        async with replying_errors(reply, MODAL_APPROVE, signing.releases.work, subject="your approval"):
             comment = _typed(body, "comment")
             try:
                 outcome = await signing.vote(
@@ -240,7 +242,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         await ack()
         context, user, click = _submission(body)
         reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_REJECT, signing.releases.work):
+        async with replying_errors(reply, MODAL_REJECT, signing.releases.work, subject="your rejection"):
             try:
                 outcome = await signing.vote(
                     context.release, context.subject, user, Vote.REJECT, reason, drawn_for=context.sha, click=click
@@ -263,7 +265,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         await ack()
         context, user, click = _submission(body)
         reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_MANUAL, signing.releases.work):
+        async with replying_errors(reply, MODAL_MANUAL, signing.releases.work, subject="your mark"):
             outcome = await signing.mark_done(context.release, context.subject, user, evidence, click=click)
             await ephemeral(reply, escape_message(outcome.message))
 
@@ -286,7 +288,7 @@ def register(app: AsyncApp, signing: Signing) -> None:
         await ack()
         context, user, click = _submission(body)
         reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_RISK, signing.releases.work):
+        async with replying_errors(reply, MODAL_RISK, signing.releases.work, subject="your risk acceptance"):
             now: datetime = signing.releases.clock()
             expires_at = now + expires_after if expires_after else None
             outcome = await signing.accept_risk(context.release, context.subject, user, reason, expires_at, click=click)

@@ -25,7 +25,7 @@ def register(app: AsyncApp, service: ReleaseService, signing: Signing, lifecycle
     @app.command("/gonogo")
     async def gonogo(ack: AsyncAck, command: dict[str, Any], respond: Respond) -> None:
         await ack()
-        async with replying_errors(respond, "slash", service.work):
+        async with replying_errors(respond, "slash", service.work, subject="your command"):
             await dispatch(service, signing, lifecycle, command, respond, promotion=promotion)
 
 

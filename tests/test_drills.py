@@ -222,8 +222,11 @@ async def test_one_operation_per_gate_drills_and_runs_exclude_each_other(
     with pytest.raises(Conflict, match="fire drill gated of gate payments is running"):
         await drills.run(gate, "redis-down", "U0DEV")
     run_lease = RunLease(token="t" * 32, actor="U0DEV", started_at=T0, check_ids=[])
-    holder = await store.acquire_run_lock(release.id, run_lease, 30_000)
+    held = await store.acquire_run_lock(release.id, run_lease, 30_000)
+    assert held is not None
+    holder, ttl_ms = held
     assert isinstance(holder, OperationLease) and holder.kind == "drill" and holder.subject == "gated"
+    assert 0 < ttl_ms <= 30_000
     assert await store.current_run(release.id) is None  # refused: nothing taken
 
     (tmp_path / "go").touch()

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from bot.core.release import Release
 from bot.store.connection import start_embedded
 from bot.store.store import AuditEvent, Store
+from tests.redis_server import embedded_servers, free_port
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
@@ -28,3 +38,78 @@ async def test_embedded_redis_persists_across_restarts(tmp_path: Path) -> None:
     finally:
         await second.close()
     assert any(p.name.startswith(("gonogo.rdb", "appendonly")) for p in data_dir.iterdir())
+
+
+async def test_closing_stops_the_embedded_server(tmp_path: Path) -> None:
+    handle = start_embedded(tmp_path / "data")
+    await Store(handle.client).ping()  # a live connection, as a running bot has
+    assert len(embedded_servers(tmp_path)) == 1
+    await handle.close()
+    assert embedded_servers(tmp_path) == []
+
+
+def serve_env(tmp_path: Path, port: int) -> dict[str, str]:
+    gates = tmp_path / "gates"
+    gates.mkdir(exist_ok=True)
+    (gates / "demo.yml").write_text("id: demo\nname: Demo\nchannel: C1\nchecks: []\n")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith(("SLACK_", "GONOGO_"))}
+    env.update(
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET="secret",
+        SLACK_API_URL="http://127.0.0.1:9/api/",
+        GONOGO_GATES=str(gates),
+        GONOGO_DATA_DIR=str(tmp_path / "data"),
+        GONOGO_HOST="127.0.0.1",
+        GONOGO_PORT=str(port),
+        GONOGO_LOG_FORMAT="text",
+    )
+    return env
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("gonogo serve did not become ready")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_gonogo_serve_stops_its_embedded_redis_when_it_exits(tmp_path: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve"], env=serve_env(tmp_path, port), cwd=tmp_path, stderr=subprocess.PIPE
+    )
+    try:
+        wait_ready(port, process)
+        assert len(embedded_servers(tmp_path)) == 1
+        process.send_signal(sig)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert embedded_servers(tmp_path) == []
+
+
+def test_gonogo_serve_stops_its_embedded_redis_when_start_up_fails(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # the port is in use: start-up fails after Redis started
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "serve"],
+            env=serve_env(tmp_path, port),
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert b"embedded redis started" in result.stderr
+    assert embedded_servers(tmp_path) == []

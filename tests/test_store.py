@@ -75,8 +75,10 @@ async def test_run_lock_is_exclusive_and_only_its_holder_releases_it(store: Stor
     mine = RunLease(token="a" * 32, actor="U1", started_at=NOW, check_ids=["x"])
     theirs = RunLease(token="b" * 32, actor="U2", started_at=NOW, check_ids=["x"])
     assert await store.acquire_run_lock("payments@1", mine, 10_000) is None
-    holder = await store.acquire_run_lock("payments@1", theirs, 10_000)
-    assert holder == mine
+    held = await store.acquire_run_lock("payments@1", theirs, 10_000)
+    assert held is not None
+    holder, ttl_left = held
+    assert holder == mine and 0 < ttl_left <= 10_000  # when the next run is possible, if this one died
     await store.release_run_lock("payments@1", theirs.token)  # not theirs to release
     assert await store.current_run("payments@1") == mine
     assert await store.renew_run_lock("payments@1", mine.token, 10_000)

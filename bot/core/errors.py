@@ -40,8 +40,28 @@ class CommitMoved(Conflict):
 
 
 class StoreUnavailable(GonogoError):
-    """Redis cannot be reached: fail closed, never report GO."""
+    """Redis cannot be reached, and the command never got there: nothing was written by it.
+    Fail closed, never report GO."""
 
     def __init__(self, detail: str = "") -> None:
         self.detail = detail
         super().__init__("state store unavailable, try again")
+
+
+class OutcomeUnknown(StoreUnavailable):
+    """A write was sent to Redis and no answer came back (a timeout, a dropped connection): it may
+    or may not have been applied. Never tell a user "nothing was changed" after this."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.args = ("the state store did not confirm the write: check before trying again",)
+
+
+RESTARTING = "gonogo is restarting, try again in a few seconds."
+
+
+class Restarting(GonogoError):
+    """gonogo is draining for a restart and takes no new work."""
+
+    def __init__(self) -> None:
+        super().__init__(RESTARTING)

@@ -79,6 +79,7 @@ class RunRecord(BaseModel):
     check_ids: list[str]
     verdict: Verdict
     counts: dict[str, int]  # status -> how many
+    interrupted: str | None = None  # why the run stopped before every check finished
 
     @property
     def duration_s(self) -> float:

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
+import time
 from collections import Counter
-from collections.abc import Callable, Collection, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.decision import Decision, decide
+from bot.core.decision import Decision, Level, Reason, Verdict, decide, mention
 from bot.core.drills import OperationLease
-from bot.core.errors import Conflict, NotFound, StoreUnavailable, UsageError
+from bot.core.errors import Conflict, NotFound, Restarting, StoreUnavailable, UsageError
 from bot.core.facts import ManualMark, passing_blockers
 from bot.core.gateset import GateSet
 from bot.core.loader import LoadedGate
@@ -44,15 +46,124 @@ log = logging.getLogger("gonogo.service")
 
 LOCK_TTL_MS = 30_000
 LOCK_RENEW_S = 10.0
+# A run rides out a state store that stops answering for this long (probing it every STORE_PROBE_S),
+# then stops: its results could not be recorded, and its lease could not be kept.
+STORE_GRACE_S = 3.0
+STORE_PROBE_S = 0.5
+# A run that ended while the store was away is recorded in the background, retried this often.
+RECORD_RETRY_S = (0.5, 10.0)  # first delay, longest delay (doubling in between)
 # Handler work after the ack, at most this many at once: acks (Slack's 3 s deadline) stay fast while
 # replies queue. bench/ack_latency.py: 16 slots gave a p99 ack ratio of 1.35-1.65 vs a bare Bolt
 # app, 4 slots 0.93-1.43, with the reply itself 225-305 ms at p50.
 WORK_SLOTS = 4
+HANDLER_DRAIN_S = 5.0  # handlers answer within ~2 s (commands/replies.py); SIGTERM waits this long
+RUN_STOP_S = 5.0  # a run asked to stop posts its final card and record within this
 CARD_UPDATE_INTERVAL_S = 1.0  # Slack's chat.update tier allows ~1/s per message; we coalesce to that
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class HandlerWork:
+    """Handler work after the ack: at most `slots` at once (acks, due within Slack's 3 s, stay fast
+    while replies queue), and counted, so SIGTERM can let it finish before closing Redis."""
+
+    def __init__(self, slots: int) -> None:
+        self._slots = asyncio.Semaphore(slots)
+        self.active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def tracked(self) -> AsyncIterator[None]:
+        self.active += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.active -= 1
+            if not self.active:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, deadline: float | None = None) -> AsyncIterator[bool]:
+        """A work slot, waiting until the loop time `deadline` at most: yields whether it got one."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._slots.release()
+
+    async def wait_idle(self, within: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+
+@dataclass
+class RunControl:
+    """One run in flight: why it stopped early (if it did), and the store trouble it rides out."""
+
+    reason: str | None = None
+    checks: asyncio.Task[list[CheckResult]] | None = None
+    fault_since: float | None = None  # monotonic time the store stopped answering
+    fault: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        if self.checks is not None:
+            self.checks.cancel()  # command checks kill their process groups on the way out
+
+    def store_failed(self) -> None:
+        if self.fault_since is None:
+            self.fault_since = time.monotonic()
+        self.fault.set()
+
+    def store_answered(self) -> None:
+        self.fault_since = None
+        self.fault.clear()
+
+
+@dataclass
+class FinishedRun:
+    """What a run leaves to record: kept in memory until the store has it all."""
+
+    release: Release
+    lease: RunLease
+    results: dict[str, CheckResult]  # this run's results, the unfinished checks' ⚠️ included
+    unsaved: dict[str, CheckResult]  # those the store does not have yet
+    reason: str | None  # why the run stopped early; None when every check finished
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """Background work nobody awaits any more (e.g. a card update its handler gave up on)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("background task failed", extra={"task": task.get_name(), "error": repr(task.exception())})
+
+
+def unfinished_result(
+    check_id: str, reason: str, started: datetime, now: datetime, *, sha: str | None = None, run_id: str | None = None
+) -> CheckResult:
+    """A check the run could not finish: ⚠️ error on the run's commit (it counts as not passing)."""
+    return CheckResult(
+        check_id=check_id,
+        status=Status.ERROR,
+        summary=f"not finished: {reason}",
+        started_at=started,
+        finished_at=now,
+        sha=sha,
+        run_id=run_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -100,6 +211,8 @@ class ReleaseService:
         env: dict[str, str],
         concurrency: int = 16,
         clock: Callable[[], datetime] = utcnow,
+        lease_ttl_ms: int = LOCK_TTL_MS,
+        lease_renew_s: float = LOCK_RENEW_S,
     ) -> None:
         self.store = store
         self.gates = gates
@@ -109,8 +222,13 @@ class ReleaseService:
         self.masker = Masker.from_env(env)
         self.concurrency = concurrency
         self.clock = clock
+        self.lease_ttl_ms = lease_ttl_ms
+        self.lease_renew_s = lease_renew_s
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.work = asyncio.Semaphore(WORK_SLOTS)  # handler work after the ack, see commands/replies.py
+        self.work = HandlerWork(WORK_SLOTS)  # handler work after the ack, see commands/replies.py
+        self._runs: dict[str, RunControl] = {}  # lease token -> the run in flight
+        self._unrecorded: dict[str, FinishedRun] = {}  # lease token -> a run the store has not got yet
+        self.accepting_runs = True
 
     # --- background work that SIGTERM drains ----------------------------------------------
 
@@ -118,6 +236,7 @@ class ReleaseService:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
         return task
 
     @property
@@ -125,14 +244,26 @@ class ReleaseService:
         return len(self._tasks)
 
     async def drain(self, grace_s: float) -> None:
-        """Let in-flight runs finish; cancel what is left after `grace_s` (children get killed)."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5)
+        """SIGTERM: let handlers answer, let runs finish for `grace_s`, then stop the rest, each
+        with its final card (⚠️ for what did not finish), record and lock released."""
+        if not await self.work.wait_idle(HANDLER_DRAIN_S):
+            log.warning("handlers still busy at shutdown", extra={"handlers": self.work.active})
+        self.accepting_runs = False  # a handler that got in before the drain may have started one
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for control in list(self._runs.values()):
+            control.stop("gonogo restarted before it finished: run the checks again")
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=RUN_STOP_S)
+            for task in pending:  # the last resort: a run that could not even stop
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+        for left in self._unrecorded.values():
+            log.error(
+                "run not recorded: the state store never came back",
+                extra={"release": left.release.id, "run_id": left.lease.token[:12]},
+            )
 
     # --- resolving what the user typed ----------------------------------------------------
 
@@ -265,9 +396,11 @@ class ReleaseService:
             outdated={k: r for k, r in outdated.items() if k not in merged},
         )
 
-    async def publish_card(self, release: Release, *, repost: bool = False) -> Release:
+    async def publish_card(
+        self, release: Release, *, repost: bool = False, state: ReleaseState | None = None
+    ) -> Release:
         """Post the card (first time, or `repost` at the bottom of the channel) or update it in place."""
-        state = await self.state(release)
+        state = state or await self.state(release)
         message = state.card(self.clock())
         channel = release.card_channel or state.loaded.gate.channel
         if release.card_ts and not repost:
@@ -326,6 +459,8 @@ class ReleaseService:
     async def start_run(self, release: Release, actor: str, check_ids: Sequence[str] = ()) -> RunLease:
         """Take the release's run lock and run in the background. Conflict if a run is under way, or
         the release is not open (checked again when the lock is taken: a decided release is frozen)."""
+        if not self.accepting_runs:
+            raise Restarting()
         if release.state is not State.OPEN:
             raise release.refusal()
         loaded = self.gates.get(release.gate_id)
@@ -337,80 +472,203 @@ class ReleaseService:
             )
         chosen = list(dict.fromkeys(check_ids)) or known
         lease = RunLease(token=secrets.token_hex(16), actor=actor, started_at=self.clock(), check_ids=chosen)
-        holder = await self.store.acquire_run_lock(release.id, lease, LOCK_TTL_MS)
-        if isinstance(holder, OperationLease):  # the gate's fire drill or rollback
-            raise Conflict(holder.busy(release.gate_id))
-        if holder is not None:
+        held = await self.store.acquire_run_lock(release.id, lease, self.lease_ttl_ms)
+        if held is not None:
+            holder, ttl_ms = held
+            free_at = f"{self.clock() + timedelta(milliseconds=max(ttl_ms, 0)):%H:%M:%S} UTC"
+            if isinstance(holder, OperationLease):  # the gate's fire drill or rollback
+                raise Conflict(f"{holder.busy(release.gate_id)} (its lease expires at {free_at} at the latest)")
+            ended = self._unrecorded.get(holder.token)
+            if ended is not None:  # ours, ended while the store was away: record it now
+                ended.wake.set()
+                raise Conflict(
+                    f"the last run of {release.id} was interrupted ({ended.reason or 'the state store was away'})"
+                    f" and is being recorded: run again in a few seconds, at the latest after {free_at}"
+                )
             raise Conflict(
-                f"checks of {release.id} are already running (started by <@{holder.actor}>); "
-                "the card updates when they finish"
+                f"checks of {release.id} are already running (started by {mention(holder.actor)}); "
+                f"the card updates when they finish. If that run was interrupted, the next run is possible"
+                f" after {free_at}, when its lease expires"
             )
         self.spawn(self._run(release, lease), name=f"run:{release.id}")
         return lease
 
     async def _run(self, release: Release, lease: RunLease) -> RunRecord | None:
+        """Run the checks, then always end with a final card: a run that stops early (lost lease,
+        store gone, SIGTERM, a bug) shows ⚠️ for what did not finish, and is recorded once the
+        store answers again."""
         loaded = self.gates.get(release.gate_id)
         specs = [c for c in loaded.gate.checks if c.id in set(lease.check_ids)]
         updater = CardUpdater(self, release)
-        keeper = asyncio.create_task(self._keep_lease(release.id, lease))
+        control = RunControl()
+        self._runs[lease.token] = control
+        results: dict[str, CheckResult] = {}
+        unsaved: dict[str, CheckResult] = {}
+        keeper = asyncio.create_task(self._keep_lease(release.id, lease, control, unsaved))
+
+        async def on_result(result: CheckResult) -> None:
+            # Evidence belongs to the commit the run was started for, and to this run.
+            result = result.model_copy(update={"sha": release.sha, "run_id": lease.token[:12]})
+            results[result.check_id] = result
+            unsaved[result.check_id] = result
+            if control.reason is None:
+                try:
+                    await self.store.save_result(release.id, result)
+                except StoreUnavailable:
+                    control.store_failed()
+                else:
+                    unsaved.pop(result.check_id, None)
+            updater.mark_dirty()
+
         try:
             await updater.flush()  # ⏳ on the card at once
-
-            async def on_result(result: CheckResult) -> None:
-                # Evidence belongs to the commit the run was started for, and to this run.
-                stamped = result.model_copy(update={"sha": release.sha, "run_id": lease.token[:12]})
-                await self.store.save_result(release.id, stamped)
-                updater.mark_dirty()
-
             ctx = CheckContext(session=self.session, env=self.env, clock=self.clock, sha=release.sha)
-            results = await run_checks(
-                specs, ctx, masker=self.masker, concurrency=self.concurrency, on_result=on_result
+            control.checks = asyncio.create_task(
+                run_checks(specs, ctx, masker=self.masker, concurrency=self.concurrency, on_result=on_result)
             )
-            await self.store.release_run_lock(release.id, lease.token)
-            state = await self.state(await self.store.get_release(release.id) or release)
-            finished = self.clock()
-            record = RunRecord(
-                run_id=lease.token[:12],
-                release_id=release.id,
-                actor=lease.actor,
-                started_at=lease.started_at,
-                finished_at=finished,
-                check_ids=lease.check_ids,
-                verdict=state.decision.verdict,
-                counts=dict(Counter(r.status.value for r in results)),
-            )
-            await self.store.record_run(
-                record,
-                AuditEvent(
-                    type="run",
-                    actor=lease.actor,
-                    at=finished,
-                    data={
-                        "run_id": record.run_id,
-                        "checks": record.check_ids,
-                        "verdict": record.verdict.value,
-                        "counts": record.counts,
-                        "duration_s": round(record.duration_s, 3),
-                    },
-                ),
-            )
-            current = await self.update_release(
-                state.release, lambda r: r.model_copy(update={"last_verdict": record.verdict}), None
-            )
-            updater.release = current
-            await updater.close()
-            await self._post_failures(current, loaded, results)
-            await self.post_conditions(current)
-            await self.ask_stale_signers(current)
-            return record
-        except StoreUnavailable:
-            log.error("state store unavailable during a run", extra={"release": release.id})
-            updater.abandon()
-            return None
+            await asyncio.wait({control.checks})
+            crash = None if control.checks.cancelled() else control.checks.exception()
+            if crash is not None:
+                raise crash
+        except asyncio.CancelledError:  # SIGTERM's last resort: still leave a final card
+            control.stop("gonogo stopped before it finished: run the checks again")
+        except Exception:
+            ref = secrets.token_hex(4)
+            log.exception("run failed", extra={"release": release.id, "ref": ref})
+            control.stop(f"the run failed on our side (ref {ref})")
         finally:
             keeper.cancel()
+            if control.checks is not None and not control.checks.done():
+                await asyncio.wait({control.checks}, timeout=RUN_STOP_S)
+            self._runs.pop(lease.token, None)
+
+        now = self.clock()
+        if control.reason is not None:
+            for spec in specs:
+                if spec.id not in results:
+                    results[spec.id] = unsaved[spec.id] = unfinished_result(
+                        spec.id, control.reason, lease.started_at, now, sha=release.sha, run_id=lease.token[:12]
+                    )
+        finished = FinishedRun(release, lease, results, unsaved, control.reason)
+        try:
+            return await self._record_run(finished, updater)
+        except StoreUnavailable:
+            log.error("state store unavailable at the end of a run", extra={"release": release.id})
+            await self._final_card_offline(finished, updater, "the state store stopped answering")
+            self._unrecorded[lease.token] = finished
+            self.spawn(self._record_later(finished, updater.release), name=f"record:{release.id}")
+            return None
+        except Exception:
+            ref = secrets.token_hex(4)
+            log.exception("could not finish a run", extra={"release": release.id, "ref": ref})
+            await self._final_card_offline(finished, updater, f"the run failed on our side (ref {ref})")
             with contextlib.suppress(StoreUnavailable):
                 await self.store.release_run_lock(release.id, lease.token)
+            return None
+
+    async def _record_run(self, finished: FinishedRun, updater: CardUpdater) -> RunRecord:
+        """Store what the run left (idempotent: the background recorder repeats it until it
+        succeeds), release the lock, record the run, and draw the final card."""
+        release, lease = finished.release, finished.lease
+        loaded = self.gates.get(release.gate_id)
+        holder = await self.store.current_run(release.id)
+        if holder is None or holder.token == lease.token:
+            for check_id, result in list(finished.unsaved.items()):
+                await self.store.save_result(release.id, result)
+                finished.unsaved.pop(check_id, None)
+        else:
+            # Another run took over the release: its results are the ones that count.
+            finished.unsaved.clear()
+        await self.store.release_run_lock(release.id, lease.token)
+        state = await self.state(await self.store.get_release(release.id) or release)
+        end = self.clock()
+        record = RunRecord(
+            run_id=lease.token[:12],
+            release_id=release.id,
+            actor=lease.actor,
+            started_at=lease.started_at,
+            finished_at=end,
+            check_ids=lease.check_ids,
+            verdict=state.decision.verdict,
+            counts=dict(Counter(r.status.value for r in finished.results.values())),
+            interrupted=finished.reason,
+        )
+        data: dict[str, Any] = {
+            "run_id": record.run_id,
+            "checks": record.check_ids,
+            "verdict": record.verdict.value,
+            "counts": record.counts,
+            "duration_s": round(record.duration_s, 3),
+        }
+        if finished.reason:
+            data["interrupted"] = finished.reason
+        await self.store.record_run(record, AuditEvent(type="run", actor=lease.actor, at=end, data=data))
+        current = await self.update_release(
+            state.release, lambda r: r.model_copy(update={"last_verdict": record.verdict}), None
+        )
+        updater.release = current
+        await updater.close()
+        self._unrecorded.pop(lease.token, None)
+        try:
+            await self._post_failures(current, loaded, list(finished.results.values()))
+            await self.post_conditions(current)
+            await self.ask_stale_signers(current)
+        except StoreUnavailable:  # the record and the card stand; the thread misses a note
+            log.warning("could not post run details", extra={"release": release.id})
+        return record
+
+    async def _record_later(self, finished: FinishedRun, release: Release) -> None:
+        """The store was away when the run ended: keep retrying, with backoff, until it has it all."""
+        delay, longest = RECORD_RETRY_S
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wake.wait(), delay)
+            finished.wake.clear()
+            try:
+                await self._record_run(finished, CardUpdater(self, release))
+            except StoreUnavailable:
+                delay = min(delay * 2, longest)
+                continue
+            except Exception:
+                log.exception("could not record a run", extra={"release": release.id})
+                self._unrecorded.pop(finished.lease.token, None)
+                return
+            log.info("run recorded after the state store came back", extra={"release": release.id})
+            return
+
+    async def _final_card_offline(self, finished: FinishedRun, updater: CardUpdater, why: str) -> None:
+        """The final card without the store: the last state the run saw, this run's results on
+        top, running no more, and never GO (this run is not recorded, so nothing is known)."""
+        await updater.stop()
+        last, release = updater.last_state, updater.release
+        if last is None or not release.card_ts:
+            log.warning("no card to finish", extra={"release": release.id})
+            return
+        now = self.clock()
+        gate = last.loaded.gate
+        merged = with_manual_marks(gate, {**last.results, **finished.results}, last.people.marks)
+        try:
+            decision = decide(last.people.decision_input(gate, now, merged, release.sha))
+        except Exception:
+            log.exception("could not decide on the final card", extra={"release": release.id})
+            decision = last.decision
+        unknown = Reason(
+            level=Level.BLOCKING,
+            code="run_not_recorded",
+            text=f"{why}: this run is not recorded yet, so it does not count; run the checks again once it is",
+        )
+        decision = decision.model_copy(update={"verdict": Verdict.NO_GO, "reasons": [unknown, *decision.reasons]})
+        state = dataclasses.replace(last, release=release, results=merged, decision=decision, running=None)
+        message = state.card(now)
+        try:
+            await self.slack.chat_update(
+                channel=release.card_channel or gate.channel,
+                ts=release.card_ts,
+                text=message.text,
+                blocks=message.blocks,
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("could not post the final card", extra={"release": release.id, "error": str(exc)})
 
     async def ask_stale_signers(self, release: Release) -> None:
         """Sign-offs that went stale (new commit, blocker changed, too old): ask their signers again,
@@ -460,15 +718,38 @@ class ReleaseService:
             except SlackApiError as exc:
                 log.warning("could not post the conditions", extra={"release": release.id, "error": str(exc)})
 
-    async def _keep_lease(self, rid: str, lease: RunLease) -> None:
-        while True:
-            await asyncio.sleep(LOCK_RENEW_S)
+    async def _keep_lease(
+        self, rid: str, lease: RunLease, control: RunControl, unsaved: dict[str, CheckResult]
+    ) -> None:
+        """Renew the run's lease; stop the run when it is lost, or when the store stays away past
+        STORE_GRACE_S (the lease cannot be kept, the results cannot be recorded)."""
+        while control.reason is None:
+            if control.fault_since is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(control.fault.wait(), self.lease_renew_s)
+            else:
+                await asyncio.sleep(STORE_PROBE_S)
             try:
-                if not await self.store.renew_run_lock(rid, lease.token, LOCK_TTL_MS):
-                    log.warning("run lease lost", extra={"release": rid})
-                    return
+                held = await self.store.renew_run_lock(rid, lease.token, self.lease_ttl_ms)
             except StoreUnavailable:
-                log.warning("cannot renew run lease", extra={"release": rid})
+                control.store_failed()
+                assert control.fault_since is not None
+                if time.monotonic() - control.fault_since >= STORE_GRACE_S:
+                    log.warning("state store gone during a run: stopping it", extra={"release": rid})
+                    control.stop("the state store stopped answering")
+                continue
+            if not held:
+                log.warning("run lease lost: stopping the run", extra={"release": rid})
+                control.stop("the run lost its lease (it expired, or another run took over)")
+                return
+            control.store_answered()
+            for check_id, result in list(unsaved.items()):  # what the store missed while away
+                try:
+                    await self.store.save_result(rid, result)
+                except StoreUnavailable:
+                    control.store_failed()
+                    break
+                unsaved.pop(check_id, None)
 
     async def _post_failures(self, release: Release, loaded: LoadedGate, results: list[CheckResult]) -> None:
         """Per-check details (output tails) go to the card's thread, never into the card. A big gate's
@@ -497,7 +778,8 @@ class ReleaseService:
 
 
 class CardUpdater:
-    """Coalesces card updates: at most one chat.update per interval, and always a final one."""
+    """Coalesces card updates: at most one chat.update per interval, and always a final one. It
+    remembers the last state it drew, for a final card when the store is gone."""
 
     def __init__(self, service: ReleaseService, release: Release, interval: float = CARD_UPDATE_INTERVAL_S) -> None:
         self.service = service
@@ -506,6 +788,7 @@ class CardUpdater:
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.updates = 0
+        self.last_state: ReleaseState | None = None
 
     def mark_dirty(self) -> None:
         self._dirty.set()
@@ -519,20 +802,31 @@ class CardUpdater:
             await asyncio.sleep(self.interval)
 
     async def flush(self) -> None:
+        """A live update; never raises (the run goes on, and its end draws the final card)."""
         try:
-            self.release = await self.service.publish_card(self.release)
-            self.updates += 1
-        except SlackApiError as exc:
+            await self.publish()
+        except (SlackApiError, StoreUnavailable) as exc:
             log.warning("card update failed", extra={"release": self.release.id, "error": str(exc)})
+        except Exception:
+            log.exception("card update failed", extra={"release": self.release.id})
 
-    async def close(self) -> None:
+    async def publish(self) -> None:
+        state = await self.service.state(self.release)
+        self.last_state = state
+        self.release = await self.service.publish_card(self.release, state=state)
+        self.updates += 1
+
+    async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._dirty.clear()
-        await self.flush()
 
-    def abandon(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    async def close(self) -> None:
+        """The final update, from the store: raises when it cannot be drawn."""
+        await self.stop()
+        try:
+            await self.publish()
+        except SlackApiError as exc:
+            log.warning("final card update failed", extra={"release": self.release.id, "error": str(exc)})

@@ -9,6 +9,7 @@ click or two replicas handling the same payload record it once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -107,8 +108,11 @@ class Signing:
         return role
 
     async def _after_write(self, release: Release) -> Release:
+        # Shielded: the write stands even when the handler runs out of time (commands/replies.py),
+        # so the card shows it even then.
+        update = self.releases.spawn(self.releases.publish_card(release), name=f"card:{release.id}")
         try:
-            return await self.releases.publish_card(release)
+            return await asyncio.shield(update)
         except SlackApiError as exc:  # the write stands; the card catches up on the next refresh
             log.warning("card update failed after a sign-off", extra={"release": release.id, "error": str(exc)})
             return release

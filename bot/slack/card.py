@@ -479,6 +479,7 @@ def _footer(view: CardView) -> str:
         parts.append(
             f"last run by {user_ref(run.actor)} {age(view.now, run.finished_at)}:"
             f" {len(run.check_ids)} check(s) in {run.duration_s:.1f} s → {run.verdict.value}"
+            + (f" (⚠️ interrupted: {escape(run.interrupted)})" if run.interrupted else "")
         )
     elif not view.running:
         parts.append("not run yet: press *Run checks*")

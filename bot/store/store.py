@@ -2,14 +2,19 @@
 
 Writes that must be atomic are Lua scripts or MULTI blocks, and every state change appends an
 entry to the release's audit stream in the same atomic step. Connection problems surface as
-`StoreUnavailable`, which callers turn into "state store unavailable, try again" (fail closed).
+`StoreUnavailable` when the command never reached Redis (fail closed: nothing was written), and as
+`OutcomeUnknown` when a write may have reached it (it may be stored: say so, never "nothing was
+changed"). `tracking_writes` lets a handler know which writes it sent and which were confirmed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, cast
@@ -20,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio.client import Pipeline
 
 from bot.core.drills import OperationLease
-from bot.core.errors import Conflict, Forbidden, GonogoError, NotFound, StoreUnavailable
+from bot.core.errors import Conflict, Forbidden, GonogoError, NotFound, OutcomeUnknown, StoreUnavailable
 from bot.core.facts import OverrideApproval
 from bot.core.release import Release, RunLease, RunRecord, State
 from bot.core.results import CheckResult
@@ -113,13 +118,14 @@ return {'ok', ARGV[2]}
 # alone: bot/store/gatestore.py); refused while the release (when it exists) is not open: a decided
 # release is frozen. KEYS: run lock, operation lease, release doc.
 # ARGV: run lease json, ttl ms, operation lease json.
+# Returns {'ok'}, {'not_open', doc}, or what is in the way and its remaining ms.
 _LOCK = """
 local raw = redis.call('GET', KEYS[3])
 if raw and cjson.decode(raw)['state'] ~= 'open' then return {'not_open', raw} end
 local run = redis.call('GET', KEYS[1])
-if run then return {'run', run} end
+if run then return {'run', run, redis.call('PTTL', KEYS[1])} end
 local op = redis.call('GET', KEYS[2])
-if op then return {'operation', op} end
+if op then return {'operation', op, redis.call('PTTL', KEYS[2])} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 return {'ok', false}
@@ -264,12 +270,62 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 8 + n))
 return {'ok', current}
 """
 
+# A run's record and audit entry, once: a write whose answer was lost is retried (the run's
+# background recorder), and the marker makes the retry a no-op. KEYS: runs list, audit, marker.
+# ARGV: record json, runs kept, marker ttl ms, maxlen, audit fields...
+_RECORD_RUN = """
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) then return 0 end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+return 1
+"""
+
 OpenOutcome = Literal["opened", "exists", "conflict", "closed"]
 PromoteOutcome = Literal["ok", "missing", "state", "unknown", "behind", "skip", "stale", "changed"]
 PutOutcome = Literal["written", "unchanged", "duplicate"]
 ApprovalOutcome = Literal["written", "unchanged", "duplicate", "counted"]
 ANY_COMMIT = "*"  # a write that does not depend on the release's commit (real commits are hex)
 HANDLED_TTL_MS = 15 * 60 * 1000  # Slack retries within minutes; a quarter of an hour is plenty
+RUN_RECORDED_TTL_MS = 24 * 3600 * 1000  # a run's record is retried while the bot lives: a day is plenty
+
+
+@dataclass
+class WriteLog:
+    """The writes one handler sent, so that its answer can tell "nothing was changed" (nothing
+    sent) from "could not confirm" (sent, no answer yet) and "recorded" (Redis answered)."""
+
+    task: asyncio.Task[Any] | None = field(default_factory=asyncio.current_task)
+    sent: int = 0
+    confirmed: int = 0
+    # Set when the handler ran out of time before it could start: every store call it makes then
+    # fails at once, before anything is sent, so the user hears "nothing was changed" truthfully.
+    closed: bool = False
+
+    @property
+    def unconfirmed(self) -> bool:
+        return self.sent > self.confirmed
+
+
+_writes: ContextVar[WriteLog | None] = ContextVar("gonogo_writes", default=None)
+
+
+@contextmanager
+def tracking_writes() -> Iterator[WriteLog]:
+    """Count the store writes the current task makes inside this block (tasks it spawns, e.g. a
+    run in the background, inherit the variable but are not counted)."""
+    writes = WriteLog()
+    token = _writes.set(writes)
+    try:
+        yield writes
+    finally:
+        _writes.reset(token)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Failures that happen before a command leaves: no connection, or none free in the pool."""
+    text = str(exc)
+    return "connecting to" in text or "No connection available" in text or isinstance(exc, ConnectionRefusedError)
 
 
 class Fact(StrEnum):
@@ -315,13 +371,35 @@ class Store:
         self._promote = client.register_script(_PROMOTE)
         self._set_override = client.register_script(_SET_OVERRIDE)
         self._approve_override = client.register_script(_APPROVE_OVERRIDE)
+        self._record_run = client.register_script(_RECORD_RUN)
 
     @asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
+    async def _guard(self, *, write: bool = False) -> AsyncIterator[None]:
+        """Redis failures as our errors. For a `write`: `StoreUnavailable` only when the command
+        surely never reached Redis, else `OutcomeUnknown`; and the handler's WriteLog is kept."""
+        writes = _writes.get()
+        if writes is not None and writes.task is not asyncio.current_task():
+            writes = None
+        if writes is not None and writes.closed:
+            raise StoreUnavailable("out of time")
+        if not write:
+            writes = None
+        if writes is not None:
+            writes.sent += 1  # stays unconfirmed if the handler is cancelled while we wait
         try:
             yield
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            if write and not _never_sent(exc):
+                raise OutcomeUnknown(type(exc).__name__) from exc
+            if writes is not None:
+                writes.sent -= 1
             raise StoreUnavailable(type(exc).__name__) from exc
+        except redis.exceptions.RedisError:  # Redis answered (an error reply): the outcome is known
+            if writes is not None:
+                writes.confirmed += 1
+            raise
+        if writes is not None:
+            writes.confirmed += 1
 
     async def ping(self) -> None:
         async with self._guard():
@@ -332,7 +410,7 @@ class Store:
     async def open_release(self, release: Release, event: AuditEvent) -> tuple[OpenOutcome, Release | str]:
         """Create the release unless the gate has another one open. Returns the outcome and the
         release (or, on conflict, the id of the release that is in the way)."""
-        async with self._guard():
+        async with self._guard(write=True):
             outcome, payload = await self._open(*_open_call(release, event))
         if outcome == "conflict":
             return "conflict", str(payload)
@@ -356,7 +434,7 @@ class Store:
         Checked in the same step, writing nothing when they fail: the stored state is one of
         `expect` (Conflict otherwise), and no other release of the gate holds the open pointer."""
         stored, call = _update_call(current, new, event, expect)
-        async with self._guard():
+        async with self._guard(write=True):
             outcome, payload = await self._update(*call)
         if outcome == "state":
             raise Release.model_validate_json(payload).refusal()
@@ -374,7 +452,7 @@ class Store:
         rid = release.id
         doc, lock = keys.release(rid), keys.run_lock(rid)
         watched = [*keys.decision_inputs(rid), lock]
-        async with self._guard(), self.redis.pipeline(transaction=True) as pipe:
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as pipe:
             for _ in range(10):
                 try:
                     await pipe.watch(*watched)
@@ -439,7 +517,7 @@ class Store:
         Returns the outcome and the stage the release was at when it was checked."""
         stored = new.model_copy(update={"rev": current.rev + 1})
         assert stored.current_stage is not None
-        async with self._guard():
+        async with self._guard(write=True):
             pipe.multi()  # type: ignore[no-untyped-call]
             await self._promote(
                 keys=[keys.release(current.id), keys.audit(current.id), keys.promotions(current.id)],
@@ -472,7 +550,7 @@ class Store:
 
     async def save_result(self, release_id: str, result: CheckResult) -> None:
         """The latest result of one check (stamped with the run's commit and id by the caller)."""
-        async with self._guard():
+        async with self._guard(write=True):
             await self.redis.hset(keys.results(release_id), result.check_id, result.model_dump_json())
 
     async def results(self, release_id: str) -> dict[str, CheckResult]:
@@ -480,12 +558,16 @@ class Store:
             raw = cast(dict[str, str], await self.redis.hgetall(keys.results(release_id)))
         return {k: CheckResult.model_validate_json(v) for k, v in raw.items()}
 
-    async def record_run(self, run: RunRecord, event: AuditEvent) -> None:
-        async with self._guard(), self.redis.pipeline(transaction=True) as tx:
-            tx.lpush(keys.runs(run.release_id), run.model_dump_json())
-            tx.ltrim(keys.runs(run.release_id), 0, RUNS_KEPT - 1)
-            tx.xadd(keys.audit(run.release_id), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
-            await tx.execute()
+    async def record_run(self, run: RunRecord, event: AuditEvent) -> bool:
+        """Append the run's record and audit entry, once per run id (retries are no-ops).
+        False when this run was already recorded."""
+        rid = run.release_id
+        async with self._guard(write=True):
+            done = await self._record_run(
+                keys=[keys.runs(rid), keys.audit(rid), keys.handled(rid, f"run:{run.run_id}")],
+                args=[run.model_dump_json(), RUNS_KEPT, RUN_RECORDED_TTL_MS, AUDIT_MAXLEN, *_flat(event.fields())],
+            )
+        return bool(done)
 
     async def runs(self, release_id: str, count: int = 20) -> list[RunRecord]:
         async with self._guard():
@@ -494,32 +576,38 @@ class Store:
 
     # --- the run lock: one run per release across every replica --------------------------
 
-    async def acquire_run_lock(self, release_id: str, lease: RunLease, ttl_ms: int) -> RunLease | OperationLease | None:
+    async def acquire_run_lock(
+        self, release_id: str, lease: RunLease, ttl_ms: int
+    ) -> tuple[RunLease | OperationLease, int] | None:
         """None when acquired (the run lock and the gate's operation lease); otherwise what is in
-        the way: the run already in progress, or the gate's drill or rollback. Conflict when the
-        release is not open (a decided release is frozen), checked in the same step."""
+        the way (the run already in progress, or the gate's drill or rollback) and the ms left
+        before it expires (unless its holder renews it). Conflict when the release is not open (a
+        decided release is frozen), checked in the same step."""
         operation = OperationLease(
             token=lease.token, kind="run", subject=release_id, actor=lease.actor, started_at=lease.started_at
         )
-        async with self._guard():
-            outcome, payload = await self._lock(
+        async with self._guard(write=True):
+            outcome, payload, *ttl = await self._lock(
                 keys=[*_run_leases(release_id), keys.release(release_id)],
                 args=[lease.model_dump_json(), ttl_ms, operation.model_dump_json()],
             )
         if outcome == "not_open":
             raise Release.model_validate_json(payload).refusal()
         if outcome == "run":
-            return RunLease.model_validate_json(payload)
+            return RunLease.model_validate_json(payload), int(ttl[0])
         if outcome == "operation":
-            return OperationLease.model_validate_json(payload)
+            return OperationLease.model_validate_json(payload), int(ttl[0])
         return None
 
     async def renew_run_lock(self, release_id: str, token: str, ttl_ms: int) -> bool:
-        async with self._guard():
-            return bool(await self._renew(keys=_run_leases(release_id), args=[token, ttl_ms]))
+        """True while this run still holds both its leases; losing either one (expired, or taken
+        over) means the run lost its right to run."""
+        leases = _run_leases(release_id)
+        async with self._guard(write=True):
+            return int(await self._renew(keys=leases, args=[token, ttl_ms])) == len(leases)
 
     async def release_run_lock(self, release_id: str, token: str) -> None:
-        async with self._guard():
+        async with self._guard(write=True):
             await self._unlock(keys=_run_leases(release_id), args=[token])
 
     async def current_run(self, release_id: str) -> RunLease | None:
@@ -546,7 +634,7 @@ class Store:
         and nothing is written.
         `handled` (a click's identity) makes a retried payload a no-op; `same_when` names the
         fields whose equality makes a write a no-op. Returns the outcome and the previous JSON."""
-        async with self._guard():
+        async with self._guard(write=True):
             outcome, old = await self._put_fact(
                 keys=[
                     fact.key(release_id),
@@ -571,7 +659,7 @@ class Store:
     async def delete_fact(self, fact: Fact, release_id: str, field: str, event: AuditEvent) -> str | None:
         """Remove a fact (withdraw, reopen) while the release is open; audited only if it existed.
         Returns the old JSON."""
-        async with self._guard():
+        async with self._guard(write=True):
             outcome, old = await self._del_fact(
                 keys=[fact.key(release_id), keys.audit(release_id), keys.release(release_id)],
                 args=[field, AUDIT_MAXLEN, *_flat(event.fields())],
@@ -620,7 +708,7 @@ class Store:
         `current_id` (None: there is none) and the release is open at `sha` (ANY_COMMIT: any);
         the old request's approvals go with it. OverrideChanged or a release refusal otherwise,
         with nothing written."""
-        async with self._guard():
+        async with self._guard(write=True):
             outcome, payload = await self._set_override(
                 keys=[
                     keys.override(release_id),
@@ -654,7 +742,7 @@ class Store:
         still the current one (OverrideChanged), the release open at its commit, the approver not
         its requester (Forbidden), and not counted already in another role ("counted", with the
         approval that counts)."""
-        async with self._guard():
+        async with self._guard(write=True):
             outcome, payload = await self._approve_override(
                 keys=[
                     keys.override(release_id),
@@ -683,7 +771,7 @@ class Store:
         return cast(ApprovalOutcome, outcome), (str(payload) if payload else None)
 
     async def save_bundle(self, release_id: str, bundle_json: str) -> None:
-        async with self._guard():
+        async with self._guard(write=True):
             await self.redis.set(keys.bundle(release_id), bundle_json)
 
     async def get_bundle(self, release_id: str) -> str | None:
@@ -693,7 +781,7 @@ class Store:
 
     async def first_notice(self, release_id: str, token: str) -> bool:
         """True the first time `token` is noted for this release (e.g. a stale signature's reminder)."""
-        async with self._guard():
+        async with self._guard(write=True):
             return bool(await self.redis.sadd(keys.stale_notified(release_id), token))
 
     async def cache_get(self, key: str) -> str | None:
@@ -713,7 +801,7 @@ class Store:
     # --- audit ---------------------------------------------------------------------------
 
     async def append_audit(self, release_id: str, event: AuditEvent) -> None:
-        async with self._guard():
+        async with self._guard(write=True):
             await self.redis.xadd(keys.audit(release_id), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
     async def audit(self, release_id: str, count: int = 1000) -> list[AuditEntry]:
