@@ -449,6 +449,38 @@ class SlackStandIn:
             del stack[stack.index(view_id) :]
             self.notify()
 
+    def post_as_user(self, channel: str, user: str, text: str) -> JSON:
+        """A message a person typed (the playground's composer); Slack would store it the same way."""
+        message: JSON = {"type": "message", "ts": self._next_ts(), "text": text, "user": user, "team": self.team_id}
+        self._store(channel, message)
+        self.notify()
+        return message
+
+    def post_ephemeral_to(
+        self, channel: str, user: str, content: Mapping[str, Any], *, sender: str | None = None
+    ) -> JSON:
+        """An ephemeral message Slack itself shows one user (a slash command's HTTP answer, Slackbot notices)."""
+        message = {**self._new_message(dict(content)), "channel": channel, "to_user": user}
+        if sender is not None:
+            message.update(user=sender, bot_id=None, app_id=None)
+        self.ephemerals.append(message)
+        self.notify()
+        return message
+
+    def replace_or_push_view(self, user: str, view_id: str, view: JSON, action: str) -> JSON:
+        """A view_submission answered with response_action update (same id) or push (a new view on top)."""
+        try:
+            check_view(view)
+        except SlackApiFailure as failure:
+            return {"ok": False, "error": failure.error, **failure.extra}
+        if action == "update":
+            stored = self._store_view(view, view_id)
+        else:
+            stored = self._store_view(view)
+            self.open_views.setdefault(user, []).append(stored["id"])
+        self.notify()
+        return {"ok": True, "view": stored}
+
     def ephemerals_for(self, user: str, channel: str) -> list[JSON]:
         return [e for e in self.ephemerals if e.get("channel") == channel and e.get("to_user") == user]
 
