@@ -19,11 +19,14 @@ STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 
 # Two roles and a blocker check, as the issue's browser test asks. The SRE sign-off is optional,
-# so that after the SRE's rejection (a warning) the checks alone can still move NO-GO to GO.
+# so that after the SRE's rejection (a warning) the checks alone can still move NO-GO to GO, and
+# sign-offs follow the commit only (not the blocker results), so the Tech Lead's approval given
+# before the run still counts after it.
 GATE = """
 id: payments
 name: Payments API
 channel: C0PAYMENTS
+signoffs_invalidate_on: [commit]
 checks:
   - id: unit-tests
     name: Unit tests
