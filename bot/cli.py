@@ -195,13 +195,13 @@ def _validate(target: Path) -> int:
 
 
 async def _check(args: argparse.Namespace) -> int:
+    # Only what starting the checks needs; the decision and its rendering are imported once
+    # they are done (importing while checks run would stall the loop they are timed on).
     import aiohttp
     from rich.console import Console
 
-    from bot.core.decision import DecisionInput, decide
     from bot.core.loader import load_gate
     from bot.services.runner import DEFAULT_CONCURRENCY
-    from bot.terminal import json_document, verdict_text
     from checks.base import CheckContext
 
     loaded = load_gate(args.file)
@@ -225,6 +225,9 @@ async def _check(args: argparse.Namespace) -> int:
         await _run_with_progress(gate, specs, ctx, results, console, live=live, quiet=args.json, n=concurrency)
 
     from datetime import UTC, datetime
+
+    from bot.core.decision import DecisionInput, decide
+    from bot.terminal import json_document, verdict_text
 
     now = datetime.now(UTC)
     if args.release:
