@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from tests.redis_server import free_port
 
@@ -52,6 +53,7 @@ class Playground:
     process: subprocess.Popen[str]
     url: str
     data_dir: Path
+    output: _Output | None = None
 
     def ctrl_c(self) -> int:
         """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group."""
@@ -65,8 +67,6 @@ class Playground:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
-        if self.process.stdout:
-            self.process.stdout.close()
 
 
 def start_playground(tmp_path: Path, *args: str, port: int | None = None) -> Playground:
@@ -86,23 +86,44 @@ def start_playground(tmp_path: Path, *args: str, port: int | None = None) -> Pla
         text=True,
         start_new_session=True,  # its own process group, like a shell job
     )
-    assert process.stdout is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                continue
-            line = process.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            if "open http://" in line:
-                url = line.split("open ", 1)[1].split()[0]
-                return Playground(process, url, data_dir)
-    Playground(process, "", data_dir).stop()
-    raise RuntimeError("gonogo playground did not start:\n" + "".join(seen))
+    output = _Output(process)
+    try:
+        url = output.wait_for("open http://", STARTUP_TIMEOUT_S).split("open ", 1)[1].split()[0]
+    except TimeoutError:
+        Playground(process, "", data_dir, output).stop()
+        raise RuntimeError("gonogo playground did not start:\n" + "".join(output.lines)) from None
+    return Playground(process, url, data_dir, output)
+
+
+class _Output:
+    """Every line the playground prints, read by a thread: the pipe never fills, nothing is missed."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        assert process.stdout is not None
+        self._thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self.lines.append("")  # EOF
+            self._changed.notify_all()
+
+    def wait_for(self, needle: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = next((line for line in self.lines if needle in line), None)
+                if found is not None:
+                    return found
+                if (self.lines and self.lines[-1] == "") or time.monotonic() >= deadline:
+                    raise TimeoutError(needle)
+                self._changed.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def processes_in_session(sid: int) -> list[str]:

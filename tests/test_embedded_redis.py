@@ -6,6 +6,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import redis.asyncio as aioredis
+
 from bot.core.release import Release
 from bot.store.connection import start_embedded
 from bot.store.store import AuditEvent, Store
@@ -50,3 +52,16 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_close_stops_the_server_even_while_another_client_is_connected(tmp_path: Path) -> None:
+    """A task still holding a connection (a card refresh in flight) must not keep Redis running."""
+    handle = start_embedded(tmp_path / "data")
+    pid = handle.embedded.pid
+    straggler = aioredis.Redis(unix_socket_path=handle.embedded.socket_file)
+    await straggler.ping()
+    try:
+        await handle.close()
+        assert not _alive(pid), "the embedded redis-server outlived close()"
+    finally:
+        await straggler.aclose()

@@ -46,6 +46,8 @@ def playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playground]
         yield running
     finally:
         running.stop()
+    # After real traffic (and with pages still listening for events), Ctrl-C still stops everything.
+    assert processes_working_in(running.data_dir) == [], "the embedded redis-server outlived the playground"
 
 
 @pytest.fixture

