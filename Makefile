@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fmt bench serve clean
+.PHONY: demo check-demo test lint fmt bench serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-## Run the offline example gate end to end (starts a tiny local HTTP service it ships).
+## The real bot against a local Slack in your browser: prints the URL; Ctrl-C stops everything.
 demo: $(STAMP)
+	$(BIN)/gonogo playground
+
+## The CLI on the offline example gate (starts the tiny local HTTP service it ships).
+check-demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 ## The test suite (real Redis, real Prometheus when installed, the Slack stand-in).
@@ -30,6 +34,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
+	$(BIN)/python bench/cli_start.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/ack_latency.py
 

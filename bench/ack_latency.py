@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/ack_latency.py` puts bench/, not the repo, on sys.path
     sys.path.insert(0, str(ROOT))
 
+from bot.playground.standin import SlackStandIn  # noqa: E402
 from tests.bot_harness import (  # noqa: E402
     BOT_TOKEN,
     CHANNEL,
@@ -51,7 +52,6 @@ from tests.bot_harness import (  # noqa: E402
     write_gate,
 )
 from tests.redis_server import RedisServer, free_port  # noqa: E402
-from tests.slack_standin import SlackStandIn  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 GOAL_RATIO = 1.5

@@ -13,14 +13,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import aiohttp
 import regex
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.core.durations import Duration
 from bot.core.masking import is_bots_own
 from bot.core.results import CheckResult, Status
+
+if TYPE_CHECKING:
+    import aiohttp
 
 CHECK_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
-import aiohttp
 from pydantic import Field
 
 from bot.core.durations import Duration, format_duration
@@ -154,6 +153,8 @@ class _Api:
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> tuple[int, Any]:
         """(200, JSON) or (404, JSON or None); _Stop for everything else."""
+        import aiohttp  # here, not at import: loading gates must not pay for it
+
         try:
             async with self.ctx.session.get(
                 self.spec.api_url.rstrip("/") + path,

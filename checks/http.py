@@ -12,16 +12,19 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.core.durations import Duration, format_duration
 from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, PatternTimeout, SpecBase, pattern_problem, pattern_search, result, seconds
 from checks.scoring import JsonScore, NoScore, number, scaled, unreadable, with_score
+
+if TYPE_CHECKING:
+    import aiohttp
+
 
 # A header expectation: "present", "absent", "max-age>=N" (any directive, any operator),
 # "re:<pattern>" or "/<pattern>/" for a regex, anything else must equal the value exactly.
@@ -115,6 +118,8 @@ _MISSING = object()
 
 def describe_client_error(exc: aiohttp.ClientError) -> str:
     """A short reason for a failed request, without aiohttp's repr noise."""
+    import aiohttp
+
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         cert_error = exc.certificate_error
         reason = getattr(cert_error, "verify_message", None) or str(cert_error)
@@ -321,6 +326,8 @@ def _not_followed(location: str, following: bool) -> tuple[str, str]:
 
 
 async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
+    import aiohttp  # here, not at import: loading gates must not pay for it
+
     started = ctx.clock()
     headers = dict(spec.request_headers)
     if spec.bearer_token_env:

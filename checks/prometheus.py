@@ -16,9 +16,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bot.core.durations import format_duration
@@ -26,6 +25,10 @@ from bot.core.results import CheckResult, Status
 from checks.base import CheckContext, SpecBase, result
 from checks.http import describe_client_error, url_label
 from checks.scoring import NoScore, ValueScore, number, scaled, unreadable, with_score
+
+if TYPE_CHECKING:
+    import aiohttp
+
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -292,6 +295,8 @@ def _http_problem(status: int, body: bytes, document: Any, endpoint: str) -> str
 
 
 async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
+    import aiohttp  # here, not at import: loading gates must not pay for it
+
     started = ctx.clock()
     endpoint = spec.url.rstrip("/") + "/api/v1/query"
     limit = spec.timeout or Spec.default_timeout

@@ -1,4 +1,4 @@
-"""`make demo`: run the offline example gate end to end on a fresh machine.
+"""`make check-demo`: run the offline example gate end to end with the CLI on a fresh machine.
 
 1. start examples/demo/service.py on 127.0.0.1:8084 and wait until /health answers;
 2. `gonogo check demo.yml --ignore-signoffs`: decide on the checks alone -> GO or GO WITH RISK;
@@ -130,7 +130,7 @@ def main() -> int:
         banner("2/2  the same gate with sign-offs evaluated: expect NO-GO")
         second = run_gate()
     except FileNotFoundError as exc:
-        print(f"demo: cannot run the gonogo CLI ({exc}); run `make demo` to install it first", file=sys.stderr)
+        print(f"demo: cannot run the gonogo CLI ({exc}); run `make check-demo` to install it first", file=sys.stderr)
         return 2
     except subprocess.TimeoutExpired as exc:
         print(f"demo: `gonogo check` took longer than {exc.timeout:.0f} s", file=sys.stderr)

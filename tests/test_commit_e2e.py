@@ -11,10 +11,10 @@ from typing import Any, cast
 import pytest
 import redis.asyncio as aioredis
 
+from bot.playground.standin import SlackStandIn
 from bot.slack.blocks import ACTION_APPROVE, ACTION_APPROVE_COMMENT, ACTION_RUN
 from bot.store import keys
 from tests.bot_harness import CHANNEL, RunningBot, bot_settings, reply_to, write_gate
-from tests.slack_standin import SlackStandIn
 
 GATE = """
 id: payments

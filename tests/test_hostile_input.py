@@ -20,6 +20,7 @@ from bot.core.gate import Gate
 from bot.core.masking import Masker
 from bot.core.release import Release
 from bot.core.results import CheckResult, Status
+from bot.playground.standin import Call, SlackStandIn
 from bot.services.runner import sanitize
 from bot.slack.blocks import ACTION_APPROVE_COMMENT, ACTION_OVERRIDE_APPROVE, ACTION_RUN, ZWSP, Message, escape, quiet
 from bot.slack.card import CardView, render_card
@@ -39,7 +40,6 @@ from tests.bot_harness import (
     state_keys,
     write_gate,
 )
-from tests.slack_standin import Call, SlackStandIn
 
 RID = "payments@1.4.0"
 HOSTILE = (

@@ -9,10 +9,10 @@ import redis.asyncio as aioredis
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.gate import Signoff
+from bot.playground.standin import SlackStandIn
 from bot.services.membership import Membership
 from bot.store import keys
 from bot.store.store import Store
-from tests.slack_standin import SlackStandIn
 
 ROLE = Signoff(role="sre", users=["U1"], usergroup="S0SRE")
 

@@ -15,10 +15,10 @@ import redis.asyncio as aioredis
 
 from bot.cli import main
 from bot.core.release import Release
+from bot.playground.standin import SlackStandIn
 from bot.slack.blocks import ACTION_APPROVE, ACTION_OVERRIDE_APPROVE
 from bot.store import keys
 from tests.bot_harness import CHANNEL, RunningBot, bot_settings, reply_to, write_gate
-from tests.slack_standin import SlackStandIn
 
 GATE = """
 id: payments

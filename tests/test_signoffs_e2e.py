@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 import redis.asyncio as aioredis
 
+from bot.playground.standin import SlackStandIn
 from bot.slack.blocks import (
     ACTION_ACCEPT_RISK,
     ACTION_APPROVE,
@@ -24,7 +25,6 @@ from bot.slack.blocks import (
 from bot.store import keys
 from tests.bot_harness import CHANNEL, RunningBot, bot_settings, reply_to, write_gate
 from tests.redis_server import RedisServer
-from tests.slack_standin import SlackStandIn
 
 GATE = """
 id: payments

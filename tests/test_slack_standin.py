@@ -21,7 +21,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from tests.slack_standin import SlackStandIn, block_errors
+from bot.playground.standin import SlackStandIn, block_errors
 
 CHANNEL = "C0RELEASES"
 
@@ -448,3 +448,71 @@ async def test_bolt_app_over_socket_mode(standin: SlackStandIn) -> None:
         assert [m["text"] for m in standin.messages(CHANNEL)] == ["GO", "gate for v1.2"]
     finally:
         await handler.close_async()  # type: ignore[no-untyped-call]
+
+
+# -- what the playground relies on ---------------------------------------------------------------
+
+
+async def test_permalink_users_tz_and_usergroups(standin: SlackStandIn, client: AsyncWebClient) -> None:
+    posted = await client.chat_postMessage(channel=CHANNEL, text="card")
+    link = await client.chat_getPermalink(channel=CHANNEL, message_ts=posted["ts"])
+    assert link["permalink"] == f"{standin.url}/archives/{CHANNEL}/p{posted['ts'].replace('.', '')}"
+    err = await api_error(client.chat_getPermalink(channel=CHANNEL, message_ts="1.000001"))
+    assert err.response["error"] == "message_not_found"
+
+    alice = (await client.users_info(user="U0ALICE"))["user"]
+    assert (alice["tz"], alice["tz_offset"]) == ("UTC", 0)
+    async with SlackStandIn(users={"U0MAD": {"name": "mad", "tz": "Europe/Madrid"}}) as server:
+        web = AsyncWebClient(token=server.bot_token, base_url=server.api_url)
+        mad = (await web.users_info(user="U0MAD"))["user"]
+        assert mad["tz"] == "Europe/Madrid" and mad["tz_offset"] in (3600, 7200)
+        assert mad["tz_label"] in ("CET", "CEST")
+    with pytest.raises(ValueError, match="time zone"):
+        SlackStandIn(users={"U0X": {"tz": "Mars/Olympus"}})
+
+
+async def test_modal_opens_on_the_clickers_screen(standin: SlackStandIn, client: AsyncWebClient) -> None:
+    opened = await client.views_open(trigger_id=standin.issue_trigger_id("U0ALICE"), view=MODAL)
+    view_id = opened["view"]["id"]
+    assert standin.open_views == {"U0ALICE": [view_id]}
+    seen = standin.version
+    standin.close_view("U0ALICE", view_id)
+    assert standin.open_views["U0ALICE"] == []
+    assert await standin.changed(seen, timeout=0) > seen
+
+
+async def test_response_url_ephemerals_belong_to_the_actor(standin: SlackStandIn) -> None:
+    seen = standin.version
+    url = standin.new_response_url(channel=CHANNEL, user="U0ALICE")
+    assert (await AsyncWebhookClient(url).send(text="only you")).status_code == 200
+    (mine,) = standin.ephemerals_for("U0ALICE", CHANNEL)
+    assert mine["text"] == "only you"
+    assert standin.ephemerals_for("U0BOB", CHANNEL) == []
+    assert await standin.changed(seen, timeout=5) > seen
+
+    # A button on that ephemeral message gets a response_url that replaces it in place.
+    on_it = standin.new_response_url(channel=CHANNEL, ts=mine["ts"], user="U0ALICE")
+    assert (await AsyncWebhookClient(on_it).send(text="withdrawn", replace_original=True)).status_code == 200
+    assert [e["text"] for e in standin.ephemerals_for("U0ALICE", CHANNEL)] == ["withdrawn"]
+
+
+async def test_response_url_expires_after_30_minutes(standin: SlackStandIn) -> None:
+    url = standin.new_response_url(channel=CHANNEL)
+    standin.advance_clock(29 * 60)
+    assert (await AsyncWebhookClient(url).send(text="in time")).status_code == 200
+    standin.advance_clock(61)
+    late = await AsyncWebhookClient(url).send(text="too late")
+    assert (late.status_code, late.body) == (404, "expired_url")
+
+
+async def test_snapshot_restores_messages(standin: SlackStandIn, client: AsyncWebClient) -> None:
+    posted = await client.chat_postMessage(channel=CHANNEL, text="card", blocks=[section("card")])
+    await client.chat_postEphemeral(channel=CHANNEL, user="U0ALICE", text="psst")
+    state = json.loads(json.dumps(standin.snapshot()))
+    async with SlackStandIn() as again:
+        again.restore(state)
+        assert again.message(CHANNEL, posted["ts"]) == standin.message(CHANNEL, posted["ts"])
+        assert [e["text"] for e in again.ephemerals_for("U0ALICE", CHANNEL)] == ["psst"]
+        web = AsyncWebClient(token=again.bot_token, base_url=again.api_url)
+        later = await web.chat_postMessage(channel=CHANNEL, text="later")
+        assert float(later["ts"]) > float(posted["ts"])

@@ -20,13 +20,13 @@ from bot.core.decision import Verdict, decide
 from bot.core.masking import MASK
 from bot.core.release import State
 from bot.core.signature import sign, signed_headers
+from bot.playground.standin import SlackStandIn
 from bot.services.drills import DrillService
 from bot.services.people import load_people
 from bot.store import keys
 from bot.store.gatestore import GateStore
 from bot.store.store import Store
 from tests.bot_harness import Reply, RunningBot, bot_settings, reply_to, write_gate
-from tests.slack_standin import SlackStandIn
 
 SECRET = "whsec-test-0123456789abcdef"
 TOKEN = "xoxb-9876543210-zyxwvutsrq"

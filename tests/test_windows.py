@@ -23,12 +23,12 @@ from bot.core.loader import load_gate, load_gates
 from bot.core.release import Release
 from bot.core.results import CheckResult, Status
 from bot.core.timeplan import format_instant
+from bot.playground.standin import SlackStandIn
 from bot.slack.blocks import ACTION_APPROVE
 from bot.slack.card import CardView, card_text, render_card
 from bot.store import keys
 from tests.blockkit import all_text, assert_valid
 from tests.bot_harness import CHANNEL, RunningBot, bot_settings, reply_to, write_gate
-from tests.slack_standin import SlackStandIn
 
 CONTRACT = Path(__file__).parent / "data" / "contract.yml"
 MADRID_WINDOWS = {

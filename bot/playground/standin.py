@@ -1,11 +1,15 @@
 """A local stand-in for Slack: Web API, response_url endpoints and Socket Mode.
 
-Why: the test-suite has no internet and no Slack workspace, yet the bot must be exercised through the
-real ``slack_sdk`` / ``slack_bolt`` clients so that wire formats, auth headers, retries and Block Kit
-limits are tested rather than mocked away.  ``SlackStandIn`` is a small aiohttp server that speaks
-just enough of Slack's protocol for that, enforces the Slack rules the bot is most likely to break
-(auth, Block Kit limits, trigger_id lifetime, response_url validation), records everything it is
-sent, and can inject rate limits, server errors and latency.
+Why: neither the test suite nor `gonogo playground` has a Slack workspace, yet the bot must be
+exercised through the real ``slack_sdk`` / ``slack_bolt`` clients so that wire formats, auth headers,
+retries and Block Kit limits are tested rather than mocked away.  ``SlackStandIn`` is a small aiohttp
+server that speaks just enough of Slack's protocol for that, enforces the Slack rules the bot is most
+likely to break (auth, Block Kit limits, trigger_id lifetime, response_url validation), records
+everything it is sent, and can inject rate limits, server errors and latency (tests only).
+
+The same module serves the suite (``async with SlackStandIn() as slack``) and the playground, which
+mounts its workspace page next to the Web API (``start(port=..., setup=...)``), reads the stored
+messages and views, and waits on ``changed()`` to push live updates to the browser.
 
 Point the bot at it with ``AsyncWebClient(token=..., base_url=standin.api_url)`` (SLACK_API_URL).
 """
@@ -21,8 +25,10 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from slack_sdk.models.basic_objects import JsonObject
@@ -112,6 +118,7 @@ class _ResponseTarget:
     created: float
     channel: str | None
     ts: str | None
+    user: str | None = None  # who acted: ephemeral answers are visible to them only
     uses: int = 0
 
 
@@ -301,8 +308,8 @@ class SlackStandIn:
     ) -> None:
         self.bot_token, self.app_token = bot_token, app_token
         self.team_id, self.bot_user_id, self.bot_id, self.app_id = team_id, bot_user_id, bot_id, app_id
-        self.users: dict[str, JSON] = {uid: {"id": uid, **dict(u)} for uid, u in (users or {}).items()}
-        self.users.setdefault(bot_user_id, {"id": bot_user_id, "name": "gonogo", "is_bot": True})
+        self.users: dict[str, JSON] = {uid: _user(uid, u) for uid, u in (users or {}).items()}
+        self.users.setdefault(bot_user_id, _user(bot_user_id, {"name": "gonogo", "is_bot": True}))
         self.usergroups: dict[str, list[str]] = {gid: list(m) for gid, m in (usergroups or {}).items()}
         self.trigger_ttl = trigger_ttl
         self.latency = latency
@@ -318,7 +325,12 @@ class SlackStandIn:
         self.views: dict[str, JSON] = {}
         self.home_views: dict[str, JSON] = {}
         self._messages: dict[str, list[JSON]] = {}
-        self._triggers: dict[str, float] = {}
+        self._triggers: dict[str, tuple[float, str | None]] = {}
+        # Modals on each user's screen, bottom first (views.open pushes onto the stack of the user
+        # whose trigger_id it used); the playground shows the top one.
+        self.open_views: dict[str, list[str]] = {}
+        self.version = 0
+        self._change = asyncio.Event()
         self._used_triggers: set[str] = set()
         self._faults: dict[str, list[_Fault]] = {}
         self._holds: dict[str, list[Hold]] = {}
@@ -329,6 +341,7 @@ class SlackStandIn:
         self._ids = itertools.count(1)
         self._last_ts_us = 0
         self._runner: web.AppRunner | None = None
+        self._host = "127.0.0.1"
         self._port = 0
         self._methods: dict[str, Callable[[JSON], JSON]] = {
             "auth.test": self._auth_test,
@@ -336,6 +349,7 @@ class SlackStandIn:
             "chat.update": self._chat_update,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "chat.delete": self._chat_delete,
+            "chat.getPermalink": self._chat_get_permalink,
             "views.open": self._views_open,
             "views.push": self._views_open,
             "views.update": self._views_update,
@@ -350,15 +364,21 @@ class SlackStandIn:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> Self:
+    async def start(
+        self, *, host: str = "127.0.0.1", port: int = 0, setup: Callable[[web.Application], None] | None = None
+    ) -> Self:
+        """Serve on ``host:port`` (0 = a free port); ``setup`` may add routes of its own (the playground page)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/upload/{file_id}", self._handle_upload)
         app.router.add_post("/response/{url_id}", self._handle_response_url)
         app.router.add_get("/socket", self._handle_socket)
+        if setup is not None:
+            setup(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, host, port).start()
+        self._host = host
         self._port = int(self._runner.addresses[0][1])
         return self
 
@@ -382,7 +402,7 @@ class SlackStandIn:
     def url(self) -> str:
         if not self._port:
             raise RuntimeError("SlackStandIn is not started")
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://{self._host}:{self._port}"
 
     @property
     def api_url(self) -> str:
@@ -405,17 +425,96 @@ class SlackStandIn:
         self._last_ts_us = max(int(time.time() * 1_000_000), self._last_ts_us + 1)
         return f"{self._last_ts_us // 1_000_000}.{self._last_ts_us % 1_000_000:06d}"
 
-    def issue_trigger_id(self) -> str:
-        """A trigger_id as Slack would put in an interaction payload; views.open accepts it once, for trigger_ttl."""
+    def issue_trigger_id(self, user: str | None = None) -> str:
+        """A trigger_id as Slack would put in an interaction payload; views.open accepts it once, for trigger_ttl.
+
+        ``user`` is who clicked: the modal it opens appears on their screen (``open_views``).
+        """
         trigger_id = f"{next(self._ids)}.{secrets.randbelow(10**9)}.{secrets.token_hex(16)}"
-        self._triggers[trigger_id] = self.now()
+        self._triggers[trigger_id] = (self.now(), user)
         return trigger_id
 
-    def new_response_url(self, *, channel: str | None = None, ts: str | None = None) -> str:
-        """A response_url; give channel/ts of the message it belongs to so replace/delete_original apply to it."""
+    def new_response_url(self, *, channel: str | None = None, ts: str | None = None, user: str | None = None) -> str:
+        """A response_url; give channel/ts of the message it belongs to so replace/delete_original apply to it,
+        and the user who acted so that ephemeral answers are theirs alone."""
         url_id = secrets.token_hex(8)
-        self._response_urls[url_id] = _ResponseTarget(created=self.now(), channel=channel, ts=ts)
+        self._response_urls[url_id] = _ResponseTarget(created=self.now(), channel=channel, ts=ts, user=user)
         return f"{self.url}/response/{url_id}"
+
+    def notify(self) -> None:
+        """Something visible changed: wake everyone waiting in ``changed()``."""
+        self.version += 1
+        self._change.set()
+        self._change = asyncio.Event()
+
+    async def changed(self, since: int, timeout: float | None = None) -> int:
+        """Wait until ``version`` moves past ``since`` (or ``timeout``); returns the version now."""
+        if self.version == since:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._change.wait(), timeout)
+        return self.version
+
+    def close_view(self, user: str, view_id: str) -> None:
+        """The user closed a modal (or a submission closed it)."""
+        stack = self.open_views.get(user, [])
+        if view_id in stack:
+            del stack[stack.index(view_id) :]
+            self.notify()
+
+    def post_as_user(self, channel: str, user: str, text: str) -> JSON:
+        """A message a person typed (the playground's composer); Slack would store it the same way."""
+        message: JSON = {"type": "message", "ts": self._next_ts(), "text": text, "user": user, "team": self.team_id}
+        self._store(channel, message)
+        self.notify()
+        return message
+
+    def post_ephemeral_to(
+        self, channel: str, user: str, content: Mapping[str, Any], *, sender: str | None = None
+    ) -> JSON:
+        """An ephemeral message Slack itself shows one user (a slash command's HTTP answer, Slackbot notices)."""
+        message = {**self._new_message(dict(content)), "channel": channel, "to_user": user}
+        if sender is not None:
+            message.update(user=sender, bot_id=None, app_id=None)
+        self.ephemerals.append(message)
+        self.notify()
+        return message
+
+    def replace_or_push_view(self, user: str, view_id: str, view: JSON, action: str) -> JSON:
+        """A view_submission answered with response_action update (same id) or push (a new view on top)."""
+        try:
+            check_view(view)
+        except SlackApiFailure as failure:
+            return {"ok": False, "error": failure.error, **failure.extra}
+        if action == "update":
+            stored = self._store_view(view, view_id)
+        else:
+            stored = self._store_view(view)
+            self.open_views.setdefault(user, []).append(stored["id"])
+        self.notify()
+        return {"ok": True, "view": stored}
+
+    def ephemerals_for(self, user: str, channel: str) -> list[JSON]:
+        return [e for e in self.ephemerals if e.get("channel") == channel and e.get("to_user") == user]
+
+    def channels(self) -> list[str]:
+        """Every channel holding a message."""
+        return list(self._messages)
+
+    def snapshot(self) -> JSON:
+        """The workspace's visible state (messages, ephemerals, files) as JSON, to survive a restart."""
+        files = {
+            fid: {**vars(f), "content": None if f.content is None else f.content.decode("utf-8", "replace")}
+            for fid, f in self.files.items()
+        }
+        return {"messages": self._messages, "ephemerals": self.ephemerals, "files": files, "ts": self._last_ts_us}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self._messages = {str(c): list(m) for c, m in dict(state.get("messages") or {}).items()}
+        self.ephemerals = list(state.get("ephemerals") or [])
+        for fid, raw in dict(state.get("files") or {}).items():
+            content = raw.get("content")
+            self.files[str(fid)] = UploadedFile(**{**raw, "content": None if content is None else content.encode()})
+        self._last_ts_us = max(self._last_ts_us, int(state.get("ts") or 0))
 
     def fail_next(
         self, method: str, status: int = 429, retry_after: int = 1, times: int = 1, error: str | None = None
@@ -535,6 +634,8 @@ class SlackStandIn:
             await held.released.wait()
         status, body, headers = self._answer(method, args, request.headers.get("Authorization"), bad_body)
         self.history.append(Call(method, args, dict(request.headers), started, status, body))
+        if body.get("ok"):
+            self.notify()
         return web.json_response(body, status=status, headers=headers)
 
     def _answer(
@@ -604,19 +705,31 @@ class SlackStandIn:
             record.error = failure.error
             return web.Response(status=failure.extra.get("status", 400), text=failure.error)
         record.ok = True
+        self.notify()
         return web.Response(text="ok")
 
     def _apply_response(self, target: _ResponseTarget, payload: JSON) -> None:
         """What Slack does with a response_url post: replace/delete the original, or post a new message."""
         original = self.message(target.channel, target.ts) if target.channel and target.ts else None
+        ephemeral = None
+        if original is None and target.channel and target.ts:
+            # A click on an ephemeral message: its response_url replaces or deletes that message.
+            ephemeral = next((e for e in self.ephemerals if e["ts"] == target.ts), None)
         if _truthy(payload.get("delete_original")) and original is not None and target.channel:
             self._messages[target.channel].remove(original)
-        elif _truthy(payload.get("replace_original")) and original is not None:
-            original.update(text=payload.get("text", ""), blocks=payload.get("blocks", []))
+        elif _truthy(payload.get("delete_original")) and ephemeral is not None:
+            self.ephemerals.remove(ephemeral)
+        elif _truthy(payload.get("replace_original")) and (original or ephemeral) is not None:
+            replaced = original if original is not None else ephemeral
+            assert replaced is not None
+            replaced.update(text=payload.get("text", ""), blocks=payload.get("blocks", []))
         elif payload.get("response_type") == "in_channel" and target.channel:
             self._store(target.channel, self._new_message(payload))
         elif target.channel:
-            self.ephemerals.append({**self._new_message(payload), "channel": target.channel})
+            message = {**self._new_message(payload), "channel": target.channel}
+            if target.user:
+                message["to_user"] = target.user
+            self.ephemerals.append(message)
 
     async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
         if request.query.get("ticket", "") not in self._tickets:
@@ -764,11 +877,15 @@ class SlackStandIn:
             raise SlackApiFailure("invalid_trigger_id")
         if trigger_id in self._used_triggers:
             raise SlackApiFailure("exchanged_trigger_id")
-        if self.now() - self._triggers[trigger_id] >= self.trigger_ttl:
+        issued, user = self._triggers[trigger_id]
+        if self.now() - issued >= self.trigger_ttl:
             raise SlackApiFailure("expired_trigger_id")
         check_view(args.get("view"))
         self._used_triggers.add(trigger_id)
-        return {"ok": True, "view": self._store_view(args["view"])}
+        stored = self._store_view(args["view"])
+        if user is not None:
+            self.open_views.setdefault(user, []).append(stored["id"])
+        return {"ok": True, "view": stored}
 
     def _views_update(self, args: JSON) -> JSON:
         view_id, external_id = args.get("view_id"), args.get("external_id")
@@ -811,6 +928,13 @@ class SlackStandIn:
         already_open = channel in self._opened_dms
         self._opened_dms.add(channel)
         return {"ok": True, "no_op": already_open, "already_open": already_open, "channel": {"id": channel}}
+
+    def _chat_get_permalink(self, args: JSON) -> JSON:
+        channel = self._channel(args)
+        ts = str(args.get("message_ts", ""))
+        if self.message(channel, ts) is None:
+            raise SlackApiFailure("message_not_found")
+        return {"ok": True, "channel": channel, "permalink": f"{self.url}/archives/{channel}/p{ts.replace('.', '')}"}
 
     def _users_info(self, args: JSON) -> JSON:
         user = self.users.get(str(args.get("user", "")))
@@ -864,6 +988,23 @@ class SlackStandIn:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _user(user_id: str, fields: Mapping[str, Any]) -> JSON:
+    """A users.info user: what was given, plus the time zone fields Slack always sends (UTC by default)."""
+    user: JSON = {"id": user_id, "name": user_id.lower(), "deleted": False, **dict(fields)}
+    user.setdefault("real_name", user["name"])
+    tz = str(user.setdefault("tz", "UTC"))
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"user {user_id}: unknown time zone {tz!r}") from None
+    now = datetime.now(UTC).astimezone(zone)
+    offset = now.utcoffset()
+    user.setdefault("tz_label", now.tzname() or tz)
+    user.setdefault("tz_offset", int(offset.total_seconds()) if offset is not None else 0)
+    user.setdefault("profile", {"real_name": user["real_name"], "display_name": user["name"]})
+    return user
 
 
 def _truthy(value: Any) -> bool:
