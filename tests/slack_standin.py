@@ -97,6 +97,16 @@ class _Fault:
 
 
 @dataclass
+class _PeriodicFault:
+    every: int
+    status: int
+    retry_after: int
+    error: str | None
+    methods: frozenset[str]
+    seen: int = 0
+
+
+@dataclass
 class _ResponseTarget:
     created: float
     channel: str | None
@@ -310,6 +320,8 @@ class SlackStandIn:
         self._triggers: dict[str, float] = {}
         self._used_triggers: set[str] = set()
         self._faults: dict[str, list[_Fault]] = {}
+        self._periodic: _PeriodicFault | None = None  # delivery faults (issue 8)
+        self.channels_without_bot: set[str] = set()  # posting there answers not_in_channel
         self._response_urls: dict[str, _ResponseTarget] = {}
         self._opened_dms: set[str] = set()
         self._tickets: set[str] = set()
@@ -410,6 +422,20 @@ class SlackStandIn:
     ) -> None:
         """Make the next ``times`` calls to ``method`` fail: 429 (+Retry-After), 5xx, or HTTP 200 with ``error``."""
         self._faults.setdefault(method, []).append(_Fault(status, retry_after, error, times))
+
+    # -- delivery faults (issue 8): every n-th call fails; channels the bot is not in ---------
+
+    def fail_every(
+        self,
+        n: int,
+        *,
+        status: int = 429,
+        retry_after: int = 1,
+        methods: Sequence[str] = (),
+        error: str | None = None,
+    ) -> None:
+        """Make every ``n``-th call (of ``methods``, or of any method) fail like ``fail_next``; n=0 stops."""
+        self._periodic = _PeriodicFault(n, status, retry_after, error, frozenset(methods)) if n > 0 else None
 
     def dm_channel(self, user: str) -> str:
         """The stable DM channel id conversations.open returns for ``user``."""
@@ -517,6 +543,13 @@ class SlackStandIn:
     def _answer(
         self, method: str, args: JSON, authorization: str | None, bad_body: bool
     ) -> tuple[int, JSON, dict[str, str]]:
+        periodic = self._periodic
+        if periodic is not None and (not periodic.methods or method in periodic.methods):
+            periodic.seen += 1
+            if periodic.seen % periodic.every == 0:
+                self._faults.setdefault(method, []).insert(
+                    0, _Fault(periodic.status, periodic.retry_after, periodic.error, 1)
+                )
         faults = self._faults.get(method)
         if faults:
             fault = faults[0]
@@ -692,6 +725,8 @@ class SlackStandIn:
 
     def _chat_post_message(self, args: JSON) -> JSON:
         channel = self._channel(args)
+        if channel in self.channels_without_bot:
+            raise SlackApiFailure("not_in_channel")
         check_message(args)
         message = self._store(channel, self._new_message(args))
         return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
