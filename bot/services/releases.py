@@ -29,6 +29,7 @@ from bot.core.loader import LoadedGate
 from bot.core.masking import Masker
 from bot.core.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
 from bot.core.results import CheckResult, Status
+from bot.metrics import Metrics
 from bot.services.people import People, load_people, with_manual_marks
 from bot.services.runner import run_checks
 from bot.slack.card import FOLD_AT, CardView, Message, render_card, render_check_details, render_results_listing
@@ -91,8 +92,10 @@ class ReleaseService:
         env: dict[str, str],
         concurrency: int = 16,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.gates = gates
         self.slack = slack
         self.session = session
@@ -301,7 +304,12 @@ class ReleaseService:
         try:
             await updater.flush()  # ⏳ on the card at once
 
+            kinds = {spec.id: spec.kind for spec in specs}
+
             async def on_result(result: CheckResult) -> None:
+                if self.metrics is not None:
+                    kind = kinds.get(result.check_id, "unknown")
+                    self.metrics.check_results.labels(kind=kind, status=result.status.value).inc()
                 await self.store.save_result(release.id, result)
                 updater.mark_dirty()
 
@@ -322,6 +330,9 @@ class ReleaseService:
                 verdict=state.decision.verdict,
                 counts=dict(Counter(r.status.value for r in results)),
             )
+            if self.metrics is not None:
+                self.metrics.runs.labels(verdict=record.verdict.value).inc()
+                self.metrics.run_seconds.observe(record.duration_s)
             await self.store.record_run(
                 record,
                 AuditEvent(
