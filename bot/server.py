@@ -88,6 +88,7 @@ class Bot:
             session=self.session,
             env=dict(os.environ),
             concurrency=self.settings.concurrency,
+            metrics=self.metrics,
         )
         self.app = AsyncApp(
             client=client,

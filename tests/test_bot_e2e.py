@@ -260,6 +260,24 @@ async def test_run_button_runs_the_checks(bot: RunningBot, standin: SlackStandIn
     assert "<@U02SRE>" in str(final.args["blocks"])
 
 
+async def test_metrics_count_check_results_and_runs(bot: RunningBot, standin: SlackStandIn) -> None:
+    await open_release(bot, standin)
+    await bot.command("run payments@1.4.0", response_url=standin.new_response_url())
+    await standin.wait_for("chat.update", lambda c: header_of(c.args).startswith("🟢 GO"), timeout=10)
+
+    async def counted() -> str | None:
+        text = (await bot.get("/metrics")).text
+        return text if 'gonogo_runs_total{verdict="GO"} 1.0' in text else None
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while (text := await counted()) is None:
+        assert asyncio.get_running_loop().time() < deadline, "the run was never counted"
+        await asyncio.sleep(0.05)
+    assert 'gonogo_check_results_total{kind="command",status="pass"} 2.0' in text
+    assert 'gonogo_check_results_total{kind="command",status="fail"} 1.0' in text
+    assert "gonogo_run_seconds_count 1.0" in text
+
+
 async def test_status_lists_open_releases_and_reposts_a_card(bot: RunningBot, standin: SlackStandIn) -> None:
     first_ts = await open_release(bot, standin)
     url = standin.new_response_url()

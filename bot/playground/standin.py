@@ -114,6 +114,16 @@ class Hold:
 
 
 @dataclass
+class _PeriodicFault:
+    every: int
+    status: int
+    retry_after: int
+    error: str | None
+    methods: frozenset[str]
+    seen: int = 0
+
+
+@dataclass
 class _ResponseTarget:
     created: float
     channel: str | None
@@ -334,6 +344,8 @@ class SlackStandIn:
         self._used_triggers: set[str] = set()
         self._faults: dict[str, list[_Fault]] = {}
         self._holds: dict[str, list[Hold]] = {}
+        self._periodic: _PeriodicFault | None = None  # delivery faults (issue 8)
+        self.channels_without_bot: set[str] = set()  # posting there answers not_in_channel
         self._response_urls: dict[str, _ResponseTarget] = {}
         self._opened_dms: set[str] = set()
         self._tickets: set[str] = set()
@@ -529,6 +541,20 @@ class SlackStandIn:
         self._holds.setdefault(method, []).append(held)
         return held
 
+    # -- delivery faults (issue 8): every n-th call fails; channels the bot is not in ---------
+
+    def fail_every(
+        self,
+        n: int,
+        *,
+        status: int = 429,
+        retry_after: int = 1,
+        methods: Sequence[str] = (),
+        error: str | None = None,
+    ) -> None:
+        """Make every ``n``-th call (of ``methods``, or of any method) fail like ``fail_next``; n=0 stops."""
+        self._periodic = _PeriodicFault(n, status, retry_after, error, frozenset(methods)) if n > 0 else None
+
     def dm_channel(self, user: str) -> str:
         """The stable DM channel id conversations.open returns for ``user``."""
         return "D" + hashlib.sha256(user.encode()).hexdigest()[:10].upper()
@@ -641,6 +667,13 @@ class SlackStandIn:
     def _answer(
         self, method: str, args: JSON, authorization: str | None, bad_body: bool
     ) -> tuple[int, JSON, dict[str, str]]:
+        periodic = self._periodic
+        if periodic is not None and (not periodic.methods or method in periodic.methods):
+            periodic.seen += 1
+            if periodic.seen % periodic.every == 0:
+                self._faults.setdefault(method, []).insert(
+                    0, _Fault(periodic.status, periodic.retry_after, periodic.error, 1)
+                )
         faults = self._faults.get(method)
         if faults:
             fault = faults[0]
@@ -828,6 +861,8 @@ class SlackStandIn:
 
     def _chat_post_message(self, args: JSON) -> JSON:
         channel = self._channel(args)
+        if channel in self.channels_without_bot:
+            raise SlackApiFailure("not_in_channel")
         check_message(args)
         message = self._store(channel, self._new_message(args))
         return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}

@@ -33,6 +33,7 @@ from bot.core.masking import Masker
 from bot.core.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
 from bot.core.results import CheckResult, Status, split_by_commit
 from bot.core.stages import Ladder, decide_stages
+from bot.metrics import Metrics
 from bot.services.people import People, load_people, with_external_results, with_manual_marks
 from bot.services.runner import run_checks
 from bot.slack.blocks import Message, escape, quiet, user_ref
@@ -213,8 +214,10 @@ class ReleaseService:
         clock: Callable[[], datetime] = utcnow,
         lease_ttl_ms: int = LOCK_TTL_MS,
         lease_renew_s: float = LOCK_RENEW_S,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.gates = gates
         self.slack = slack
         self.session = session
@@ -506,7 +509,12 @@ class ReleaseService:
         unsaved: dict[str, CheckResult] = {}
         keeper = asyncio.create_task(self._keep_lease(release.id, lease, control, unsaved))
 
+        kinds = {spec.id: spec.kind for spec in specs}
+
         async def on_result(result: CheckResult) -> None:
+            if self.metrics is not None:
+                kind = kinds.get(result.check_id, "unknown")
+                self.metrics.check_results.labels(kind=kind, status=result.status.value).inc()
             # Evidence belongs to the commit the run was started for, and to this run.
             result = result.model_copy(update={"sha": release.sha, "run_id": lease.token[:12]})
             results[result.check_id] = result
@@ -602,7 +610,10 @@ class ReleaseService:
         }
         if finished.reason:
             data["interrupted"] = finished.reason
-        await self.store.record_run(record, AuditEvent(type="run", actor=lease.actor, at=end, data=data))
+        first = await self.store.record_run(record, AuditEvent(type="run", actor=lease.actor, at=end, data=data))
+        if first and self.metrics is not None:  # once per run, not per retry of the background recorder
+            self.metrics.runs.labels(verdict=record.verdict.value).inc()
+            self.metrics.run_seconds.observe(record.duration_s)
         current = await self.update_release(
             state.release, lambda r: r.model_copy(update={"last_verdict": record.verdict}), None
         )

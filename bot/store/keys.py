@@ -169,3 +169,55 @@ def usergroup_last_known(group_id: str) -> str:
 def dedupe(scope: str, key: str) -> str:
     """STRING with TTL: marks a Slack payload (or webhook event) as handled, across replicas."""
     return f"{PREFIX}:dedupe:{scope}:{key}"
+
+
+# --- the road to Slack: outbox, delivered markers, cards (docs/delivery.md) -------------------
+
+
+def outbox(gate_id: str) -> str:
+    """STREAM: the gate's undelivered notices (field `notice`: Notice JSON). Entries are deleted once
+    delivered or dead-lettered, so its length is the backlog. Consumer group: outbox.GROUP."""
+    return f"{_gate(gate_id)}:outbox"
+
+
+def dead_letters(gate_id: str) -> str:
+    """STREAM, capped: notices given up on (too old, permanent Slack error), with the reason."""
+    return f"{_gate(gate_id)}:outbox:dead"
+
+
+def delivered(gate_id: str, notice_key: str) -> str:
+    """STRING with TTL: the Slack `ts` a notice was posted as. Present = never post it again."""
+    return f"{_gate(gate_id)}:delivered:{notice_key}"
+
+
+def sending(gate_id: str, notice_key: str) -> str:
+    """STRING with a lease (PX): the deliverer currently sending this notice (token)."""
+    return f"{_gate(gate_id)}:sending:{notice_key}"
+
+
+def outbox_gates() -> str:
+    """SET: gate ids that have an outbox, for deliverers and refreshers to watch. Not under a gate's
+    hash tag, so never written inside a gate's atomic step (registering early is harmless)."""
+    return f"{PREFIX}:outbox:gates"
+
+
+def card(release_id: str) -> str:
+    """HASH: the release card on Slack. `wanted` (revision, bumped with every state change that
+    shows on the card), `wanted_at` (ms), `shown` (revision Slack shows), `shown_at` (ms),
+    `channel`, `ts`."""
+    return f"{_release(release_id)}:card"
+
+
+def cards_dirty(gate_id: str) -> str:
+    """SET: release ids of the gate whose card may be behind (wanted > shown)."""
+    return f"{_gate(gate_id)}:cards:dirty"
+
+
+def card_lease(release_id: str) -> str:
+    """STRING with a lease (PX): the refresher (token) that owns this card for now."""
+    return f"{_release(release_id)}:card:lease"
+
+
+def channel_pace(channel: str) -> str:
+    """HASH: token bucket (tokens, at ms) pacing posts into one Slack channel across replicas."""
+    return f"{PREFIX}:pace:{channel}"

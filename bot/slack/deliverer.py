@@ -1,0 +1,430 @@
+"""The deliverer: the one piece of code that posts notices to Slack (docs/delivery.md).
+
+Every replica runs one. They share each gate's outbox stream through one consumer group; a notice
+is rendered (bot/slack/renderers.py), sent, its Slack `ts` stored against its idempotency key, and
+only then acknowledged. A notice whose key was delivered is never sent again; one being sent by
+another deliverer is left to it. Entries held by a consumer that died are claimed after an idle
+bound (XAUTOCLAIM); live consumers keep theirs fresh.
+
+Failures: a 429 closes the method for Retry-After (the client's gate) and the notice waits; 5xx and
+connection errors back off with jitter, without a retry cap; a notice older than `max_age` is
+dead-lettered. Permanent errors are not retried: not_in_channel / channel_not_found tell the person
+who acted to invite the bot; invalid_blocks and the rest are logged with the kind and audited;
+invalid_auth / token_revoked set `auth_failed` (the server's /readyz answers 503) and keep notices
+queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.exceptions
+
+from bot.core.notices import Notice, Target, notice_key
+from bot.metrics import Metrics
+from bot.slack.blocks import Message
+from bot.slack.client import Failure, RateLimitedClient, classify, slack_error
+from bot.slack.ratelimit import ChannelPacer, backoff
+from bot.slack.renderers import INVITE_BOT, RENDERERS, Renderers
+from bot.store.outbox import Entry, Outbox, raise_if_cancelled
+from bot.store.store import AuditEvent
+
+log = logging.getLogger("gonogo.deliverer")
+
+POST = "chat.postMessage"
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_consumer() -> str:
+    """Stable across restarts of one container (pid 1), distinct for processes on one machine."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    consumer: str = field(default_factory=default_consumer)
+    batch: int = 100  # entries read per gate per read
+    max_in_flight: int = 500  # entries this consumer holds at once
+    poll_interval_s: float = 0.1  # between reads when the outboxes are empty
+    claim_idle_s: float = 60.0  # an entry idle this long belongs to a dead consumer
+    maintenance_every_s: float = 5.0  # heartbeat of held entries, claims, backlog metrics
+    send_lease_s: float = 60.0  # renewed while a send is under way
+    max_age: timedelta = timedelta(hours=24)  # older undelivered notices are dead-lettered
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 60.0
+    auth_retry_s: float = 60.0  # while Slack refuses our token
+    card_wait_s: float = 1.0  # a card_thread notice whose card is not posted yet
+    forget_consumers_after_s: float = 3600.0  # idle consumers with nothing pending are removed
+
+
+class CardNotPosted(Exception):
+    """A card_thread notice arrived before its card was posted: wait for the refresher."""
+
+
+class Deliverer:
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        client: RateLimitedClient,
+        pacer: ChannelPacer,
+        renderers: Renderers = RENDERERS,
+        gates: Callable[[], Iterable[str]] = tuple,
+        metrics: Metrics | None = None,
+        config: DeliveryConfig | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.outbox = outbox
+        # Retries belong to the loop below (a notice's age decides); the gate is shared with `client`.
+        self.client = client.sibling(rate_limit_retries=0, server_error_retries=0)
+        self.pacer = pacer
+        self.renderers = renderers
+        self.configured_gates = gates
+        self.metrics = metrics
+        self.config = config or DeliveryConfig()
+        self.clock = clock
+        self.auth_failed = False  # /readyz reads this: Slack refuses our token
+        self._token = secrets.token_hex(8)
+        self._held: dict[tuple[str, str], Entry] = {}
+        self._lanes: dict[str, deque[Entry]] = {}
+        self._lane_tasks: dict[str, asyncio.Task[None]] = {}
+        self._room = asyncio.Event()
+        self._stopping = False
+
+    # --- life ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until cancelled (or `stop`)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._read_loop())
+                group.create_task(self._maintenance_loop())
+        finally:
+            for task in list(self._lane_tasks.values()):
+                task.cancel()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking work; let sends under way finish (a send cut short may be posted again)."""
+        self._stopping = True
+        lanes = list(self._lane_tasks.values())
+        if lanes:
+            await asyncio.wait(lanes, timeout=grace_s)
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    async def _gates(self) -> list[str]:
+        return await self.outbox.gates(self.configured_gates())
+
+    # --- taking work --------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        failures = 0
+        first = True
+        while not self._stopping:
+            raise_if_cancelled()
+            room = self.config.max_in_flight - len(self._held)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                gates = await self._gates()
+                if first:  # what this consumer name held before a restart: ours again at once
+                    entries = await self._own_pending(gates)
+                    first = False
+                else:
+                    entries = await self.outbox.read(gates, self.config.consumer, min(self.config.batch, room))
+                failures = 0
+            except REDIS_ERRORS as exc:
+                failures += 1
+                log.warning("outbox unreachable", extra={"error": type(exc).__name__})
+                await asyncio.sleep(backoff(failures, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s))
+                continue
+            for entry in entries:
+                if entry.notice is not None and self.metrics is not None:
+                    self.metrics.notices_queued.labels(kind=entry.notice.kind).inc()
+                self._take(entry)
+            if not entries:
+                await asyncio.sleep(self.config.poll_interval_s)
+
+    async def _own_pending(self, gates: list[str]) -> list[Entry]:
+        return await self.outbox.read(gates, self.config.consumer, self.config.max_in_flight, pending=True)
+
+    def _take(self, entry: Entry) -> None:
+        held = (entry.gate_id, entry.id)
+        if held in self._held:
+            return
+        self._held[held] = entry
+        lane = entry.notice.lane if entry.notice is not None else "unreadable"
+        self._lanes.setdefault(lane, deque()).append(entry)
+        if lane not in self._lane_tasks:
+            self._lane_tasks[lane] = asyncio.create_task(self._lane(lane), name=f"deliver:{lane}")
+
+    async def _lane(self, lane: str) -> None:
+        """One lane's notices in order, one at a time (Slack paces per channel anyway)."""
+        queue = self._lanes[lane]
+        try:
+            while queue and not self._stopping:
+                raise_if_cancelled()
+                entry = queue.popleft()
+                try:
+                    await self._handle(entry)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # left pending: this consumer or another retries after the idle bound
+                    log.exception("delivering a notice failed", extra={"entry": entry.id, "gate": entry.gate_id})
+                finally:
+                    self._held.pop((entry.gate_id, entry.id), None)
+                    self._room.set()
+        finally:
+            for entry in queue:  # stopping: forget the rest, they stay pending in Redis
+                self._held.pop((entry.gate_id, entry.id), None)
+            self._lanes.pop(lane, None)
+            self._lane_tasks.pop(lane, None)
+
+    async def _maintenance_loop(self) -> None:
+        rounds = 0
+        while not self._stopping:
+            raise_if_cancelled()
+            try:
+                await self._maintain(forget_consumers=rounds % 60 == 0)
+            except REDIS_ERRORS as exc:
+                log.warning("outbox maintenance failed", extra={"error": type(exc).__name__})
+            rounds += 1
+            await asyncio.sleep(self.config.maintenance_every_s)
+
+    async def _maintain(self, *, forget_consumers: bool = False) -> None:
+        gates = await self._gates()
+        for gate_id in gates:
+            mine = [entry_id for (g, entry_id) in self._held if g == gate_id]
+            await self.outbox.touch(gate_id, self.config.consumer, mine)
+            room = self.config.max_in_flight - len(self._held)
+            if room > 0:
+                idle_ms = int(self.config.claim_idle_s * 1000)
+                for entry in await self.outbox.claim_idle(gate_id, self.config.consumer, idle_ms, room):
+                    log.info("claimed a notice from a silent consumer", extra={"entry": entry.id, "gate": gate_id})
+                    self._take(entry)
+            if forget_consumers:
+                await self.outbox.forget_consumers(gate_id, self.config.forget_consumers_after_s, self.config.consumer)
+        if self.metrics is not None:
+            backlog = await self.outbox.backlog(gates)
+            self.metrics.outbox_depth.set(backlog.depth)
+            self.metrics.outbox_oldest_age.set(backlog.oldest_age_s)
+
+    # --- one notice -----------------------------------------------------------------------------
+
+    async def _handle(self, entry: Entry) -> None:
+        notice = entry.notice
+        if notice is None:
+            if entry.raw:
+                await self._give_up(entry, None, "unreadable")
+            else:
+                await self.outbox.drop(entry)  # deleted while it was pending
+            return
+        try:
+            message = self.renderers.render(notice)
+        except Exception as exc:  # a renderer bug or an unknown kind: the same every time
+            log.error("notice cannot be rendered", extra={"kind": notice.kind, "key": notice.key, "error": repr(exc)})
+            await self._give_up(entry, notice, "render_failed", audit=True)
+            return
+        failures = 0
+        while True:
+            raise_if_cancelled()
+            if notice.age(self.clock()) > self.config.max_age:
+                await self._give_up(entry, notice, "expired")
+                return
+            try:
+                outcome = await self._attempt(entry, notice, message)
+            except CardNotPosted:
+                await asyncio.sleep(self.config.card_wait_s)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, REDIS_ERRORS):
+                    raise
+                kind = classify(exc)
+                error = slack_error(exc)
+                self._count_failure(notice, error)
+                if kind is Failure.RATE_LIMITED:
+                    continue  # the gate holds the next attempt back for Retry-After
+                if kind is Failure.TRANSIENT:
+                    failures += 1
+                    delay = backoff(failures, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s)
+                    log.warning(
+                        "slack unavailable, retrying",
+                        extra={"kind": notice.kind, "error": error, "attempt": failures, "in_s": round(delay, 2)},
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                if kind is Failure.AUTH:
+                    self._auth(failed=True, error=error)
+                    await asyncio.sleep(self.config.auth_retry_s)
+                    continue
+                await self._permanent(entry, notice, kind, error, self._channel_of(notice))
+                return
+            if outcome == "posted":
+                self._auth(failed=False)
+                if self.metrics is not None:
+                    self.metrics.notices_delivered.labels(kind=notice.kind).inc()
+            return
+
+    async def _attempt(self, entry: Entry, notice: Notice, message: Message) -> str:
+        """Wait for Slack's limits, then claim the send and post. Returns 'posted', 'delivered'
+        (someone already did) or 'busy' (someone is doing it now)."""
+        channel, thread_ts = await self._where(notice)
+        await self.client.gate.wait(POST)  # no channel slot is taken while the method is closed
+        await self.pacer.acquire(channel)
+        # Checked after the waits, right before the call: whoever waited longest may find it done.
+        state, _ = await self.outbox.try_send(notice, self._token, self._lease_ms)
+        if state != "locked":
+            await self.pacer.refund(channel)
+            if state == "delivered":
+                await self.outbox.drop(entry)
+            return state  # busy: the sender acks it, or dies and it is claimed after the idle bound
+        keeper = asyncio.create_task(self._keep_lease(notice))
+        try:
+            kwargs: dict[str, Any] = {"channel": channel, "text": message.text}
+            if message.blocks:
+                kwargs["blocks"] = message.blocks
+            if thread_ts:
+                kwargs["thread_ts"] = thread_ts
+            response = await self.client.chat_postMessage(**kwargs)
+        except BaseException as exc:
+            keeper.cancel()
+            if not isinstance(exc, asyncio.CancelledError):
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await self.outbox.release_send(notice, self._token)
+                if classify(exc) in (Failure.RATE_LIMITED, Failure.TRANSIENT):
+                    await self.pacer.refund(channel)  # Slack did not take it: the slot is still free
+            raise
+        keeper.cancel()
+        await self._mark_delivered(entry, notice, str(response["ts"]))
+        log.debug("notice delivered", extra={"kind": notice.kind, "key": notice.key, "channel": channel})
+        return "posted"
+
+    @property
+    def _lease_ms(self) -> int:
+        return int(self.config.send_lease_s * 1000)
+
+    def _channel_of(self, notice: Notice) -> str:
+        return notice.target.channel or ""
+
+    async def _where(self, notice: Notice) -> tuple[str, str | None]:
+        target: Target = notice.target
+        if target.channel:
+            return target.channel, target.thread_ts
+        assert notice.release_id is not None
+        location = await self.outbox.card_location(notice.release_id)
+        if location is None:
+            raise CardNotPosted(notice.release_id)
+        return location
+
+    async def _keep_lease(self, notice: Notice) -> None:
+        while True:
+            raise_if_cancelled()
+            await asyncio.sleep(self.config.send_lease_s / 3)
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self.outbox.renew_send(notice, self._token, self._lease_ms)
+
+    async def _mark_delivered(self, entry: Entry, notice: Notice, ts: str) -> None:
+        """Posted: the marker must land, or a claimer would post it again. Redis may be down for a
+        moment; we hold the ts and keep trying as long as this process lives."""
+        attempt = 0
+        while True:
+            raise_if_cancelled()
+            try:
+                await self.outbox.mark_delivered(entry, notice, ts, self._token)
+                return
+            except REDIS_ERRORS as exc:
+                attempt += 1
+                log.warning("cannot record a delivery yet", extra={"key": notice.key, "error": type(exc).__name__})
+                await asyncio.sleep(backoff(attempt, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s))
+
+    # --- giving up ------------------------------------------------------------------------------
+
+    def _count_failure(self, notice: Notice, error: str) -> None:
+        if self.metrics is not None:
+            self.metrics.notices_failed.labels(kind=notice.kind, error=error).inc()
+
+    def _auth(self, *, failed: bool, error: str = "") -> None:
+        if failed and not self.auth_failed:
+            log.critical(
+                "SLACK REFUSES THE BOT TOKEN: nothing can be posted; notices stay queued until "
+                "SLACK_BOT_TOKEN is fixed (readiness fails meanwhile)",
+                extra={"error": error},
+            )
+        elif not failed and self.auth_failed:
+            log.warning("slack accepts the bot token again")
+        self.auth_failed = failed
+        if self.metrics is not None:
+            self.metrics.slack_auth_failed.set(1 if failed else 0)
+
+    async def _permanent(self, entry: Entry, notice: Notice, kind: Failure, error: str, channel: str) -> None:
+        follow_up: Notice | None = None
+        if kind is Failure.NOT_IN_CHANNEL:
+            log.warning(
+                "bot is not in the channel", extra={"kind": notice.kind, "channel": channel, "actor": notice.actor}
+            )
+            if notice.actor and notice.kind != INVITE_BOT and channel:
+                now = self.clock()
+                follow_up = Notice(
+                    kind=INVITE_BOT,
+                    gate_id=notice.gate_id,
+                    release_id=notice.release_id,
+                    target=Target.to_user(notice.actor),
+                    payload={"channel": channel, "error": error, "about": notice.kind},
+                    # one reminder per person, channel and hour, however many notices failed
+                    key=notice_key(INVITE_BOT, notice.actor, channel, now.strftime("%Y%m%d%H")),
+                    created_at=now,
+                )
+        elif kind is Failure.INVALID_BLOCKS:
+            log.error("slack refused the blocks of a notice", extra={"kind": notice.kind, "key": notice.key})
+        else:
+            log.error("slack refused a notice", extra={"kind": notice.kind, "key": notice.key, "error": error})
+        await self._give_up(entry, notice, error, audit=True, follow_up=follow_up)
+
+    async def _give_up(
+        self,
+        entry: Entry,
+        notice: Notice | None,
+        reason: str,
+        *,
+        audit: bool = False,
+        follow_up: Notice | None = None,
+    ) -> None:
+        now = self.clock()
+        event = None
+        if audit and notice is not None and notice.release_id:
+            event = AuditEvent(
+                type="notice_failed",
+                actor="gonogo",
+                at=now,
+                data={"kind": notice.kind, "error": reason, "key": notice.key, "target": notice.target.model_dump()},
+            )
+        if reason == "expired":
+            log.error(
+                "notice dead-lettered: undelivered for too long",
+                extra={"kind": notice.kind if notice else None, "entry": entry.id, "gate": entry.gate_id},
+            )
+        await self.outbox.dead_letter(entry, reason, now, audit=event, follow_up=follow_up)
+        if notice is not None:
+            await self.outbox.release_send(notice, self._token)
+        if self.metrics is not None:
+            self.metrics.notices_dead_lettered.labels(kind=notice.kind if notice else "unreadable", reason=reason).inc()
