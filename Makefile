@@ -32,6 +32,7 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/ack_latency.py
+	$(BIN)/python bench/delivery.py
 
 serve: $(STAMP)
 	$(BIN)/gonogo serve
