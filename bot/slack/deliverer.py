@@ -58,6 +58,7 @@ def default_consumer() -> str:
 class DeliveryConfig:
     consumer: str = field(default_factory=default_consumer)
     batch: int = 100  # entries read per gate per read
+    lane_depth: int = 5  # at most this many read per gate at once: replicas share a burst
     max_in_flight: int = 500  # entries this consumer holds at once
     poll_interval_s: float = 0.1  # between reads when the outboxes are empty
     claim_idle_s: float = 60.0  # an entry idle this long belongs to a dead consumer
@@ -149,7 +150,7 @@ class Deliverer:
                     entries = await self._own_pending(gates)
                     first = False
                 else:
-                    entries = await self.outbox.read(gates, self.config.consumer, min(self.config.batch, room))
+                    entries = await self.outbox.read(gates, self.config.consumer, self._share(room, len(gates)))
                 failures = 0
             except REDIS_ERRORS as exc:
                 failures += 1
@@ -162,6 +163,11 @@ class Deliverer:
                 self._take(entry)
             if not entries:
                 await asyncio.sleep(self.config.poll_interval_s)
+
+    def _share(self, room: int, gates: int) -> int:
+        """Entries to read per gate: a slice of the room, so that other replicas get the rest of a
+        burst and a channel's notices go out through every replica's gate, not one."""
+        return max(1, min(self.config.batch, room // max(1, gates), self.config.lane_depth))
 
     async def _own_pending(self, gates: list[str]) -> list[Entry]:
         return await self.outbox.read(gates, self.config.consumer, self.config.max_in_flight, pending=True)
@@ -289,8 +295,10 @@ class Deliverer:
         """Wait for Slack's limits, then claim the send and post. Returns 'posted', 'delivered'
         (someone already did) or 'busy' (someone is doing it now)."""
         channel, thread_ts = await self._where(notice)
-        await self.client.gate.wait(POST)  # no channel slot is taken while the method is closed
+        # The channel's slot first, then the method's gate: while a 429 holds the method back, every
+        # lane already has its slot and goes the moment the gate opens.
         await self.pacer.acquire(channel)
+        await self.client.gate.wait(POST)
         # Checked after the waits, right before the call: whoever waited longest may find it done.
         state, _ = await self.outbox.try_send(notice, self._token, self._lease_ms)
         if state != "locked":
