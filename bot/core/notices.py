@@ -66,6 +66,9 @@ class Notice(BaseModel):
     key: str = Field(min_length=1, max_length=MAX_KEY)  # idempotency: one post per key, ever
     created_at: datetime
     actor: str | None = None  # who acted: told about permanent failures (e.g. invite the bot)
+    # The key of an earlier notice whose message this one replaces (chat.update), e.g. a drill's
+    # "started" line becoming its result. Same channel, so the same lane: delivered after it.
+    updates: str | None = Field(default=None, min_length=1, max_length=MAX_KEY)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -73,6 +76,8 @@ class Notice(BaseModel):
             raise ValueError(f"release {self.release_id} is not of gate {self.gate_id}")
         if self.target.card_thread and self.release_id is None:
             raise ValueError("only a release has a card thread")
+        if self.updates is not None and (self.target.channel is None or self.target.thread_ts is not None):
+            raise ValueError("an update goes to the channel of the message it replaces")
         return self
 
     @property

@@ -42,6 +42,7 @@ from bot.store.store import AuditEvent
 log = logging.getLogger("gonogo.deliverer")
 
 POST = "chat.postMessage"
+UPDATE = "chat.update"
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -73,6 +74,10 @@ class DeliveryConfig:
 
 class CardNotPosted(Exception):
     """A card_thread notice arrived before its card was posted: wait for the refresher."""
+
+
+class OriginalNotPosted(Exception):
+    """An update arrived before the message it replaces was posted (another replica has it)."""
 
 
 class Deliverer:
@@ -183,15 +188,23 @@ class Deliverer:
             while queue and not self._stopping:
                 raise_if_cancelled()
                 entry = queue.popleft()
+                later = False
                 try:
-                    await self._handle(entry)
+                    later = await self._handle(entry) == "later"
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # left pending: this consumer or another retries after the idle bound
                     log.exception("delivering a notice failed", extra={"entry": entry.id, "gate": entry.gate_id})
                 finally:
-                    self._held.pop((entry.gate_id, entry.id), None)
-                    self._room.set()
+                    if later:
+                        # An update whose original is not posted yet: the rest of the lane may hold
+                        # that original, so the update goes behind it instead of blocking the lane.
+                        queue.append(entry)
+                    else:
+                        self._held.pop((entry.gate_id, entry.id), None)
+                        self._room.set()
+                if later and len(queue) == 1:
+                    await asyncio.sleep(self.config.card_wait_s)
         finally:
             for entry in queue:  # stopping: forget the rest, they stay pending in Redis
                 self._held.pop((entry.gate_id, entry.id), None)
@@ -229,7 +242,8 @@ class Deliverer:
 
     # --- one notice -----------------------------------------------------------------------------
 
-    async def _handle(self, entry: Entry) -> None:
+    async def _handle(self, entry: Entry) -> str | None:
+        """Deliver (or give up on) one entry; "later" when it must wait for another notice."""
         notice = entry.notice
         if notice is None:
             if entry.raw:
@@ -254,6 +268,8 @@ class Deliverer:
             except CardNotPosted:
                 await asyncio.sleep(self.config.card_wait_s)
                 continue
+            except OriginalNotPosted:
+                return "later"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -289,7 +305,13 @@ class Deliverer:
         """Wait for Slack's limits, then claim the send and post. Returns 'posted', 'delivered'
         (someone already did) or 'busy' (someone is doing it now)."""
         channel, thread_ts = await self._where(notice)
-        await self.client.gate.wait(POST)  # no channel slot is taken while the method is closed
+        replaces: str | None = None
+        if notice.updates is not None:
+            replaces = await self.outbox.delivered_ts(notice.gate_id, notice.updates)
+            if replaces is None:
+                raise OriginalNotPosted(notice.updates)
+        method = UPDATE if replaces else POST
+        await self.client.gate.wait(method)  # no channel slot is taken while the method is closed
         await self.pacer.acquire(channel)
         # Checked after the waits, right before the call: whoever waited longest may find it done.
         state, _ = await self.outbox.try_send(notice, self._token, self._lease_ms)
@@ -303,9 +325,13 @@ class Deliverer:
             kwargs: dict[str, Any] = {"channel": channel, "text": message.text}
             if message.blocks:
                 kwargs["blocks"] = message.blocks
-            if thread_ts:
-                kwargs["thread_ts"] = thread_ts
-            response = await self.client.chat_postMessage(**kwargs)
+            if replaces:
+                # chat.update is idempotent: sent twice (a crash before the marker), it shows the same.
+                response = await self.client.chat_update(ts=replaces, **kwargs)
+            else:
+                if thread_ts:
+                    kwargs["thread_ts"] = thread_ts
+                response = await self.client.chat_postMessage(**kwargs)
         except BaseException as exc:
             keeper.cancel()
             if not isinstance(exc, asyncio.CancelledError):
