@@ -250,19 +250,19 @@ class Deliverer:
                 await self._give_up(entry, None, "unreadable")
             else:
                 await self.outbox.drop(entry)  # deleted while it was pending
-            return
+            return None
         try:
             message = self.renderers.render(notice)
         except Exception as exc:  # a renderer bug or an unknown kind: the same every time
             log.error("notice cannot be rendered", extra={"kind": notice.kind, "key": notice.key, "error": repr(exc)})
             await self._give_up(entry, notice, "render_failed", audit=True)
-            return
+            return None
         failures = 0
         while True:
             raise_if_cancelled()
             if notice.age(self.clock()) > self.config.max_age:
                 await self._give_up(entry, notice, "expired")
-                return
+                return None
             try:
                 outcome = await self._attempt(entry, notice, message)
             except CardNotPosted:
@@ -294,12 +294,12 @@ class Deliverer:
                     await asyncio.sleep(self.config.auth_retry_s)
                     continue
                 await self._permanent(entry, notice, kind, error, self._channel_of(notice))
-                return
+                return None
             if outcome == "posted":
                 self._auth(failed=False)
                 if self.metrics is not None:
                     self.metrics.notices_delivered.labels(kind=notice.kind).inc()
-            return
+            return None
 
     async def _attempt(self, entry: Entry, notice: Notice, message: Message) -> str:
         """Wait for Slack's limits, then claim the send and post. Returns 'posted', 'delivered'
