@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bot.core.notices import Notice
+from bot.core.notices import Notice, Target
 from bot.playground.standin import SlackStandIn
 from bot.store import keys
 from bot.store.outbox import Emit, Outbox
@@ -301,3 +301,17 @@ def test_an_update_goes_to_the_channel_of_what_it_replaces() -> None:
         Notice.model_validate(
             notice("pay", 1).model_dump() | {"updates": "k", "target": {"channel": "C0PAY", "thread_ts": "1.2"}}
         )
+
+
+async def test_a_reply_goes_into_the_thread_of_an_earlier_notice(
+    redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    road = Road(redis_client, standin, http_session)
+    parent = notice("pay", 1, text="announcement")
+    reply = notice("pay", 2, text="output").model_copy(update={"target": Target.to_thread_of("C0PAY", parent.key)})
+    await _append(road.outbox, reply, parent)  # out of order: the reply waits behind its parent
+    async with roads(road):
+        await until(lambda: len(sent_ok(standin, "chat.postMessage")) == 2)
+    [top] = [m for m in standin.messages("C0PAY") if not m.get("thread_ts")]
+    assert top["text"] == "announcement"
+    assert [m["text"] for m in standin.replies("C0PAY", top["ts"])] == ["output"]

@@ -354,6 +354,11 @@ class Deliverer:
 
     async def _where(self, notice: Notice) -> tuple[str, str | None]:
         target: Target = notice.target
+        if target.channel and target.thread_of:
+            parent = await self.outbox.delivered_ts(notice.gate_id, target.thread_of)
+            if parent is None:
+                raise OriginalNotPosted(target.thread_of)
+            return target.channel, parent
         if target.channel:
             return target.channel, target.thread_ts
         assert notice.release_id is not None
