@@ -39,7 +39,9 @@ from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
 from bot.services.signing import Signing
 from bot.settings import Settings
+from bot.slack import announcements
 from bot.slack.guard import RequestGuard, install_bolt_guards
+from bot.slack.renderers import RENDERERS
 from bot.store.connection import RedisHandle, connect
 from bot.store.store import Store
 from commands import actions, events, replies, signoff_actions, slash
@@ -109,6 +111,8 @@ class Bot:
         events.register(self.app)
         signoff_actions.register(self.app, self.signing)
         install_bolt_guards(self.app, team_id=self.settings.slack_team_id, app_id=self.settings.slack_app_id)
+        # Drill, rollback and deploy announcements: their renderers join the deliverer's registry.
+        announcements.register(RENDERERS)
         self.metrics.gates_loaded.set(len(self.gates.ids))
 
     async def stop(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from bot.core.notices import Notice, Target
 from bot.playground.standin import SlackStandIn
 from bot.store import keys
 from bot.store.outbox import Emit, Outbox
@@ -258,3 +260,58 @@ async def test_notices_older_than_the_bound_are_dead_lettered(
     assert sorted(d["reason"] for d in dead) == ["expired", "expired"]
     assert standin.messages("C0PAY") == [] and standin.messages("C0OTHER") == []
     assert road.metrics.notices_dead_lettered.labels(kind="channel_message", reason="expired")._value.get() == 2
+
+
+async def test_an_update_replaces_the_message_of_an_earlier_key(
+    redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    road = Road(redis_client, standin, http_session)
+    original = notice("pay", 1, text="started")
+    update = notice("pay", 2, text="passed").model_copy(update={"updates": original.key})
+    await _append(road.outbox, original, update)
+    async with roads(road):
+        await until(lambda: sent_ok(standin, "chat.update"))
+        await until(_drained(road.outbox, ["pay"]))
+    [shown] = standin.messages("C0PAY")
+    assert shown["text"] == "passed" and len(sent_ok(standin, "chat.postMessage")) == 1
+    assert await road.outbox.delivered_ts("pay", update.key) == shown["ts"]
+
+
+async def test_an_update_held_by_another_replica_waits_for_the_original(
+    redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    road = Road(redis_client, standin, http_session)
+    original = notice("pay", 1, text="started")
+    update = notice("pay", 2, text="passed").model_copy(update={"updates": original.key})
+    await _append(road.outbox, update)  # as if another replica took the original and is still posting it
+    async with roads(road):
+        await until(lambda: road.metrics.notices_queued.labels(kind="channel_message")._value.get() == 1)
+        assert not sent_ok(standin, "chat.update") and not standin.messages("C0PAY")
+        other = Road(redis_client, standin, http_session, config=replace(FAST, consumer="other"))
+        async with roads(other):
+            await _append(road.outbox, original)
+            await until(lambda: sent_ok(standin, "chat.update"))
+            await until(_drained(road.outbox, ["pay"]))
+    [shown] = standin.messages("C0PAY")
+    assert shown["text"] == "passed" and len(sent_ok(standin, "chat.postMessage")) == 1
+
+
+def test_an_update_goes_to_the_channel_of_what_it_replaces() -> None:
+    with pytest.raises(ValueError, match="channel of the message"):
+        Notice.model_validate(
+            notice("pay", 1).model_dump() | {"updates": "k", "target": {"channel": "C0PAY", "thread_ts": "1.2"}}
+        )
+
+
+async def test_a_reply_goes_into_the_thread_of_an_earlier_notice(
+    redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    road = Road(redis_client, standin, http_session)
+    parent = notice("pay", 1, text="announcement")
+    reply = notice("pay", 2, text="output").model_copy(update={"target": Target.to_thread_of("C0PAY", parent.key)})
+    await _append(road.outbox, reply, parent)  # out of order: the reply waits behind its parent
+    async with roads(road):
+        await until(lambda: len(sent_ok(standin, "chat.postMessage")) == 2)
+    [top] = [m for m in standin.messages("C0PAY") if not m.get("thread_ts")]
+    assert top["text"] == "announcement"
+    assert [m["text"] for m in standin.replies("C0PAY", top["ts"])] == ["output"]

@@ -26,6 +26,7 @@ class Target(BaseModel):
     channel: str | None = None
     thread_ts: str | None = None
     card_thread: bool = False
+    thread_of: str | None = None  # the key of an earlier notice in `channel`: its message's thread
 
     @model_validator(mode="after")
     def _one_place(self) -> Self:
@@ -33,6 +34,8 @@ class Target(BaseModel):
             raise ValueError("a target is either a channel (optionally a thread) or the card's thread")
         if self.thread_ts and not self.channel:
             raise ValueError("a thread needs its channel")
+        if self.thread_of and (not self.channel or self.thread_ts):
+            raise ValueError("the thread of an earlier notice needs its channel, and no other thread")
         return self
 
     @classmethod
@@ -42,6 +45,11 @@ class Target(BaseModel):
     @classmethod
     def to_thread(cls, channel: str, thread_ts: str) -> Target:
         return cls(channel=channel, thread_ts=thread_ts)
+
+    @classmethod
+    def to_thread_of(cls, channel: str, key: str) -> Target:
+        """The thread of the message an earlier notice (by key) posted in `channel`."""
+        return cls(channel=channel, thread_of=key)
 
     @classmethod
     def to_card_thread(cls) -> Target:
@@ -66,6 +74,9 @@ class Notice(BaseModel):
     key: str = Field(min_length=1, max_length=MAX_KEY)  # idempotency: one post per key, ever
     created_at: datetime
     actor: str | None = None  # who acted: told about permanent failures (e.g. invite the bot)
+    # The key of an earlier notice whose message this one replaces (chat.update), e.g. a drill's
+    # "started" line becoming its result. Same channel, so the same lane: delivered after it.
+    updates: str | None = Field(default=None, min_length=1, max_length=MAX_KEY)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -73,6 +84,8 @@ class Notice(BaseModel):
             raise ValueError(f"release {self.release_id} is not of gate {self.gate_id}")
         if self.target.card_thread and self.release_id is None:
             raise ValueError("only a release has a card thread")
+        if self.updates is not None and (self.target.channel is None or self.target.thread_ts is not None):
+            raise ValueError("an update goes to the channel of the message it replaces")
         return self
 
     @property

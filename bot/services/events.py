@@ -19,29 +19,41 @@ Effects:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from redis.asyncio.client import Pipeline
 
+from bot.core import announcements
 from bot.core.drills import DrillRun
 from bot.core.errors import Conflict, NotFound, UsageError
 from bot.core.events import CheckResultEvent, DeployEvent, DrillEvent, Event, OpenEvent, RollbackEvent
+from bot.core.facts import Signature
 from bot.core.gate import Drill, Gate
 from bot.core.gateset import GateSet
 from bot.core.masking import Masker
+from bot.core.notices import Notice
 from bot.core.release import Release, State, release_id
 from bot.services.drills import drill_audit, find_drill
 from bot.services.rollbacks import RolledBack, rollback_audit, rollback_change
 from bot.store import keys
 from bot.store.gatestore import Accepted, GateStore, Write
+from bot.store.outbox import Emit, emit
 from bot.store.store import AUDIT_MAXLEN, AuditEvent, Store
 from checks import external
 from checks.base import seconds
 
 CI_ACTOR = "ci"  # events without an actor field (open, deploy, check_result)
+USER_ID = re.compile(r"[UW][A-Z0-9]+")
+
+
+def record_location(release: Release) -> dict[str, Any]:
+    """Where the release's decision record lives: its card (and the card's thread)."""
+    return {"channel": release.card_channel, "ts": release.card_ts}
 
 
 def utcnow() -> datetime:
@@ -110,13 +122,13 @@ class EventService:
         if isinstance(event, OpenEvent):
             return await self._open(tx, gate, event, now)
         if isinstance(event, DrillEvent):
-            return self._drill(gate, event, now)
+            return await self._drill(tx, gate, event, now)
         release = await self._release(tx, event.release)
         if isinstance(event, DeployEvent):
-            return self._deploy(release, event, now)
+            return await self._deploy(tx, gate, release, event, now)
         if isinstance(event, CheckResultEvent):
             return self._check_result(gate, release, event, now)
-        return await self._rollback(release, event, now)
+        return await self._rollback(tx, gate, release, event, now)
 
     async def _release(self, tx: Pipeline, rid: str) -> Release:
         await tx.watch(keys.release(rid))
@@ -152,6 +164,7 @@ class EventService:
 
             async def write_open(tx: Pipeline) -> EventFacts:
                 await self.store.queue_open_release(tx, fresh, audit)
+                emit(tx, Emit(gate.id, card_of=rid, at=now))  # the refresher posts the new card
                 return ReleaseOpened(release=fresh, opened=True)
 
             return write_open
@@ -174,6 +187,7 @@ class EventService:
         now: datetime,
         facts: Callable[[Release, str | None], EventFacts],
         extra: AuditEvent | None = None,
+        notices: Sequence[Notice] = (),
     ) -> Write[EventFacts]:
         """Move the release to another commit: only while it is open (a decision is frozen)."""
         if release.state is not State.OPEN:
@@ -190,9 +204,23 @@ class EventService:
             moved = await self.store.queue_update_release(tx, release, release.model_copy(update={"sha": sha}), audit)
             if extra is not None:
                 self._audit(tx, release.id, extra)
+            emit(tx, Emit(release.gate_id, notices, card_of=release.id, at=now))
             return facts(moved, release.sha)
 
         return write_move
+
+    @staticmethod
+    async def _audited(tx: Pipeline, rid: str, type_: str) -> list[dict[str, Any]]:
+        """The data of the release's audit entries of one type, oldest first."""
+        entries = cast(list[tuple[str, dict[str, str]]], await tx.xrange(keys.audit(rid)))
+        return [json.loads(f.get("data", "{}")) for _, f in entries if f.get("type") == type_]
+
+    @staticmethod
+    async def people(tx: Pipeline, release: Release) -> list[str]:
+        """Who hears about a rollback: the release's signers and its opener (user ids only)."""
+        raw = cast(dict[str, str], await tx.hgetall(keys.signatures(release.id)))
+        users = {Signature.model_validate_json(v).user for v in raw.values()} | {release.opened_by}
+        return sorted(u for u in users if USER_ID.fullmatch(u))
 
     @staticmethod
     def _audit(tx: Pipeline, rid: str, event: AuditEvent) -> None:
@@ -200,7 +228,25 @@ class EventService:
 
     # --- deploy -----------------------------------------------------------------------------
 
-    def _deploy(self, release: Release, event: DeployEvent, now: datetime) -> Write[EventFacts]:
+    async def _deploy(
+        self, tx: Pipeline, gate: Gate, release: Release, event: DeployEvent, now: datetime
+    ) -> Write[EventFacts]:
+        # One progress message per release: the stages so far come from the release's audit.
+        await tx.watch(keys.audit(release.id))
+        earlier = [
+            {"stage": str(d.get("stage", "")), "status": str(d.get("status", ""))}
+            for d in await self._audited(tx, release.id, "deploy")
+        ]
+        progress = announcements.deploy_progress(
+            gate.id,
+            gate.channel,
+            release.id,
+            event_id=event.id,
+            stages=[*earlier, {"stage": event.stage, "status": event.status}],
+            sha=event.sha or release.sha,
+            first=not earlier,
+            at=now,
+        )
         audit = AuditEvent(
             type="deploy",
             actor=CI_ACTOR,
@@ -215,10 +261,12 @@ class EventService:
                 now,
                 lambda r, moved_from: DeployRecorded(r, event.stage, event.status, moved_from, True),
                 extra=audit,
+                notices=[progress],
             )
 
         async def write_deploy(tx: Pipeline) -> EventFacts:
             self._audit(tx, release.id, audit)
+            emit(tx, Emit(gate.id, [progress]))
             return DeployRecorded(release, event.stage, event.status, None, False)
 
         return write_deploy
@@ -265,13 +313,14 @@ class EventService:
         async def write_result(tx: Pipeline) -> EventFacts:
             tx.hset(keys.external_results(release.id), spec.id, result.model_dump_json())
             self._audit(tx, release.id, audit)
+            emit(tx, Emit(gate.id, card_of=release.id, at=now))
             return ExternalRecorded(release, result)
 
         return write_result
 
     # --- drill ------------------------------------------------------------------------------
 
-    def _drill(self, gate: Gate, event: DrillEvent, now: datetime) -> Write[EventFacts]:
+    async def _drill(self, tx: Pipeline, gate: Gate, event: DrillEvent, now: datetime) -> Write[EventFacts]:
         drill = find_drill(gate, event.drill)
         took = event.duration
         passed = event.status == "passed"
@@ -290,15 +339,35 @@ class EventService:
             event_id=event.id,
         )
 
+        notices = announcements.drill_reported(
+            gate.id,
+            gate.channel,
+            run.run_id,
+            drill_id=drill.id,
+            title=drill.title,
+            actor=event.actor,
+            passed=passed,
+            duration_s=run.duration_s,
+            summary=run.summary,
+            details=run.details,
+            at=now,
+        )
+        # The open release's card shows the gate's drills: it must show this one.
+        await tx.watch(keys.open_release(gate.id))
+        open_id = cast(str | None, await tx.get(keys.open_release(gate.id)))
+
         async def write_drill(tx: Pipeline) -> EventFacts:
             self.gatestore.queue_drill_run(tx, run, drill_audit(run))
+            emit(tx, Emit(gate.id, notices, card_of=open_id, at=now))
             return DrillRecorded(gate, drill, run)
 
         return write_drill
 
     # --- rollback ---------------------------------------------------------------------------
 
-    async def _rollback(self, release: Release, event: RollbackEvent, now: datetime) -> Write[EventFacts]:
+    async def _rollback(
+        self, tx: Pipeline, gate: Gate, release: Release, event: RollbackEvent, now: datetime
+    ) -> Write[EventFacts]:
         decided = await self.gatestore.decided_at(release.id)
         audit = rollback_audit(
             release,
@@ -310,6 +379,31 @@ class EventService:
             extra={"event_id": event.id},
         )
         changed = rollback_change(release)
+        notices: list[Notice]
+        if changed is not None:
+            notices = announcements.rollback_started(
+                gate.id,
+                gate.channel,
+                release.id,
+                actor=event.actor,
+                reason=event.reason,
+                record=record_location(release),
+                people=await self.people(tx, release),
+                at=now,
+            )
+        else:
+            notices = [
+                announcements.rollback_step(
+                    gate.id,
+                    gate.channel,
+                    release.id,
+                    step_id=event.id,
+                    status=event.status,
+                    actor=event.actor,
+                    reason=event.reason,
+                    at=now,
+                )
+            ]
 
         async def write_rollback(tx: Pipeline) -> EventFacts:
             after = release
@@ -317,6 +411,7 @@ class EventService:
                 after = await self.store.queue_update_release(tx, release, changed, audit)
             else:
                 self._audit(tx, release.id, audit)
+            emit(tx, Emit(gate.id, notices, card_of=release.id, at=now))
             return RolledBack(
                 release=after,
                 status=event.status,

@@ -42,6 +42,7 @@ from bot.store.store import AuditEvent
 log = logging.getLogger("gonogo.deliverer")
 
 POST = "chat.postMessage"
+UPDATE = "chat.update"
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -74,6 +75,10 @@ class DeliveryConfig:
 
 class CardNotPosted(Exception):
     """A card_thread notice arrived before its card was posted: wait for the refresher."""
+
+
+class OriginalNotPosted(Exception):
+    """An update arrived before the message it replaces was posted (another replica has it)."""
 
 
 class Deliverer:
@@ -189,15 +194,23 @@ class Deliverer:
             while queue and not self._stopping:
                 raise_if_cancelled()
                 entry = queue.popleft()
+                later = False
                 try:
-                    await self._handle(entry)
+                    later = await self._handle(entry) == "later"
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # left pending: this consumer or another retries after the idle bound
                     log.exception("delivering a notice failed", extra={"entry": entry.id, "gate": entry.gate_id})
                 finally:
-                    self._held.pop((entry.gate_id, entry.id), None)
-                    self._room.set()
+                    if later:
+                        # An update whose original is not posted yet: the rest of the lane may hold
+                        # that original, so the update goes behind it instead of blocking the lane.
+                        queue.append(entry)
+                    else:
+                        self._held.pop((entry.gate_id, entry.id), None)
+                        self._room.set()
+                if later and len(queue) == 1:
+                    await asyncio.sleep(self.config.card_wait_s)
         finally:
             for entry in queue:  # stopping: forget the rest, they stay pending in Redis
                 self._held.pop((entry.gate_id, entry.id), None)
@@ -235,31 +248,34 @@ class Deliverer:
 
     # --- one notice -----------------------------------------------------------------------------
 
-    async def _handle(self, entry: Entry) -> None:
+    async def _handle(self, entry: Entry) -> str | None:
+        """Deliver (or give up on) one entry; "later" when it must wait for another notice."""
         notice = entry.notice
         if notice is None:
             if entry.raw:
                 await self._give_up(entry, None, "unreadable")
             else:
                 await self.outbox.drop(entry)  # deleted while it was pending
-            return
+            return None
         try:
             message = self.renderers.render(notice)
         except Exception as exc:  # a renderer bug or an unknown kind: the same every time
             log.error("notice cannot be rendered", extra={"kind": notice.kind, "key": notice.key, "error": repr(exc)})
             await self._give_up(entry, notice, "render_failed", audit=True)
-            return
+            return None
         failures = 0
         while True:
             raise_if_cancelled()
             if notice.age(self.clock()) > self.config.max_age:
                 await self._give_up(entry, notice, "expired")
-                return
+                return None
             try:
                 outcome = await self._attempt(entry, notice, message)
             except CardNotPosted:
                 await asyncio.sleep(self.config.card_wait_s)
                 continue
+            except OriginalNotPosted:
+                return "later"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -284,21 +300,27 @@ class Deliverer:
                     await asyncio.sleep(self.config.auth_retry_s)
                     continue
                 await self._permanent(entry, notice, kind, error, self._channel_of(notice))
-                return
+                return None
             if outcome == "posted":
                 self._auth(failed=False)
                 if self.metrics is not None:
                     self.metrics.notices_delivered.labels(kind=notice.kind).inc()
-            return
+            return None
 
     async def _attempt(self, entry: Entry, notice: Notice, message: Message) -> str:
         """Wait for Slack's limits, then claim the send and post. Returns 'posted', 'delivered'
         (someone already did) or 'busy' (someone is doing it now)."""
         channel, thread_ts = await self._where(notice)
+        replaces: str | None = None
+        if notice.updates is not None:
+            replaces = await self.outbox.delivered_ts(notice.gate_id, notice.updates)
+            if replaces is None:
+                raise OriginalNotPosted(notice.updates)
+        method = UPDATE if replaces else POST
         # The channel's slot first, then the method's gate: while a 429 holds the method back, every
         # lane already has its slot and goes the moment the gate opens.
         await self.pacer.acquire(channel)
-        await self.client.gate.wait(POST)
+        await self.client.gate.wait(method)
         # Checked after the waits, right before the call: whoever waited longest may find it done.
         state, _ = await self.outbox.try_send(notice, self._token, self._lease_ms)
         if state != "locked":
@@ -311,9 +333,13 @@ class Deliverer:
             kwargs: dict[str, Any] = {"channel": channel, "text": message.text}
             if message.blocks:
                 kwargs["blocks"] = message.blocks
-            if thread_ts:
-                kwargs["thread_ts"] = thread_ts
-            response = await self.client.chat_postMessage(**kwargs)
+            if replaces:
+                # chat.update is idempotent: sent twice (a crash before the marker), it shows the same.
+                response = await self.client.chat_update(ts=replaces, **kwargs)
+            else:
+                if thread_ts:
+                    kwargs["thread_ts"] = thread_ts
+                response = await self.client.chat_postMessage(**kwargs)
         except BaseException as exc:
             keeper.cancel()
             if not isinstance(exc, asyncio.CancelledError):
@@ -336,6 +362,11 @@ class Deliverer:
 
     async def _where(self, notice: Notice) -> tuple[str, str | None]:
         target: Target = notice.target
+        if target.channel and target.thread_of:
+            parent = await self.outbox.delivered_ts(notice.gate_id, target.thread_of)
+            if parent is None:
+                raise OriginalNotPosted(target.thread_of)
+            return target.channel, parent
         if target.channel:
             return target.channel, target.thread_ts
         assert notice.release_id is not None
