@@ -8,8 +8,10 @@ during a run of checks or a rollback of that gate: they share the gate's operati
 
 `begin` takes the lease and returns what a "drill started" announcement needs; `finish` runs the
 command, records the run (history + latest + gate audit in one MULTI) and frees the lease; `run`
-does both (the CLI). Slack's `/gonogo drill` calls `begin` before its ack returns and `finish` in
-the background.
+does both (the CLI). Slack's `/gonogo drill` calls `begin` (which, `announce`d, appends "🔥 Fire
+drill started" to the gate's outbox in the same step as taking the lease) and then `finish` in the
+background (which appends the result, an update of that message, and the output tail in its thread,
+and marks the open release's card dirty, in the same MULTI as recording the run).
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import aiohttp
+from redis.asyncio.client import Pipeline
 
+from bot.core import announcements
 from bot.core.drills import DrillRun, OperationLease, Source
 from bot.core.errors import Conflict, Forbidden, StoreUnavailable, UsageError
 from bot.core.gate import Drill, Gate
@@ -32,7 +37,9 @@ from bot.core.masking import Masker
 from bot.core.results import Status
 from bot.services.membership import Membership
 from bot.services.runner import run_one
-from bot.store.gatestore import GateStore
+from bot.store import keys
+from bot.store.gatestore import GateStore, Write
+from bot.store.outbox import Emit, emit
 from bot.store.store import AuditEvent
 from checks import command
 from checks.base import CheckContext
@@ -115,6 +122,7 @@ class DrillStarted:
     actor: str
     source: Source
     lease: OperationLease
+    announced: bool = False  # the start was announced: the result updates that message
 
     @property
     def run_id(self) -> str:
@@ -154,17 +162,32 @@ class DrillService:
         labels = ", ".join(r.title for r in roles)
         raise Forbidden(f"only members of {labels} can run the drill {drill.title} of {gate.id}")
 
-    async def begin(self, gate: Gate, drill_id: str, actor: str, *, source: Source = "slack") -> DrillStarted:
+    async def begin(
+        self, gate: Gate, drill_id: str, actor: str, *, source: Source = "slack", announce: bool = False
+    ) -> DrillStarted:
         """Take the gate's operation lease for this drill; Conflict when a run, drill or rollback
-        of the gate holds it."""
+        of the gate holds it. `announce`: append "🔥 Fire drill started" in the same step."""
         drill = find_drill(gate, drill_id)
         lease = OperationLease(
             token=secrets.token_hex(16), kind="drill", subject=drill.id, actor=actor, started_at=self.clock()
         )
-        holder = await self.store.acquire_operation(gate.id, lease, LEASE_TTL_MS)
+        started = DrillStarted(gate=gate, drill=drill, actor=actor, source=source, lease=lease, announced=announce)
+        says = None
+        if announce:
+            notice = announcements.drill_started(
+                gate.id,
+                gate.channel,
+                started.run_id,
+                drill_id=drill.id,
+                title=drill.title,
+                actor=actor,
+                at=lease.started_at,
+            )
+            says = Emit(gate.id, [notice])
+        holder = await self.store.acquire_operation(gate.id, lease, LEASE_TTL_MS, says)
         if holder is not None:
             raise Conflict(holder.busy(gate.id))
-        return DrillStarted(gate=gate, drill=drill, actor=actor, source=source, lease=lease)
+        return started
 
     async def finish(self, started: DrillStarted) -> DrillRun:
         """Run the drill, record it for the gate, free the lease (whatever happens)."""
@@ -181,7 +204,10 @@ class DrillService:
                 source=started.source,
                 run_id=started.run_id,
             )
-            await self.store.record_drill_run(run, drill_audit(run))
+            if started.announced:
+                await self.store.watched_write([keys.open_release(gate_id)], self._announced(started, run))
+            else:
+                await self.store.record_drill_run(run, drill_audit(run))
             log.info(
                 "drill finished",
                 extra={"gate": gate_id, "drill": run.drill_id, "passed": run.passed, "duration_s": run.duration_s},
@@ -191,6 +217,34 @@ class DrillService:
             keeper.cancel()
             with contextlib.suppress(StoreUnavailable):
                 await self.store.release_operation(gate_id, token)
+
+    def _announced(self, started: DrillStarted, run: DrillRun) -> Callable[[Pipeline], Awaitable[Write[None]]]:
+        """Record the run, say its result (an update of the start message, the output in its
+        thread) and mark the open release's card dirty (it shows the gate's drills): one MULTI."""
+        gate = started.gate
+        notices = announcements.drill_finished(
+            gate.id,
+            gate.channel,
+            started.run_id,
+            title=started.drill.title,
+            actor=started.actor,
+            passed=run.passed,
+            duration_s=run.duration_s,
+            summary=run.summary,
+            details=run.details,
+            at=run.finished_at,
+        )
+
+        async def prepare(tx: Pipeline) -> Write[None]:
+            open_id = cast(str | None, await tx.get(keys.open_release(gate.id)))
+
+            async def write(tx: Pipeline) -> None:
+                self.store.queue_drill_run(tx, run, drill_audit(run))
+                emit(tx, Emit(gate.id, notices, card_of=open_id or None, at=run.finished_at))
+
+            return write
+
+        return prepare
 
     async def run(self, gate: Gate, drill_id: str, actor: str, *, source: Source = "cli") -> DrillRun:
         return await self.finish(await self.begin(gate, drill_id, actor, source=source))

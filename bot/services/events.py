@@ -20,7 +20,6 @@ Effects:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,14 +31,13 @@ from bot.core import announcements
 from bot.core.drills import DrillRun
 from bot.core.errors import Conflict, NotFound, UsageError
 from bot.core.events import CheckResultEvent, DeployEvent, DrillEvent, Event, OpenEvent, RollbackEvent
-from bot.core.facts import Signature
 from bot.core.gate import Drill, Gate
 from bot.core.gateset import GateSet
 from bot.core.masking import Masker
 from bot.core.notices import Notice
 from bot.core.release import Release, State, release_id
 from bot.services.drills import drill_audit, find_drill
-from bot.services.rollbacks import RolledBack, rollback_audit, rollback_change
+from bot.services.rollbacks import RolledBack, record_location, rollback_audit, rollback_change, rollback_people
 from bot.store import keys
 from bot.store.gatestore import Accepted, GateStore, Write
 from bot.store.outbox import Emit, emit
@@ -48,12 +46,6 @@ from checks import external
 from checks.base import seconds
 
 CI_ACTOR = "ci"  # events without an actor field (open, deploy, check_result)
-USER_ID = re.compile(r"[UW][A-Z0-9]+")
-
-
-def record_location(release: Release) -> dict[str, Any]:
-    """Where the release's decision record lives: its card (and the card's thread)."""
-    return {"channel": release.card_channel, "ts": release.card_ts}
 
 
 def utcnow() -> datetime:
@@ -218,9 +210,7 @@ class EventService:
     @staticmethod
     async def people(tx: Pipeline, release: Release) -> list[str]:
         """Who hears about a rollback: the release's signers and its opener (user ids only)."""
-        raw = cast(dict[str, str], await tx.hgetall(keys.signatures(release.id)))
-        users = {Signature.model_validate_json(v).user for v in raw.values()} | {release.opened_by}
-        return sorted(u for u in users if USER_ID.fullmatch(u))
+        return await rollback_people(tx, release)
 
     @staticmethod
     def _audit(tx: Pipeline, rid: str, event: AuditEvent) -> None:

@@ -4,6 +4,11 @@ Two roads lead here: CI reporting a rollback over the webhook (`EventService`, n
 and, with the Slack wiring, `/gonogo rollback` (`RollbackService`: the gate's `rollback.run`
 through the command-check engine under the gate's operation lease, then the `rollback.verify`
 check re-run). Both end in the same state move, built by `rollback_change`.
+
+`/gonogo rollback` says what happens as notices, each in the atomic step that makes it true: the
+announcement (linking the decision record) and, in its thread, the release's signers and opener
+named once, appended with taking the lease; the command's masked output and the verify result
+appended with the move to `rolled_back`, which also marks the card dirty.
 """
 
 from __future__ import annotations
@@ -11,23 +16,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal, cast
 
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+
+from bot.core import announcements
 from bot.core.drills import OperationLease
 from bot.core.errors import Conflict, Forbidden, StoreUnavailable, UsageError
+from bot.core.facts import Signature
 from bot.core.gate import Gate
 from bot.core.masking import truncate_line
+from bot.core.notices import Notice
 from bot.core.release import Release, State
 from bot.core.results import CheckResult
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
 from bot.services.runner import run_one
-from bot.store.gatestore import GateStore
-from bot.store.store import AuditEvent
+from bot.store import keys
+from bot.store.gatestore import GateStore, Write
+from bot.store.outbox import Emit, emit
+from bot.store.store import AUDIT_MAXLEN, AuditEvent
 from checks import command
 from checks.base import CheckContext
 
@@ -37,6 +51,19 @@ RollbackStatus = Literal["started", "succeeded", "failed"]
 LEASE_TTL_MS = 30_000
 LEASE_RENEW_S = 10.0
 REASON_LIMIT = 500
+USER_ID = re.compile(r"[UW][A-Z0-9]+")
+
+
+def record_location(release: Release) -> dict[str, Any]:
+    """Where the release's decision record lives: its card (and the card's thread)."""
+    return {"channel": release.card_channel, "ts": release.card_ts}
+
+
+async def rollback_people(client: aioredis.Redis | Pipeline, release: Release) -> list[str]:
+    """Who hears about a rollback: the release's signers and its opener (user ids only), once each."""
+    raw = cast(dict[str, str], await client.hgetall(keys.signatures(release.id)))
+    users = {Signature.model_validate_json(v).user for v in raw.values()} | {release.opened_by}
+    return sorted(u for u in users if USER_ID.fullmatch(u))
 
 
 @dataclass(frozen=True)
@@ -104,6 +131,7 @@ class RollbackStarted:
     run_command: bool
     lease: OperationLease
     decided_at: datetime | None
+    announced: bool = False  # the start was announced: output and verify go into its thread
 
 
 class RollbackService:
@@ -128,8 +156,11 @@ class RollbackService:
         labels = ", ".join(r.title for r in roles)
         raise Forbidden(f"only members of {labels} can roll back releases of {gate.id}")
 
-    async def begin(self, release_ref: str, actor: str, reason: str, *, run_command: bool) -> RollbackStarted:
-        """Authorise and take the gate's operation lease (Conflict when a run or drill holds it)."""
+    async def begin(
+        self, release_ref: str, actor: str, reason: str, *, run_command: bool, announce: bool = False
+    ) -> RollbackStarted:
+        """Authorise and take the gate's operation lease (Conflict when a run or drill holds it).
+        `announce`: append the announcement and the signers' heads-up in the same step."""
         release = await self.releases.resolve(release_ref)
         gate = self.releases.gates.get(release.gate_id).gate
         await self.authorise(gate, actor)
@@ -142,7 +173,20 @@ class RollbackService:
         lease = OperationLease(
             token=secrets.token_hex(16), kind="rollback", subject=release.id, actor=actor, started_at=self.clock()
         )
-        holder = await self.gatestore.acquire_operation(gate.id, lease, LEASE_TTL_MS)
+        says = None
+        if announce:
+            notices = announcements.rollback_started(
+                gate.id,
+                gate.channel,
+                release.id,
+                actor=actor,
+                reason=reason,
+                record=record_location(release),
+                people=await rollback_people(self.gatestore.redis, release),
+                at=lease.started_at,
+            )
+            says = Emit(gate.id, notices)
+        holder = await self.gatestore.acquire_operation(gate.id, lease, LEASE_TTL_MS, says)
         if holder is not None:
             raise Conflict(holder.busy(gate.id))
         return RollbackStarted(
@@ -153,6 +197,7 @@ class RollbackService:
             run_command=run_command and gate.rollback.run is not None,
             lease=lease,
             decided_at=await self.gatestore.decided_at(release.id),
+            announced=announce,
         )
 
     async def execute(self, started: RollbackStarted) -> RolledBack:
@@ -199,32 +244,80 @@ class RollbackService:
             "verify": verified.check_id if verified else None,
             "verify_status": verified.status.value if verified else None,
         }
-        current = await self.releases.store.get_release(started.release.id) or started.release
-        event = rollback_audit(
-            current,
-            status=status,
-            reason=started.reason,
-            actor=started.actor,
-            at=now,
-            decided_at=started.decided_at,
-            extra=extra,
-        )
-        moved = rollback_change(current) is not None
-        if moved:
-            current = await self.releases.update_release(current, lambda r: rollback_change(r) or r, event)
-        else:
-            await self.releases.store.append_audit(current.id, event)
-        return RolledBack(
-            release=current,
-            status=status,
-            reason=started.reason,
-            actor=started.actor,
-            at=now,
-            decided_at=started.decided_at,
-            moved=moved,
-            verify=verified,
-            command=ran,
-        )
+        notices = self._notices(started, ran, verified, now) if started.announced else []
+        rid = started.release.id
+
+        async def prepare(tx: Pipeline) -> Write[RolledBack]:
+            raw = await tx.get(keys.release(rid))
+            current = Release.model_validate_json(raw) if raw else started.release
+            event = rollback_audit(
+                current,
+                status=status,
+                reason=started.reason,
+                actor=started.actor,
+                at=now,
+                decided_at=started.decided_at,
+                extra=extra,
+            )
+            changed = rollback_change(current)
+
+            async def write(tx: Pipeline) -> RolledBack:
+                after = current
+                if changed is not None:
+                    after = await self.releases.store.queue_update_release(tx, current, changed, event)
+                else:  # rolled back meanwhile (CI reported it): this step is only audited
+                    tx.xadd(keys.audit(rid), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+                emit(tx, Emit(started.gate.id, notices, card_of=rid, at=now))
+                return RolledBack(
+                    release=after,
+                    status=status,
+                    reason=started.reason,
+                    actor=started.actor,
+                    at=now,
+                    decided_at=started.decided_at,
+                    moved=changed is not None,
+                    verify=verified,
+                    command=ran,
+                )
+
+            return write
+
+        return await self.gatestore.watched_write([keys.release(rid)], prepare)
+
+    @staticmethod
+    def _notices(
+        started: RollbackStarted, ran: CheckResult | None, verified: CheckResult | None, now: datetime
+    ) -> list[Notice]:
+        """In the announcement's thread: the command's masked output, then the verify result."""
+        gate, rid = started.gate, started.release.id
+        out: list[Notice] = []
+        if ran is not None:
+            out.append(
+                announcements.rollback_output(
+                    gate.id,
+                    gate.channel,
+                    rid,
+                    passed=ran.status.passing,
+                    summary=ran.summary,
+                    details=ran.details,
+                    at=now,
+                )
+            )
+        if verified is not None:
+            after = (verified.finished_at - started.lease.started_at).total_seconds()
+            out.append(
+                announcements.rollback_verified(
+                    gate.id,
+                    gate.channel,
+                    rid,
+                    check=verified.check_id,
+                    passed=verified.status.passing,
+                    summary=verified.summary,
+                    after_s=max(after, 0.0),
+                    at=now,
+                )
+            )
+        return out
 
     async def _keep_lease(self, gate_id: str, token: str) -> None:
         while True:

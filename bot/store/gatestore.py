@@ -11,7 +11,7 @@ id finds the mark and changes nothing; a crash before EXEC leaves nothing behind
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +24,7 @@ from redis.asyncio.client import Pipeline
 from bot.core.drills import DrillRun, OperationLease
 from bot.core.errors import Conflict, StoreUnavailable
 from bot.store import keys
+from bot.store.outbox import EMIT_LUA, Emit
 from bot.store.store import AUDIT_MAXLEN, DROP_LEASES, RENEW_LEASES, AuditEntry, AuditEvent
 from checks.external import ExternalResult
 
@@ -45,6 +46,19 @@ _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 return redis.call('GET', KEYS[1])
 """
+
+# The same, and the notices the start causes ("🔥 Fire drill started") appended only when the lease
+# is taken. KEYS: lease, then Emit.script_keys(). ARGV: lease json, ttl ms, then Emit.script_args().
+_ACQUIRE_EMIT = (
+    EMIT_LUA
+    + """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  gonogo_emit(2, 3)
+  return false
+end
+return redis.call('GET', KEYS[1])
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,7 @@ class GateStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self._acquire = client.register_script(_ACQUIRE)
+        self._acquire_emit = client.register_script(_ACQUIRE_EMIT)
         self._renew = client.register_script(RENEW_LEASES)
         self._drop = client.register_script(DROP_LEASES)
 
@@ -81,10 +96,19 @@ class GateStore:
 
     # --- the operation lease: one run, drill or rollback per gate ---------------------------
 
-    async def acquire_operation(self, gate_id: str, lease: OperationLease, ttl_ms: int) -> OperationLease | None:
-        """None when acquired; otherwise the lease of what is in the way."""
+    async def acquire_operation(
+        self, gate_id: str, lease: OperationLease, ttl_ms: int, says: Emit | None = None
+    ) -> OperationLease | None:
+        """None when acquired (and `says` appended in the same step); otherwise the lease of what
+        is in the way (and nothing appended)."""
+        lease_key = keys.operation_lease(gate_id)
         async with self._guard():
-            holder = await self._acquire(keys=[keys.operation_lease(gate_id)], args=[lease.model_dump_json(), ttl_ms])
+            if says is None:
+                holder = await self._acquire(keys=[lease_key], args=[lease.model_dump_json(), ttl_ms])
+            else:
+                holder = await self._acquire_emit(
+                    keys=[lease_key, *says.script_keys()], args=[lease.model_dump_json(), ttl_ms, *says.script_args()]
+                )
         return OperationLease.model_validate_json(holder) if holder else None
 
     async def renew_operation(self, gate_id: str, token: str, ttl_ms: int) -> bool:
@@ -99,6 +123,22 @@ class GateStore:
         async with self._guard():
             raw = await self.redis.get(keys.operation_lease(gate_id))
         return OperationLease.model_validate_json(raw) if raw else None
+
+    async def watched_write(self, watch: Sequence[str], prepare: Prepare[T]) -> T:
+        """One optimistic transaction: WATCH `watch`, let `prepare` read (and refuse by raising),
+        then queue its writes in one MULTI; on a concurrent change, decide again on fresh state."""
+        async with self._guard(), self.redis.pipeline(transaction=True) as tx:
+            for _ in range(_TRIES):
+                try:
+                    await tx.watch(*watch)
+                    write = await prepare(tx)
+                    tx.multi()  # type: ignore[no-untyped-call]
+                    facts = await write(tx)
+                    await tx.execute()
+                    return facts
+                except redis.exceptions.WatchError:
+                    await tx.reset()  # type: ignore[no-untyped-call]
+        raise Conflict("the gate kept changing under this write, try again")
 
     # --- drills -----------------------------------------------------------------------------
 
