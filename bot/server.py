@@ -33,18 +33,21 @@ from bot import webhook
 from bot.core.errors import StoreUnavailable
 from bot.core.gateset import GateSet
 from bot.metrics import Metrics
+from bot.services.drills import DrillService
 from bot.services.events import EventService
 from bot.services.lifecycle import Lifecycle
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
+from bot.services.rollbacks import RollbackService
 from bot.services.signing import Signing
 from bot.settings import Settings
 from bot.slack import announcements
 from bot.slack.guard import RequestGuard, install_bolt_guards
 from bot.slack.renderers import RENDERERS
 from bot.store.connection import RedisHandle, connect
+from bot.store.gatestore import GateStore
 from bot.store.store import Store
-from commands import actions, events, replies, signoff_actions, slash
+from commands import actions, events, operations, replies, signoff_actions, slash
 
 log = logging.getLogger("gonogo.server")
 
@@ -106,7 +109,12 @@ class Bot:
         self.signing = Signing(self.service, membership)
         # First, so that during a drain every request still gets an answer Slack shows.
         self.app.use(replies.answer_while_restarting(lambda: self.stopping))
-        slash.register(self.app, self.service, self.signing, Lifecycle(self.service, membership))
+        drills = DrillService(
+            store=GateStore(self.redis.client), session=self.session, env=self.service.env, membership=membership
+        )
+        gate_ops = operations.Operations(self.service, drills, RollbackService(self.service, membership))
+        slash.register(self.app, self.service, self.signing, Lifecycle(self.service, membership), gate_ops)
+        operations.register(self.app, gate_ops)
         actions.register(self.app, self.service)
         events.register(self.app)
         signoff_actions.register(self.app, self.signing)

@@ -19,6 +19,8 @@ USAGE = {
     "close": "/gonogo close <release>",
     "reopen": "/gonogo reopen <release>",
     "history": "/gonogo history <release> [--page N]",
+    "drill": "/gonogo drill <drill-id> [<gate>]",
+    "rollback": "/gonogo rollback <release> <reason>",
 }
 
 # subcommand -> (min args, max args or None for any)
@@ -35,6 +37,8 @@ _ARITY: dict[str, tuple[int, int | None]] = {
     "close": (1, 1),
     "reopen": (1, 1),
     "history": (1, 3),
+    "drill": (1, 2),
+    "rollback": (2, None),  # the reason is the rest of the text
 }
 
 
@@ -61,6 +65,8 @@ def parse(text: str) -> Command:
             problem = f"unexpected extra words: {extra!r}"
         elif name == "override":
             problem = "an override needs a reason"
+        elif name == "rollback" and args:
+            problem = "a rollback needs a reason"
         else:
             problem = "missing arguments"
         raise UsageError(f"{problem}. Usage: `{USAGE[name]}`")

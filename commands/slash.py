@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.errors import Forbidden, UsageError
 from bot.core.release import Release
@@ -14,19 +15,30 @@ from bot.services.releases import ReleaseService
 from bot.services.signing import Signing
 from bot.slack.blocks import escape, escape_code, escape_message
 from bot.slack.messages import render_help, render_release_list
+from commands import operations as ops
 from commands.inbound import decode_entities, typed
 from commands.parse import USAGE, parse
 from commands.replies import Respond, ephemeral, replying_errors
 
 
-def register(app: AsyncApp, service: ReleaseService, signing: Signing, lifecycle: Lifecycle) -> None:
+def register(
+    app: AsyncApp,
+    service: ReleaseService,
+    signing: Signing,
+    lifecycle: Lifecycle,
+    operations: ops.Operations | None = None,
+) -> None:
     promotion = Promotion(service, lifecycle.membership)
 
     @app.command("/gonogo")
-    async def gonogo(ack: AsyncAck, command: dict[str, Any], respond: Respond) -> None:
+    async def gonogo(ack: AsyncAck, command: dict[str, Any], respond: Respond, client: AsyncWebClient) -> None:
         await ack()
-        async with replying_errors(respond, "slash", service.work, subject="your command"):
-            await dispatch(service, signing, lifecycle, command, respond, promotion=promotion)
+        # A modal must not queue behind other handlers' work: its trigger_id dies 3 s after the command.
+        opens_modal = str(command.get("text") or "").lower().split()[:1] == ["rollback"]
+        async with replying_errors(respond, "slash", service.work, subject="your command", queue=not opens_modal):
+            await dispatch(
+                service, signing, lifecycle, command, respond, promotion=promotion, operations=operations, client=client
+            )
 
 
 async def _may_see(service: ReleaseService, lifecycle: Lifecycle, release: Release, user: str, channel: str) -> bool:
@@ -64,6 +76,8 @@ async def dispatch(
     respond: Respond,
     *,
     promotion: Promotion,
+    operations: ops.Operations | None = None,
+    client: AsyncWebClient | None = None,
 ) -> None:
     parsed = parse(typed(decode_entities(str(command.get("text") or "")), service.masker))
     user = command["user_id"]
@@ -151,5 +165,13 @@ async def dispatch(
     elif parsed.name == "history":
         history = await lifecycle.history(args[0], _page(args))
         await ephemeral(respond, history.text, blocks=history.blocks)
+    elif parsed.name in ("drill", "rollback") and operations is None:
+        raise UsageError(f"`/gonogo {parsed.name}` is not available on this bot")
+    elif parsed.name == "drill":
+        assert operations is not None
+        await ops.drill_command(operations, args, user, respond)
+    elif parsed.name == "rollback":
+        assert operations is not None and client is not None
+        await ops.rollback_command(operations, args, user, channel, str(command.get("trigger_id") or ""), client)
     else:  # parse() knows a subcommand this dispatcher does not: a bug, never a silent no-op
         raise AssertionError(f"unhandled subcommand {parsed.name}")

@@ -159,6 +159,8 @@ USAGE = [
     ("evidence <release>", "upload the evidence bundle (Markdown) to the card's thread"),
     ("close <release> / reopen <release>", "close a release / open it again"),
     ("history <release> [--page N]", "the audit trail"),
+    ("drill <drill-id> [<gate>]", "run a fire drill now; its result is announced in the gate's channel"),
+    ("rollback <release> <reason>", "roll a release back (confirm in a modal): announced, verified, recorded"),
     ("help", "this message"),
 ]
 

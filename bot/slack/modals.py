@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from slack_sdk.models.blocks import InputBlock, PlainTextInputElement
+from slack_sdk.models.blocks import CheckboxesElement, InputBlock, Option, PlainTextInputElement
 from slack_sdk.models.views import View
 
 from bot.core.text import cut
@@ -20,6 +20,8 @@ MODAL_APPROVE = "gonogo_approve_modal"
 MODAL_REJECT = "gonogo_reject_modal"
 MODAL_MANUAL = "gonogo_manual_modal"
 MODAL_RISK = "gonogo_risk_modal"
+MODAL_ROLLBACK = "gonogo_rollback_modal"
+RUN_NOW = "run_now"  # the block, action and option of the rollback modal's "run the command now"
 INPUT_ACTION = "value"
 MAX_INPUT = 2000  # characters, every text input (Slack enforces it in its client; forged payloads do not)
 
@@ -46,13 +48,19 @@ class ModalContext:
         )
 
 
-def _text_input(block_id: str, label: str, *, optional: bool, multiline: bool, placeholder: str) -> InputBlock:
+def _text_input(
+    block_id: str, label: str, *, optional: bool, multiline: bool, placeholder: str, initial: str | None = None
+) -> InputBlock:
     return InputBlock(
         block_id=block_id,
         label=label,
         optional=optional,
         element=PlainTextInputElement(
-            action_id=INPUT_ACTION, multiline=multiline, max_length=MAX_INPUT, placeholder=cut(placeholder, 150)
+            action_id=INPUT_ACTION,
+            multiline=multiline,
+            max_length=MAX_INPUT,
+            placeholder=cut(placeholder, 150),
+            initial_value=cut(initial, MAX_INPUT) if initial else None,
         ),
     )
 
@@ -126,6 +134,38 @@ def risk_modal(context: ModalContext, description: str, mitigation: str | None) 
             ),
         ],
     )
+
+
+def rollback_modal(context: ModalContext, gate_name: str, reason: str, command: str | None) -> dict[str, Any]:
+    """Confirm `/gonogo rollback`: the release, the reason (editable, as typed: masked already), and
+    "run the rollback command now" when the gate has one."""
+    blocks: list[Any] = [
+        section(
+            f"Roll back *{escape(context.release)}* ({escape(gate_name)})? The announcement, with your reason,"
+            " goes to the gate's channel; the release's signers and opener are told in its thread."
+        ),
+        _text_input("reason", "Reason", optional=False, multiline=True, placeholder="What went wrong", initial=reason),
+    ]
+    if command is not None:
+        blocks.append(
+            InputBlock(
+                block_id=RUN_NOW,
+                label="Rollback command",
+                optional=True,
+                hint=cut(f"Runs: {command}", 150),
+                element=CheckboxesElement(
+                    action_id=RUN_NOW,
+                    options=[Option(value=RUN_NOW, text="Run the rollback command now")],
+                ),
+            )
+        )
+    return _view(MODAL_ROLLBACK, "Roll back", "Roll back", context, blocks)
+
+
+def checked(view: dict[str, Any], block_id: str) -> bool:
+    """Whether the checkbox `block_id` (its only option) was ticked in a submitted view."""
+    state = view.get("state", {}).get("values", {}).get(block_id, {}).get(block_id, {})
+    return any(isinstance(o, dict) and o.get("value") == block_id for o in state.get("selected_options") or [])
 
 
 def too_long(view: dict[str, Any]) -> dict[str, str]:
