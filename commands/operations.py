@@ -126,7 +126,8 @@ async def rollback_command(
     gate = await operations.authorise_rollback(release, user)
     assert gate.rollback is not None  # authorise refuses a gate without a rollback section
     run = gate.rollback.run
-    command = (run if isinstance(run, str) else " ".join(run)) if run is not None else None
+    # Shown in the modal: masked like any command line we show (a gate may carry a token in it).
+    command = operations.releases.masker.mask(run if isinstance(run, str) else " ".join(run)) if run else None
     context = ModalContext(release=release.id, subject="rollback", channel=channel or gate.channel)
     view = rollback_modal(context, gate.name, " ".join(args[1:]), command)
     await client.views_open(trigger_id=trigger_id, view=view)

@@ -56,4 +56,5 @@ class OperationLease(BaseModel):
 
 
 def _who(actor: str) -> str:
-    return f"<@{actor}>" if actor[:1] in ("U", "W") and actor.isalnum() and actor.isupper() else actor
+    # A mention token: the reply renderer turns it into <@U…> (raw <@U…> would be escaped as text).
+    return f"{{@{actor}}}" if actor[:1] in ("U", "W") and actor.isalnum() and actor.isupper() else actor
