@@ -84,6 +84,17 @@ rollback:
 """
 
 
+LEDGER = """
+id: ledger
+name: Ledger
+channel: C0LEDGER
+signoffs:
+  - {role: tech-lead, users: [U01TECH]}
+drills:
+  - {id: broken, name: Ledger failover, run: ["true"]}
+"""
+
+
 @pytest.fixture
 async def standin() -> AsyncIterator[SlackStandIn]:
     async with SlackStandIn() as server:
@@ -93,6 +104,7 @@ async def standin() -> AsyncIterator[SlackStandIn]:
 @pytest.fixture
 async def bot(standin: SlackStandIn, redis_url: str, tmp_path: Path) -> AsyncIterator[RunningBot]:
     gates = write_gate(tmp_path / "gates", gate_text(tmp_path), "payments.yml").parent
+    write_gate(gates, LEDGER, "ledger.yml")
     settings = bot_settings(api_url=standin.api_url, redis_url=redis_url, gates=gates, data_dir=tmp_path / "d")
     running = await RunningBot(settings).start()
     try:
@@ -235,6 +247,8 @@ async def test_people_outside_the_drills_roles_are_refused(
     assert "only members of SRE can run the drill SRE only" in not_sre
     unknown = await command(bot, standin, "drill nope", TECH)
     assert "no gate has a drill" in unknown
+    ambiguous = await command(bot, standin, "drill broken", TECH)
+    assert "gates ledger, payments all have a drill 'broken': name one" in ambiguous
     assert await GateStore(redis_client).latest_drills("payments") == {}
     assert await redis_client.xlen(keys.outbox("payments")) == 0
     assert standin.messages(CHANNEL) == []
