@@ -14,7 +14,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.errors import Forbidden, UsageError
+from bot.core.errors import Forbidden, Restarting, UsageError
 from bot.core.gate import Gate
 from bot.core.release import Release
 from bot.services.drills import DrillService, DrillStarted
@@ -59,9 +59,15 @@ class Operations:
             known = ", ".join(d.id for d in gate.drills) or "none defined"
             raise UsageError(f"gate {gate.id} has no drill {drill_id!r} (drills: {known})")
         await self.drills.authorise(gate, drill, user)
+        self.refuse_while_draining()
         started = await self.drills.begin(gate, drill.id, user, source="slack", announce=True)
         self.releases.spawn(self.drills.finish(started), name=f"drill:{gate.id}:{drill.id}")
         return started
+
+    def refuse_while_draining(self) -> None:
+        """A drain (SIGTERM) waits for background work started before it, not after."""
+        if not self.releases.accepting_runs:
+            raise Restarting()
 
     async def authorise_rollback(self, release: Release, user: str) -> Gate:
         """Members of `rollback.allowed_roles` only; a refusal is audited on the release."""
@@ -92,6 +98,7 @@ def register(app: AsyncApp, operations: Operations) -> None:
         user = str(body["user"]["id"])
         reply = PostEphemeral(client, context.channel, user)
         async with replying_errors(reply, MODAL_ROLLBACK, releases.work, subject="your rollback"):
+            operations.refuse_while_draining()
             # `begin` authorises again: the modal's metadata came back from the client.
             started = await operations.rollbacks.begin(
                 context.release, user, reason, run_command=checked(view, RUN_NOW), announce=True
