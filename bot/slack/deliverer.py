@@ -75,6 +75,10 @@ class CardNotPosted(Exception):
     """A card_thread notice arrived before its card was posted: wait for the refresher."""
 
 
+class OriginalNotDelivered(CardNotPosted):
+    """An update notice arrived before the message it updates was posted: wait for it."""
+
+
 class Deliverer:
     def __init__(
         self,
@@ -305,7 +309,10 @@ class Deliverer:
                 kwargs["blocks"] = message.blocks
             if thread_ts:
                 kwargs["thread_ts"] = thread_ts
-            response = await self.client.chat_postMessage(**kwargs)
+            if notice.updates is not None:
+                response = await self._update(notice, channel, kwargs)
+            else:
+                response = await self.client.chat_postMessage(**kwargs)
         except BaseException as exc:
             keeper.cancel()
             if not isinstance(exc, asyncio.CancelledError):
@@ -318,6 +325,19 @@ class Deliverer:
         await self._mark_delivered(entry, notice, str(response["ts"]))
         log.debug("notice delivered", extra={"kind": notice.kind, "key": notice.key, "channel": channel})
         return "posted"
+
+    async def _update(self, notice: Notice, channel: str, kwargs: dict[str, Any]) -> Any:
+        """Replace the message an earlier notice posted (its ts is its delivered marker). A DM was
+        posted to a user id; chat.update needs the conversation's id, which conversations.open gives."""
+        assert notice.updates is not None
+        ts = await self.outbox.delivered_ts(notice.gate_id, notice.updates)
+        if ts is None:
+            raise OriginalNotDelivered(notice.updates)
+        if channel[:1] in ("U", "W"):
+            opened = await self.client.conversations_open(users=channel)
+            channel = str(opened["channel"]["id"])
+        kwargs.pop("thread_ts", None)
+        return await self.client.chat_update(**{**kwargs, "channel": channel, "ts": ts})
 
     @property
     def _lease_ms(self) -> int:
