@@ -380,7 +380,7 @@ class Scheduler:
 
 def _offset(value: timedelta) -> str:
     seconds = int(value.total_seconds())
-    if seconds % 86400 == 0:
+    if seconds % 86400 == 0 and seconds >= 2 * 86400:
         return f"{seconds // 86400}d"
     if seconds % 3600 == 0:
         return f"{seconds // 3600}h"

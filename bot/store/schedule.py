@@ -83,12 +83,16 @@ class ScheduleStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self._claim = client.register_script(_CLAIM)
+        self._registered: set[str] = set()
 
     async def claim(self, claim: Claim, release: Release | None = None, *, unless_moved: bool = True) -> Claimed:
         """Claim a release's unit (with `unless_moved`, only while the release's `rev` is the one the
         tick read), or with `release` None a gate-level one. 'taken': done already; 'moved': the
         release changed since it was read (the next tick decides again)."""
         gate_id = claim.change.gate_id
+        if gate_id not in self._registered:  # deliverers watch this set (outside the gate's slot: idempotent)
+            await self.redis.sadd(keys.outbox_gates(), gate_id)
+            self._registered.add(gate_id)
         if release is not None:
             claims_key, hash_key = keys.claims(release.id), keys.schedule(release.id)
             audit_key, doc_key = keys.audit(release.id), keys.release(release.id)
