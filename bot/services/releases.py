@@ -290,7 +290,9 @@ class ReleaseService:
 
     # --- opening --------------------------------------------------------------------------
 
-    async def open(self, gate_id: str, version: str, sha: str | None, actor: str) -> tuple[Release, bool]:
+    async def open(
+        self, gate_id: str, version: str, sha: str | None, actor: str, *, target_at: datetime | None = None
+    ) -> tuple[Release, bool]:
         """Open a release and post its card. Returns the release and whether it was opened now;
         an existing open release is returned as it is (moving it is `move_commit`, authorised by
         the caller)."""
@@ -298,8 +300,11 @@ class ReleaseService:
         rid = release_id(gate_id, version)
         sha = check_sha(sha) if sha else None
         now = self.clock()
-        fresh = Release(id=rid, gate_id=gate_id, version=version, sha=sha, opened_by=actor, opened_at=now)
-        event = AuditEvent(type="opened", actor=actor, at=now, data={"sha": sha, "gate_sha256": loaded.sha256})
+        fresh = Release(
+            id=rid, gate_id=gate_id, version=version, sha=sha, opened_by=actor, opened_at=now, target_at=target_at
+        )
+        data = {"sha": sha, "gate_sha256": loaded.sha256, **({"target_at": target_at.isoformat()} if target_at else {})}
+        event = AuditEvent(type="opened", actor=actor, at=now, data=data)
         outcome, found = await self.store.open_release(fresh, event)
         if outcome == "conflict":
             raise Conflict(f"{found} is still open: close it first with `/gonogo close {found}`")
