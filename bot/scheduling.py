@@ -37,6 +37,10 @@ def job_specs(scheduler: Scheduler, gates: list[Gate]) -> list[JobSpec]:
             specs.append(JobSpec(f"reminders:{gate.id}", gate.id, scheduler.reminders_tick))
         if gate.windows is not None and gate.windows.freeze:
             specs.append(JobSpec(f"windows:{gate.id}", gate.id, scheduler.windows_tick))
+        if gate.recheck is not None:
+            specs.append(JobSpec(f"recheck:{gate.id}", gate.id, scheduler.recheck_tick))
+        if gate.postdeploy is not None:
+            specs.append(JobSpec(f"postdeploy:{gate.id}", gate.id, scheduler.postdeploy_tick))
         if gate.prelaunch is None or gate.prelaunch.before:
             specs.append(JobSpec(f"prelaunch:{gate.id}", gate.id, scheduler.prelaunch_tick))
     return specs

@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core.decision import Verdict
 from bot.core.facts import Vote
 from bot.core.gateset import GateSet
 from bot.core.notices import Notice
@@ -439,3 +440,89 @@ async def test_prelaunch_posts_24h_and_1h_before_the_target(world: World) -> Non
     assert [p.payload["before"] for p in posts] == ["24h", "1h"]
     text = json.dumps(RENDERERS.render(posts[1]).blocks)
     assert "ships in 1h" in text and "NO-GO" in text
+
+
+# --- scheduled re-checks and post-deploy verification --------------------------------------------------
+
+CHECKED = """
+id: payments
+name: Payments API
+channel: C0DEPLOYS
+checks:
+  - id: health
+    kind: command
+    run: ["{py}", "-c", "import pathlib, sys; sys.exit(int(pathlib.Path('{flag}').read_text()))"]
+{extra}
+"""
+
+
+def checked_world(
+    tmp_path: Path, redis: aioredis.Redis, standin: SlackStandIn, session: aiohttp.ClientSession, extra: str
+) -> tuple[World, Path]:
+    import sys
+
+    flag = tmp_path / "flag"
+    flag.write_text("0")
+    text = CHECKED.format(py=sys.executable, flag=flag, extra=extra)
+    gates = GateSet(write_gate(tmp_path / "gates", text, "payments.yml").parent)
+    return World(redis, standin, session, gates), flag
+
+
+async def test_recheck_runs_each_slot_once_and_posts_only_when_the_verdict_changes(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    world, flag = checked_world(tmp_path, redis_client, standin, http_session, "recheck: {every: 15m}")
+    await world.open()
+    replicas = [world.replica() for _ in range(3)]
+    for minutes in (5, 15, 20, 30, 44, 45):
+        if minutes == 45:
+            flag.write_text("1")
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        await asyncio.gather(*(r.recheck_tick("payments") for r in replicas))
+    runs = await world.store.runs(RID, count=10)
+    assert len(runs) == 3  # slots 1, 2, 3: each once across three replicas
+    changes = await world.notices("recheck_changed")
+    assert [(n.payload["slot"], n.payload["before"], n.payload["after"]) for n in changes] == [
+        (1, "NO-GO", "GO"),
+        (3, "GO", "NO-GO"),
+    ]
+    assert all(n.target.card_thread for n in changes)
+
+
+async def test_postdeploy_runs_the_checks_after_a_go_and_posts_the_summary_once(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    extra = "postdeploy: {every: 5m, for: 4h, checks: [health]}"
+    world, _flag = checked_world(tmp_path, redis_client, standin, http_session, extra)
+    await world.open()
+    current = await world.release()
+    decided = current.model_copy(update={"state": State.DECIDED, "decided_verdict": Verdict.GO, "decided_at": T0})
+    await world.store.update_release(current, decided, AuditEvent(type="decided", actor="U0X", at=T0))
+    replicas = [world.replica() for _ in range(2)]
+    for slot in range(1, 50):
+        world.clock.now = T0 + timedelta(minutes=5 * slot)
+        await asyncio.gather(*(r.postdeploy_tick("payments") for r in replicas))
+    (summary,) = await world.notices("postdeploy_summary")
+    assert summary.target.channel == "C0DEPLOYS"
+    assert "4h post-deploy verification passed: 48/48 runs green" in RENDERERS.render(summary).text
+    assert await world.notices("postdeploy_failed") == []
+
+
+async def test_postdeploy_posts_a_failure_and_a_summary_that_says_so(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    extra = "postdeploy: {every: 5m, for: 20m, checks: [health]}"
+    world, flag = checked_world(tmp_path, redis_client, standin, http_session, extra)
+    await world.open()
+    current = await world.release()
+    decided = current.model_copy(update={"state": State.DECIDED, "decided_verdict": Verdict.GO, "decided_at": T0})
+    await world.store.update_release(current, decided, AuditEvent(type="decided", actor="U0X", at=T0))
+    scheduler = world.replica()
+    for slot in range(1, 6):
+        flag.write_text("1" if slot == 2 else "0")
+        world.clock.now = T0 + timedelta(minutes=5 * slot)
+        await scheduler.postdeploy_tick("payments")
+    (failed,) = await world.notices("postdeploy_failed")
+    assert failed.payload["slot"] == 2 and failed.payload["failed"] == ["health"]
+    (summary,) = await world.notices("postdeploy_summary")
+    assert "20m post-deploy verification ended: 3/4 runs green" in RENDERERS.render(summary).text

@@ -467,6 +467,18 @@ class ReleaseService:
     async def start_run(self, release: Release, actor: str, check_ids: Sequence[str] = ()) -> RunLease:
         """Take the release's run lock and run in the background. Conflict if a run is under way, or
         the release is not open (checked again when the lock is taken: a decided release is frozen)."""
+        lease = await self._take_run_lock(release, actor, check_ids)
+        self.spawn(self._run(release, lease), name=f"run:{release.id}")
+        return lease
+
+    async def run_and_wait(self, release: Release, actor: str) -> RunRecord | None:
+        """A scheduled re-check: the same lock as a manual run (Conflict if one is under way), awaited
+        so the scheduler can compare verdicts. Drained on SIGTERM like any run."""
+        lease = await self._take_run_lock(release, actor, ())
+        record: RunRecord | None = await self.spawn(self._run(release, lease), name=f"recheck:{release.id}")
+        return record
+
+    async def _take_run_lock(self, release: Release, actor: str, check_ids: Sequence[str]) -> RunLease:
         if not self.accepting_runs:
             raise Restarting()
         if release.state is not State.OPEN:
@@ -498,7 +510,6 @@ class ReleaseService:
                 f"the card updates when they finish. If that run was interrupted, the next run is possible"
                 f" after {free_at}, when its lease expires"
             )
-        self.spawn(self._run(release, lease), name=f"run:{release.id}")
         return lease
 
     async def _run(self, release: Release, lease: RunLease) -> RunRecord | None:

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.core.decision import Decision
+from bot.core.decision import Decision, Verdict
+from bot.core.errors import Conflict
 from bot.core.gate import Gate, Signoff
 from bot.core.notices import Notice, Target, notice_key
 from bot.core.release import Release, State
 from bot.core.reminding import Asked, permalink, waited_on
+from bot.core.results import Status
 from bot.core.timeplan import (
     DEFAULT_PRELAUNCH,
     SnoozeChoice,
@@ -29,16 +31,20 @@ from bot.core.timeplan import (
     freeze_edges,
     next_escalation,
     next_reminder,
+    postdeploy_series,
     prelaunch_due,
+    recheck_series,
     snooze_until,
     window_status,
     zone_of,
 )
 from bot.services.releases import ReleaseService
+from bot.services.runner import run_checks
 from bot.store import keys
 from bot.store.outbox import Emit
 from bot.store.schedule import Claim, ScheduleStore, Write
 from bot.store.store import AuditEvent
+from checks.base import CheckContext
 
 log = logging.getLogger("gonogo.scheduler")
 
@@ -48,6 +54,10 @@ REMINDER_ANSWERED = "reminder_answered"
 ESCALATION = "escalation"
 FREEZE_EDGE = "freeze_edge"
 PRELAUNCH = "prelaunch"
+RECHECK_CHANGED = "recheck_changed"
+POSTDEPLOY_FAILED = "postdeploy_failed"
+POSTDEPLOY_SUMMARY = "postdeploy_summary"
+SCHEDULED_ACTOR = "gonogo"
 
 RECENT_RELEASES = 5  # closed releases whose reminder DMs may still need "answered" updates
 FREEZE_LOOKBACK = timedelta(days=1)
@@ -375,6 +385,121 @@ class Scheduler:
         )
         audit = AuditEvent(type="prelaunch_posted", actor="gonogo", at=now, data={"before": _offset(post.before)})
         tick.add(unit, await self.store.claim(Claim(unit=unit, change=Emit(gate.id, [notice]), audit=audit), release))
+        return tick
+
+    # --- re-checks and post-deploy verification ---------------------------------------------------
+
+    async def _open_release(self, gate_id: str) -> Release | None:
+        open_id = await self.releases.store.open_release_id(gate_id)
+        return await self.releases.store.get_release(open_id) if open_id else None
+
+    async def recheck_tick(self, gate_id: str) -> Tick:
+        """The current slot of `recheck.every` since the release opened: claimed once, then the
+        checks run through the release's run lock (a run under way: the slot counts as done). Posts
+        in the card's thread only when the verdict changed."""
+        tick = Tick()
+        gate = self.releases.gates.get(gate_id).gate
+        release = await self._open_release(gate_id)
+        # A decided release is frozen (no run may change its evidence): re-checks are for open ones.
+        if gate.recheck is None or release is None or release.state is not State.OPEN:
+            return tick
+        now = self.clock()
+        due = recheck_series(release.opened_at, gate.recheck.every).current(now)
+        if due is None or f"recheck|{due.number}" in await self.store.claimed(release.id):
+            return tick
+        before = (await self.releases.state(release)).decision.verdict
+        unit = f"recheck|{due.number}"
+        audit = AuditEvent(type="recheck", actor=SCHEDULED_ACTOR, at=now, data={"slot": due.number})
+        outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id), audit=audit), release)
+        tick.add(unit, outcome)
+        if outcome != "claimed":
+            return tick
+        try:
+            record = await self.releases.run_and_wait(release, SCHEDULED_ACTOR)
+        except Conflict as exc:
+            log.info("re-check skipped: a run is under way", extra={"release": release.id, "why": str(exc)})
+            return tick
+        if record is None or record.verdict == before:
+            return tick
+        changed = f"recheck-changed|{due.number}"
+        notice = Notice(
+            kind=RECHECK_CHANGED,
+            gate_id=gate.id,
+            release_id=release.id,
+            target=Target.to_card_thread(),
+            payload={"release": release.id, "before": before.value, "after": record.verdict.value, "slot": due.number},
+            key=notice_key(RECHECK_CHANGED, release.id, str(due.number)),
+            created_at=self.clock(),
+        )
+        # The run itself moved the release (its card): this notice is about that run, whatever came after.
+        change = Claim(unit=changed, change=Emit(gate.id, [notice]))
+        tick.add(changed, await self.store.claim(change, release, unless_moved=False))
+        return tick
+
+    async def postdeploy_tick(self, gate_id: str) -> Tick:
+        """After `decide` with GO: the listed checks on `postdeploy.every` for `postdeploy.for`, each
+        slot once. Results are not the release's (a decided release is frozen): they are counted in
+        its schedule facts. Posts only on failure, and once at the end with the tally."""
+        tick = Tick()
+        gate = self.releases.gates.get(gate_id).gate
+        release = await self._open_release(gate_id)
+        spec = gate.postdeploy
+        if (
+            spec is None
+            or release is None
+            or release.state is not State.DECIDED
+            or release.decided_verdict is not Verdict.GO
+            or release.decided_at is None
+        ):
+            return tick
+        now = self.clock()
+        series = postdeploy_series(release.decided_at, spec.every, spec.duration)
+        due = series.current(now)
+        if due is None or f"postdeploy|{due.number}" in await self.store.claimed(release.id):
+            return tick
+        unit = f"postdeploy|{due.number}"
+        outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id)), release)
+        tick.add(unit, outcome)
+        if outcome != "claimed":
+            return tick
+        specs = [c for c in gate.checks if c.id in set(spec.checks)]
+        ctx = CheckContext(
+            session=self.releases.session, env=self.releases.env, clock=self.releases.clock, sha=release.sha
+        )
+        results = await run_checks(specs, ctx, masker=self.releases.masker)
+        failed = sorted(r.check_id for r in results if r.status not in (Status.PASS, Status.WARN))
+        await self.store.redis.hset(keys.schedule(release.id), f"pd|{due.number}", ",".join(failed) or "ok")
+        now = self.clock()
+        about = {"release": release.id, "gate": gate.name, "every": _offset(spec.every), "for": _offset(spec.duration)}
+        if failed:
+            summaries = {r.check_id: r.summary for r in results if r.check_id in failed}
+            notice = Notice(
+                kind=POSTDEPLOY_FAILED,
+                gate_id=gate.id,
+                release_id=release.id,
+                target=Target.to_channel(gate.channel),
+                payload={**about, "slot": due.number, "failed": failed, "summaries": summaries},
+                key=notice_key(POSTDEPLOY_FAILED, release.id, str(due.number)),
+                created_at=now,
+            )
+            failed_unit = f"postdeploy-failed|{due.number}"
+            tick.add(
+                failed_unit, await self.store.claim(Claim(unit=failed_unit, change=Emit(gate.id, [notice])), release)
+            )
+        if due.number == series.total:
+            facts = await self.store.facts(release.id)
+            runs = [v for k, v in facts.items() if k.startswith("pd|")]
+            notice = Notice(
+                kind=POSTDEPLOY_SUMMARY,
+                gate_id=gate.id,
+                release_id=release.id,
+                target=Target.to_channel(gate.channel),
+                payload={**about, "runs": len(runs), "green": runs.count("ok"), "slots": series.total},
+                key=notice_key(POSTDEPLOY_SUMMARY, release.id),
+                created_at=now,
+            )
+            summary = "postdeploy|summary"
+            tick.add(summary, await self.store.claim(Claim(unit=summary, change=Emit(gate.id, [notice])), release))
         return tick
 
 

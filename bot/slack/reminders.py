@@ -13,7 +13,16 @@ from typing import Any
 from slack_sdk.models.blocks import ActionsBlock, Block
 
 from bot.core.notices import Notice
-from bot.services.scheduler import ESCALATION, FREEZE_EDGE, PRELAUNCH, REMINDER, REMINDER_ANSWERED
+from bot.services.scheduler import (
+    ESCALATION,
+    FREEZE_EDGE,
+    POSTDEPLOY_FAILED,
+    POSTDEPLOY_SUMMARY,
+    PRELAUNCH,
+    RECHECK_CHANGED,
+    REMINDER,
+    REMINDER_ANSWERED,
+)
 from bot.slack.blocks import ACTION_SNOOZE, Message, button, context, escape, message, reason_mrkdwn, section, user_ref
 from bot.slack.card import signoff_buttons
 from bot.slack.renderers import Renderers
@@ -97,6 +106,32 @@ def render_prelaunch(notice: Notice) -> Message:
     return message(text, blocks)
 
 
+def render_recheck(notice: Notice) -> Message:
+    before, after = escape(str(_p(notice, "before"))), escape(str(_p(notice, "after")))
+    text = f"Scheduled re-check #{_p(notice, 'slot')}: the verdict changed from {before} to *{after}*."
+    return message(text, [section(text)])
+
+
+def render_postdeploy_failed(notice: Notice) -> Message:
+    release = escape(str(_p(notice, "release")))
+    failed = [str(c) for c in _p(notice, "failed", [])]
+    summaries = _p(notice, "summaries", {})
+    lines = [f"• *{escape(c)}*: {escape(str(summaries.get(c, '')))}" for c in failed]
+    text = f":x: Post-deploy verification of {release}, run {_p(notice, 'slot')}: {len(failed)} check(s) failing."
+    return message(text, [section(text), section("\n".join(lines) or "(no details)")])
+
+
+def render_postdeploy_summary(notice: Notice) -> Message:
+    release, span = escape(str(_p(notice, "release"))), escape(str(_p(notice, "for")))
+    runs, green, slots = int(_p(notice, "runs", 0)), int(_p(notice, "green", 0)), int(_p(notice, "slots", 0))
+    if green == runs == slots:
+        text = f":white_check_mark: {release}: {span} post-deploy verification passed: {green}/{runs} runs green."
+    else:
+        skipped = f", {slots - runs} slot(s) missed" if runs < slots else ""
+        text = f":warning: {release}: {span} post-deploy verification ended: {green}/{runs} runs green{skipped}."
+    return message(text, [section(text)])
+
+
 def register(renderers: Renderers) -> None:
     """Add the scheduler's renderers (once: a second call, e.g. a second bot in one process, is a no-op)."""
     if REMINDER in renderers:
@@ -106,3 +141,6 @@ def register(renderers: Renderers) -> None:
     renderers.register(ESCALATION)(render_escalation)
     renderers.register(FREEZE_EDGE)(render_freeze)
     renderers.register(PRELAUNCH)(render_prelaunch)
+    renderers.register(RECHECK_CHANGED)(render_recheck)
+    renderers.register(POSTDEPLOY_FAILED)(render_postdeploy_failed)
+    renderers.register(POSTDEPLOY_SUMMARY)(render_postdeploy_summary)
