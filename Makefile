@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cli_start.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/ack_latency.py
+	$(BIN)/python bench/reminders.py
 
 serve: $(STAMP)
 	$(BIN)/gonogo serve
