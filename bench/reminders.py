@@ -162,8 +162,9 @@ async def run(redis_url: str, gates: GateSet, *, fail_every: int) -> Outcome:
             return sum(1 for c in standin.calls("chat.postMessage") if c.ok)
 
         deadline = time.monotonic() + 600
+        version = standin.version
         while delivered() < SIGNERS and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+            version = await standin.changed(version, timeout=1.0)  # every post bumps it
         wall = time.perf_counter() - started
         await asyncio.sleep(0.5)  # anything late would be a duplicate: give it the chance to show
         for task in tasks:
