@@ -71,13 +71,16 @@ class Jobs:
         return [gates.get(g).gate for g in gates.ids]
 
     def sync(self) -> list[str]:
-        """(Re)add every job with `replace_existing`, remove those of gates that went away."""
+        """Add the jobs the gates ask for (ids are fixed, so a job is never doubled), remove those of
+        gates that went away."""
         specs = job_specs(self.scheduler, self.gates())
         wanted = {s.id for s in specs}
         for job in self.aps.get_jobs():
             if job.id not in wanted:
                 job.remove()
         for spec in specs:
+            if self.aps.get_job(spec.id) is not None:  # unchanged: keep its timer (a reload must not postpone it)
+                continue
             self.aps.add_job(
                 run_job,
                 "interval",

@@ -526,3 +526,17 @@ async def test_postdeploy_posts_a_failure_and_a_summary_that_says_so(
     assert failed.payload["slot"] == 2 and failed.payload["failed"] == ["health"]
     (summary,) = await world.notices("postdeploy_summary")
     assert "20m post-deploy verification ended: 3/4 runs green" in RENDERERS.render(summary).text
+
+
+async def test_jobs_have_fixed_ids_from_the_gates_and_a_tick_claims(world: World) -> None:
+    from bot.scheduling import Jobs, job_specs, run_job
+
+    await world.open()
+    scheduler = world.replica()
+    jobs = Jobs(scheduler)
+    assert jobs.sync() == ["prelaunch:payments", "reminders:payments"]
+    assert jobs.sync() == ["prelaunch:payments", "reminders:payments"]  # again (SIGHUP): replaced, not doubled
+    assert sorted(j.id for j in jobs.aps.get_jobs()) == ["prelaunch:payments", "reminders:payments"]
+    (reminding,) = [s for s in job_specs(scheduler, jobs.gates()) if s.id == "reminders:payments"]
+    await run_job(reminding)
+    assert len(await world.dm_counts()) == 3
