@@ -540,3 +540,27 @@ async def test_jobs_have_fixed_ids_from_the_gates_and_a_tick_claims(world: World
     (reminding,) = [s for s in job_specs(scheduler, jobs.gates()) if s.id == "reminders:payments"]
     await run_job(reminding)
     assert len(await world.dm_counts()) == 3
+
+
+async def test_max_counts_per_person_across_roles_and_a_removed_member_is_told(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    world = make_world(tmp_path, max_=3)(redis_client, standin, http_session)
+    path = tmp_path / "gates" / "payments.yml"
+    path.write_text(path.read_text().replace("users: [U0DEV]", "users: [U0DEV, U0SRE1]"))
+    world.gates.reload()
+    await world.open()
+    scheduler = world.replica()
+    for minutes in range(0, 12 * 60, 30):
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        await scheduler.reminders_tick("payments")
+    counts = await world.dm_counts()
+    assert sum(n for (user, _), n in counts.items() if user == "U0SRE1") == 3  # two roles, one max
+    assert sum(n for (user, _), n in counts.items() if user == "U0SRE2") == 3
+    # U0SRE2 leaves the role: their open DM says they are no longer asked.
+    path.write_text(path.read_text().replace("users: [U0SRE1, U0SRE2]", "users: [U0SRE1]"))
+    world.gates.reload()
+    tick = await scheduler.reminders_tick("payments")
+    assert tick.claimed == ["answered|sre|U0SRE2|3"]
+    (note,) = await world.notices(REMINDER_ANSWERED)
+    assert note.payload["why"] == "you are no longer asked to sign as SRE"

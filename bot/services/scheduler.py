@@ -187,7 +187,7 @@ class Scheduler:
             last_sent_at=_when(sent.get("at")),
             snoozed_until=_when(facts.get(f"snooze|{person.user}")),
         )
-        if due is None or due.at > now:
+        if due is None or due.at > now or int(facts.get(f"count|{person.user}", 0)) >= rules.max:
             return
         unit = f"remind|{person.field}|{due.number}"
         key = notice_key(REMINDER, release.id, person.field, str(due.number))
@@ -219,7 +219,9 @@ class Scheduler:
             at=now,
             data={"role": person.role, "user": person.user, "number": due.number, "why": person.why},
         )
-        claim = Claim(unit=unit, change=Emit(gate.id, [notice]), writes=writes, audit=audit)
+        # `max` is per person per release (their other roles count too): a counter checked in the claim.
+        cap = (f"count|{person.user}", rules.max)
+        claim = Claim(unit=unit, change=Emit(gate.id, [notice]), writes=writes, audit=audit, cap=cap)
         tick.add(unit, await self.store.claim(claim, release))
 
     async def _answered(

@@ -234,7 +234,8 @@ def claims(release_id: str) -> str:
 
 def schedule(release_id: str) -> str:
     """HASH: the facts a release's due times derive from. `sent|<role>|<user>` (JSON: reminders
-    sent, last at, the notice key of the last DM), `since|<role>|<user>` (waited on since),
+    sent, last at, the notice key of the last DM), `count|<user>` (reminders to
+    them, all roles: capped by `max` in the claim), `since|<role>|<user>` (waited on since),
     `snooze|<user>` (ISO time), `esc|<role>` (JSON: escalations sent, last at),
     `esc-at|<role>` (when the role reached escalate_after), `postdeploy` (JSON: start, runs, failed)."""
     return f"{_release(release_id)}:schedule"

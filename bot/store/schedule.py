@@ -5,6 +5,7 @@ one of them wins. One Lua script (all keys under the gate's hash tag, so one Clu
 
 - refuses when the release moved meanwhile (its `rev` or state is not what the tick decided on),
 - `SADD`s the unit's name to the claims set (0: someone did it already -> nothing else happens),
+  within an optional cap (a counter in the schedule hash, e.g. reminders to one person),
 - writes the facts the next due time derives from (hash fields), an audit entry, and
 - appends the notices to the outbox (`EMIT_LUA`): the deliverer posts them, once.
 
@@ -26,7 +27,8 @@ from bot.store.outbox import EMIT_LUA, Emit
 from bot.store.store import AuditEvent
 
 # KEYS: claims set, schedule hash, audit stream, release doc, then Emit's 3.
-# ARGV: unit, expected rev ('' = no check), n ops, (op, field, value)*n, audit JSON ('' none), emit args.
+# ARGV: unit, expected rev ('' = no check), cap field ('' none), cap, n ops, (op, field, value)*n,
+# audit JSON ('' none), emit args.
 _CLAIM = (
     EMIT_LUA
     + """
@@ -36,9 +38,14 @@ if ARGV[2] ~= '' then
   local release = cjson.decode(doc)
   if tostring(release['rev']) ~= ARGV[2] then return -1 end
 end
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-local n = tonumber(ARGV[3])
-local i = 4
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+if ARGV[3] ~= '' then
+  if tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0') >= tonumber(ARGV[4]) then return -2 end
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+local n = tonumber(ARGV[5])
+local i = 6
 for _ = 1, n do
   local op, f, v = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   i = i + 3
@@ -59,7 +66,7 @@ return 1
 )
 
 Op = Literal["set", "setnx", "del"]
-Claimed = Literal["claimed", "taken", "moved"]
+Claimed = Literal["claimed", "taken", "moved", "capped"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class Claim:
     change: Emit
     writes: list[Write] = field(default_factory=list)
     audit: AuditEvent | None = None
+    cap: tuple[str, int] | None = None  # (counter field, limit): refused once the counter reached it
 
 
 class ScheduleStore:
@@ -106,9 +114,18 @@ class ScheduleStore:
         audit = json.dumps(claim.audit.fields()) if claim.audit is not None and release is not None else ""
         outcome = await self._claim(
             keys=[claims_key, hash_key, audit_key, doc_key, *claim.change.script_keys()],
-            args=[claim.unit, rev, str(len(claim.writes)), *ops, audit, *claim.change.script_args()],
+            args=[
+                claim.unit,
+                rev,
+                claim.cap[0] if claim.cap else "",
+                str(claim.cap[1]) if claim.cap else "0",
+                str(len(claim.writes)),
+                *ops,
+                audit,
+                *claim.change.script_args(),
+            ],
         )
-        return {1: "claimed", 0: "taken"}.get(int(outcome), "moved")  # type: ignore[return-value]
+        return {1: "claimed", 0: "taken", -2: "capped"}.get(int(outcome), "moved")  # type: ignore[return-value]
 
     async def facts(self, release_id: str) -> dict[str, str]:
         return cast(dict[str, str], await self.redis.hgetall(keys.schedule(release_id)))
