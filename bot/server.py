@@ -33,21 +33,25 @@ from bot import webhook
 from bot.core.errors import StoreUnavailable
 from bot.core.gateset import GateSet
 from bot.metrics import Metrics
+from bot.scheduling import Jobs
 from bot.services.drills import DrillService
 from bot.services.events import EventService
 from bot.services.lifecycle import Lifecycle
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
 from bot.services.rollbacks import RollbackService
+from bot.services.scheduler import Scheduler
 from bot.services.signing import Signing
 from bot.settings import Settings
-from bot.slack import announcements
+from bot.slack import announcements, reminders
 from bot.slack.guard import RequestGuard, install_bolt_guards
 from bot.slack.renderers import RENDERERS
+from bot.slack.zones import SlackZones
 from bot.store.connection import RedisHandle, connect
 from bot.store.gatestore import GateStore
+from bot.store.schedule import ScheduleStore
 from bot.store.store import Store
-from commands import actions, events, operations, replies, signoff_actions, slash
+from commands import actions, events, operations, reminder_actions, replies, signoff_actions, slash
 
 log = logging.getLogger("gonogo.server")
 
@@ -77,6 +81,7 @@ class Bot:
     app: AsyncApp | None = None
     signing: Signing | None = None
     events: EventService | None = None
+    jobs: Jobs | None = None
     stopping: bool = False
     dispatching: int = 0  # Slack requests inside Bolt right now (HTTP mode)
     dispatch_idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -122,11 +127,32 @@ class Bot:
         # Drill, rollback and deploy announcements: their renderers join the deliverer's registry.
         announcements.register(RENDERERS)
         self.metrics.gates_loaded.set(len(self.gates.ids))
+        self._start_scheduling(client, membership)
+
+    # --- scheduling (issue 9): reminder DMs, escalations, freeze and pre-launch posts -------------
+    def _start_scheduling(self, client: AsyncWebClient, membership: Membership) -> None:
+        """Renderers of the scheduler's notices, the Snooze button, and the one-minute ticks.
+        Every replica runs them; claims in Redis make each unit happen once (docs/scheduling.md)."""
+        assert self.service is not None and self.app is not None and self.redis is not None
+        reminders.register(RENDERERS)
+        scheduler = Scheduler(
+            releases=self.service,
+            store=ScheduleStore(self.redis.client),
+            members=membership.members,
+            zones=SlackZones(client, self.redis.client),
+        )
+        reminder_actions.register(self.app, scheduler)
+        self.jobs = Jobs(scheduler)
+        self.jobs.start()
+
+    # --- end of scheduling ------------------------------------------------------------------------
 
     async def stop(self) -> None:
         """Drain and close whatever `start` opened (also after a failed start; calling it twice is
         harmless). New requests are answered "restarting" from the moment `stopping` is set."""
         self.stopping = True
+        if self.jobs is not None:  # scheduling (issue 9): no new ticks; a tick under way is atomic per unit
+            self.jobs.stop()
         try:
             if self.service is not None:
                 await self._requests_settled(DISPATCH_SETTLE_S)
@@ -158,6 +184,8 @@ class Bot:
 
     def reload_gates(self) -> list[str]:
         problems = self.gates.reload()
+        if self.jobs is not None:  # scheduling (issue 9): jobs follow the gates
+            self.jobs.sync()
         self.metrics.gates_loaded.set(len(self.gates.ids))
         return problems
 

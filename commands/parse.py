@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.core.errors import UsageError
 
 USAGE = {
     "help": "/gonogo help",
-    "open": "/gonogo open <gate> <version> [sha]",
+    "open": "/gonogo open <gate> <version> [sha] [--at 2026-12-01T10:00Z]",
     "status": "/gonogo status [<release> | <gate>]",
     "run": "/gonogo run <release> [check-id ...]",
     "list": "/gonogo list",
@@ -46,6 +47,27 @@ _ARITY: dict[str, tuple[int, int | None]] = {
 class Command:
     name: str
     args: tuple[str, ...]
+    at: datetime | None = None  # `open … --at <time>`: the release's target time
+
+
+def target_time(text: str) -> datetime:
+    """An ISO time with its zone (`2026-12-01T10:00Z`, `2026-12-01T11:00+01:00`)."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at {text!r} is not a time: give one like 2026-12-01T10:00Z") from None
+    if at.tzinfo is None:
+        raise UsageError(f"--at {text!r} has no time zone: add Z for UTC, e.g. 2026-12-01T10:00Z")
+    return at
+
+
+def _take_at(name: str, args: tuple[str, ...]) -> tuple[tuple[str, ...], datetime | None]:
+    if name != "open" or "--at" not in args:
+        return args, None
+    i = args.index("--at")
+    if i + 1 >= len(args):
+        raise UsageError(f"--at needs a time. Usage: `{USAGE['open']}`")
+    return args[:i] + args[i + 2 :], target_time(args[i + 1])
 
 
 def parse(text: str) -> Command:
@@ -58,6 +80,7 @@ def parse(text: str) -> Command:
         return Command("help", ())
     if name not in _ARITY:
         return Command("help", (name,))
+    args, at = _take_at(name, args)
     low, high = _ARITY[name]
     if len(args) < low or (high is not None and len(args) > high):
         if high is not None and len(args) > high:
@@ -70,4 +93,4 @@ def parse(text: str) -> Command:
         else:
             problem = "missing arguments"
         raise UsageError(f"{problem}. Usage: `{USAGE[name]}`")
-    return Command(name, args)
+    return Command(name, args, at)

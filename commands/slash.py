@@ -95,7 +95,9 @@ async def dispatch(
         help_ = render_help(f"Unknown subcommand `{args[0]}`." if args else None)
         await ephemeral(respond, help_.text, blocks=help_.blocks)
     elif parsed.name == "open":
-        release, opened = await lifecycle.open(args[0], args[1], args[2] if len(args) > 2 else None, user)
+        release, opened = await lifecycle.open(
+            args[0], args[1], args[2] if len(args) > 2 else None, user, target_at=parsed.at
+        )
         if opened == "opened":
             await ephemeral(respond, f"Opened {escape(release.id)}: the card is in <#{release.card_channel}>.")
         elif opened == "moved":

@@ -30,7 +30,7 @@ def test_parse(text: str, expected: Command) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("open payments", "missing arguments. Usage: `/gonogo open <gate> <version> [sha]`"),
+        ("open payments", "missing arguments. Usage: `/gonogo open <gate> <version> [sha] [--at 2026-12-01T10:00Z]`"),
         ("open payments 1.4.0 abc1234 extra", "unexpected extra words: 'extra'"),
         ("status a b", "unexpected extra words: 'b'. Usage: `/gonogo status [<release> | <gate>]`"),
         ("run", "missing arguments. Usage: `/gonogo run <release> [check-id ...]`"),
@@ -40,3 +40,19 @@ def test_parse(text: str, expected: Command) -> None:
 def test_bad_input_names_the_problem_and_the_usage(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("(", r"\(")):
         parse(text)
+
+
+def test_open_takes_a_target_time() -> None:
+    from datetime import UTC, datetime
+
+    parsed = parse("open payments 1.4.0 abc1234 --at 2026-12-01T10:00Z")
+    assert parsed.args == ("payments", "1.4.0", "abc1234")
+    assert parsed.at == datetime(2026, 12, 1, 10, tzinfo=UTC)
+    assert parse("open payments 1.4.0 --at 2026-12-01T11:00+01:00").at == datetime(2026, 12, 1, 10, tzinfo=UTC)
+    for bad, message in (
+        ("open payments 1.4.0 --at", "--at needs a time"),
+        ("open payments 1.4.0 --at tomorrow", "is not a time"),
+        ("open payments 1.4.0 --at 2026-12-01T10:00", "has no time zone"),
+    ):
+        with pytest.raises(UsageError, match=message):
+            parse(bad)

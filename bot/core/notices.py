@@ -74,8 +74,9 @@ class Notice(BaseModel):
     key: str = Field(min_length=1, max_length=MAX_KEY)  # idempotency: one post per key, ever
     created_at: datetime
     actor: str | None = None  # who acted: told about permanent failures (e.g. invite the bot)
-    # The key of an earlier notice whose message this one replaces (chat.update), e.g. a drill's
-    # "started" line becoming its result. Same channel, so the same lane: delivered after it.
+    # The key of an earlier notice whose message this one replaces (chat.update): a drill's "started"
+    # line becoming its result, a reminder DM whose question was answered elsewhere. Same channel, so
+    # the same lane: delivered after it; its own key stays unique.
     updates: str | None = Field(default=None, min_length=1, max_length=MAX_KEY)
 
     @model_validator(mode="after")

@@ -44,6 +44,7 @@ class Release(BaseModel):
     decided_verdict: Verdict | None = None
     decided_by: str | None = None
     decided_at: datetime | None = None
+    target_at: datetime | None = None  # when it is meant to ship (`/gonogo open … --at`): pre-launch posts
 
     @property
     def short_sha(self) -> str | None:

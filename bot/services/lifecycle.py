@@ -107,9 +107,12 @@ class Lifecycle:
         await self.releases.slack.chat_postMessage(channel=channel, text=record.text, blocks=record.blocks)
         return Decided(await self.releases.publish_card(decided), bundle)
 
-    async def open(self, gate_id: str, version: str, sha: str | None, actor: str) -> tuple[Release, Opened]:
-        """`/gonogo open`: open a release, or move the open one to another commit."""
-        release, opened = await self.releases.open(gate_id, version, sha, actor)
+    async def open(
+        self, gate_id: str, version: str, sha: str | None, actor: str, *, target_at: datetime | None = None
+    ) -> tuple[Release, Opened]:
+        """`/gonogo open`: open a release (with its target time, for pre-launch posts), or move the open
+        one to another commit."""
+        release, opened = await self.releases.open(gate_id, version, sha, actor, target_at=target_at)
         if opened:
             return release, "opened"
         if sha is None or check_sha(sha) == release.sha:

@@ -290,7 +290,9 @@ class ReleaseService:
 
     # --- opening --------------------------------------------------------------------------
 
-    async def open(self, gate_id: str, version: str, sha: str | None, actor: str) -> tuple[Release, bool]:
+    async def open(
+        self, gate_id: str, version: str, sha: str | None, actor: str, *, target_at: datetime | None = None
+    ) -> tuple[Release, bool]:
         """Open a release and post its card. Returns the release and whether it was opened now;
         an existing open release is returned as it is (moving it is `move_commit`, authorised by
         the caller)."""
@@ -298,8 +300,11 @@ class ReleaseService:
         rid = release_id(gate_id, version)
         sha = check_sha(sha) if sha else None
         now = self.clock()
-        fresh = Release(id=rid, gate_id=gate_id, version=version, sha=sha, opened_by=actor, opened_at=now)
-        event = AuditEvent(type="opened", actor=actor, at=now, data={"sha": sha, "gate_sha256": loaded.sha256})
+        fresh = Release(
+            id=rid, gate_id=gate_id, version=version, sha=sha, opened_by=actor, opened_at=now, target_at=target_at
+        )
+        data = {"sha": sha, "gate_sha256": loaded.sha256, **({"target_at": target_at.isoformat()} if target_at else {})}
+        event = AuditEvent(type="opened", actor=actor, at=now, data=data)
         outcome, found = await self.store.open_release(fresh, event)
         if outcome == "conflict":
             raise Conflict(f"{found} is still open: close it first with `/gonogo close {found}`")
@@ -462,6 +467,18 @@ class ReleaseService:
     async def start_run(self, release: Release, actor: str, check_ids: Sequence[str] = ()) -> RunLease:
         """Take the release's run lock and run in the background. Conflict if a run is under way, or
         the release is not open (checked again when the lock is taken: a decided release is frozen)."""
+        lease = await self._take_run_lock(release, actor, check_ids)
+        self.spawn(self._run(release, lease), name=f"run:{release.id}")
+        return lease
+
+    async def run_and_wait(self, release: Release, actor: str) -> RunRecord | None:
+        """A scheduled re-check: the same lock as a manual run (Conflict if one is under way), awaited
+        so the scheduler can compare verdicts. Drained on SIGTERM like any run."""
+        lease = await self._take_run_lock(release, actor, ())
+        record: RunRecord | None = await self.spawn(self._run(release, lease), name=f"recheck:{release.id}")
+        return record
+
+    async def _take_run_lock(self, release: Release, actor: str, check_ids: Sequence[str]) -> RunLease:
         if not self.accepting_runs:
             raise Restarting()
         if release.state is not State.OPEN:
@@ -493,7 +510,6 @@ class ReleaseService:
                 f"the card updates when they finish. If that run was interrupted, the next run is possible"
                 f" after {free_at}, when its lease expires"
             )
-        self.spawn(self._run(release, lease), name=f"run:{release.id}")
         return lease
 
     async def _run(self, release: Release, lease: RunLease) -> RunRecord | None:

@@ -32,6 +32,7 @@ ACTION_MANUAL_DONE = "gonogo_manual_done"
 ACTION_MANUAL_REOPEN = "gonogo_manual_reopen"
 ACTION_ACCEPT_RISK = "gonogo_accept_risk"
 ACTION_OVERRIDE_APPROVE = "gonogo_override_approve"
+ACTION_SNOOZE = "gonogo_snooze"  # reminder DMs: value "<release>|<1h|4h|morning>"
 MAX_BUTTONS = 25  # per actions block
 
 MAX_BLOCKS = 50

@@ -349,29 +349,32 @@ def role_line(role: RoleStatus, members: Sequence[str], usergroup: str | None, n
 
 
 def role_buttons(view: CardView, role: str, label: str) -> ActionsBlock:
-    rid = view.release.id
-    # The commit the card is drawn for: a click after the release moved is refused, not counted.
-    value = f"{rid}|{role}|{view.release.sha or ''}"
     return ActionsBlock(
-        block_id=cut(f"role|{role}", 255),
-        elements=[
-            button(
-                f"Approve as {label}",
-                ACTION_APPROVE,
-                value,
-                "primary",
-                confirm("Approve?", f"Approve {rid} as {label}? Your approval is bound to this commit.", "Approve"),
-            ),
-            button("Approve with comment…", ACTION_APPROVE_COMMENT, value),
-            button(
-                "Reject",
-                ACTION_REJECT,
-                value,
-                "danger",
-                confirm("Reject?", f"Reject {rid} as {label}? You will be asked for a reason.", "Reject"),
-            ),
-        ],
+        block_id=cut(f"role|{role}", 255), elements=signoff_buttons(view.release.id, role, label, view.release.sha)
     )
+
+
+def signoff_buttons(release_id: str, role: str, label: str, sha: str | None) -> list[ButtonElement]:
+    """Approve / Approve with comment / Reject for one role: the card's, and a reminder DM's."""
+    # The commit the card is drawn for: a click after the release moved is refused, not counted.
+    value = f"{release_id}|{role}|{sha or ''}"
+    return [
+        button(
+            f"Approve as {label}",
+            ACTION_APPROVE,
+            value,
+            "primary",
+            confirm("Approve?", f"Approve {release_id} as {label}? Your approval is bound to this commit.", "Approve"),
+        ),
+        button("Approve with comment…", ACTION_APPROVE_COMMENT, value),
+        button(
+            "Reject",
+            ACTION_REJECT,
+            value,
+            "danger",
+            confirm("Reject?", f"Reject {release_id} as {label}? You will be asked for a reason.", "Reject"),
+        ),
+    ]
 
 
 def _signoff_blocks(view: CardView) -> list[Block]:

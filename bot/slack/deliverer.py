@@ -335,7 +335,7 @@ class Deliverer:
                 kwargs["blocks"] = message.blocks
             if replaces:
                 # chat.update is idempotent: sent twice (a crash before the marker), it shows the same.
-                response = await self.client.chat_update(ts=replaces, **kwargs)
+                response = await self.client.chat_update(ts=replaces, **{**kwargs, "channel": await self._dm(channel)})
             else:
                 if thread_ts:
                     kwargs["thread_ts"] = thread_ts
@@ -352,6 +352,14 @@ class Deliverer:
         await self._mark_delivered(entry, notice, str(response["ts"]))
         log.debug("notice delivered", extra={"kind": notice.kind, "key": notice.key, "channel": channel})
         return "posted"
+
+    async def _dm(self, channel: str) -> str:
+        """A DM was posted to a user id; chat.update needs the conversation's id, which
+        conversations.open gives (the same one the post went into)."""
+        if channel[:1] in ("U", "W"):
+            opened = await self.client.conversations_open(users=channel)
+            return str(opened["channel"]["id"])
+        return channel
 
     @property
     def _lease_ms(self) -> int:

@@ -221,3 +221,31 @@ def card_lease(release_id: str) -> str:
 def channel_pace(channel: str) -> str:
     """HASH: token bucket (tokens, at ms) pacing posts into one Slack channel across replicas."""
     return f"{PREFIX}:pace:{channel}"
+
+
+# --- the scheduler: claimed units of work and the facts due times derive from (docs/scheduling.md)
+
+
+def claims(release_id: str) -> str:
+    """SET: units of scheduled work done for the release (`remind|<role>|<user>|<n>`,
+    `escalate|<role>|<n>`, `prelaunch|<offset>`, `postdeploy|<n>`, ...). A member = done, once."""
+    return f"{_release(release_id)}:claims"
+
+
+def schedule(release_id: str) -> str:
+    """HASH: the facts a release's due times derive from. `sent|<role>|<user>` (JSON: reminders
+    sent, last at, the notice key of the last DM), `count|<user>` (reminders to
+    them, all roles: capped by `max` in the claim), `since|<role>|<user>` (waited on since),
+    `snooze|<user>` (ISO time), `esc|<role>` (JSON: escalations sent, last at),
+    `esc-at|<role>` (when the role reached escalate_after), `postdeploy` (JSON: start, runs, failed)."""
+    return f"{_release(release_id)}:schedule"
+
+
+def gate_claims(gate_id: str) -> str:
+    """SET: gate-level scheduled units done (freeze start / end announcements, by edge key)."""
+    return f"{_gate(gate_id)}:claims"
+
+
+def user_zone(user: str) -> str:
+    """STRING with TTL: a Slack user's time zone (users.info `tz`; "" when Slack has none)."""
+    return f"{PREFIX}:tz:{user}"

@@ -1,0 +1,528 @@
+"""The scheduler's work: decide what is due from facts in Redis, and claim it (docs/scheduling.md).
+
+Every replica calls the same tick functions (bot/scheduling.py wires them to APScheduler); each
+tick reads release state, sign-offs and the schedule facts, computes due units with the pure
+functions of bot/core/timeplan.py, and claims each one in Redis together with its notice
+(bot/store/schedule.py). Nothing is kept in memory between ticks, and nothing here talks to Slack:
+the deliverer posts the notices. The clock is a parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.core.decision import Decision, Verdict
+from bot.core.errors import Conflict
+from bot.core.gate import Gate, Signoff
+from bot.core.notices import Notice, Target, notice_key
+from bot.core.release import Release, State
+from bot.core.reminding import Asked, permalink, waited_on
+from bot.core.results import Status
+from bot.core.timeplan import (
+    DEFAULT_PRELAUNCH,
+    SnoozeChoice,
+    WorkingTime,
+    format_instant,
+    freeze_edges,
+    next_escalation,
+    next_reminder,
+    postdeploy_series,
+    prelaunch_due,
+    recheck_series,
+    snooze_until,
+    window_status,
+    zone_of,
+)
+from bot.services.releases import ReleaseService
+from bot.services.runner import run_checks
+from bot.store import keys
+from bot.store.outbox import Emit
+from bot.store.schedule import Claim, ScheduleStore, Write
+from bot.store.store import AuditEvent
+from checks.base import CheckContext
+
+log = logging.getLogger("gonogo.scheduler")
+
+# Notice kinds (renderers in bot/slack/reminders.py)
+REMINDER = "reminder"
+REMINDER_ANSWERED = "reminder_answered"
+ESCALATION = "escalation"
+FREEZE_EDGE = "freeze_edge"
+PRELAUNCH = "prelaunch"
+RECHECK_CHANGED = "recheck_changed"
+POSTDEPLOY_FAILED = "postdeploy_failed"
+POSTDEPLOY_SUMMARY = "postdeploy_summary"
+SCHEDULED_ACTOR = "gonogo"
+
+RECENT_RELEASES = 5  # closed releases whose reminder DMs may still need "answered" updates
+FREEZE_LOOKBACK = timedelta(days=1)
+
+Members = Callable[[Signoff], Awaitable[frozenset[str]]]
+Zones = Callable[[str], Awaitable[str | None]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def no_zone(user: str) -> str | None:
+    return None
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat()
+
+
+def _when(raw: str | None) -> datetime | None:
+    return datetime.fromisoformat(raw) if raw else None
+
+
+@dataclass
+class Tick:
+    """What one tick claimed (and what it found done by someone else), for tests and logs."""
+
+    claimed: list[str] = field(default_factory=list)
+    taken: list[str] = field(default_factory=list)
+
+    def add(self, unit: str, outcome: str) -> None:
+        (self.claimed if outcome == "claimed" else self.taken).append(unit)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        releases: ReleaseService,
+        store: ScheduleStore,
+        members: Members,
+        zones: Zones = no_zone,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.releases = releases
+        self.store = store
+        self.members = members
+        self.zones = zones
+        self.clock = clock
+
+    # --- reading --------------------------------------------------------------------------------
+
+    async def _recent(self, gate_id: str) -> list[Release]:
+        ids = await self.store.redis.zrevrange(keys.release_index(gate_id), 0, RECENT_RELEASES - 1)
+        found = [await self.releases.store.get_release(str(i)) for i in ids]
+        return [r for r in found if r is not None]
+
+    async def working_time(self, gate: Gate, user: str) -> WorkingTime:
+        assert gate.reminders is not None
+        return gate.reminders.working_time(await self.zones(user))
+
+    # --- reminders and escalation -----------------------------------------------------------------
+
+    async def reminders_tick(self, gate_id: str) -> Tick:
+        tick = Tick()
+        gate = self.releases.gates.get(gate_id).gate
+        if gate.reminders is None:
+            return tick
+        for release in await self._recent(gate_id):
+            await self._remind_release(gate, release, tick)
+        return tick
+
+    async def _remind_release(self, gate: Gate, release: Release, tick: Tick) -> None:
+        facts = await self.store.facts(release.id)
+        if release.state is not State.OPEN and not any(k.startswith("sent|") for k in facts):
+            return
+        now = self.clock()
+        state = await self.releases.state(release)
+        asked: list[Asked] = []
+        if release.state is State.OPEN:
+            members = {s.role: await self.members(s) for s in gate.signoffs}
+            asked = waited_on(gate, state.decision, members)
+        claimed = await self.store.claimed(release.id)
+        waited = {a.field for a in asked}
+        # 1. DMs whose question was answered elsewhere: say so, once (no dead buttons left behind).
+        for name, raw in facts.items():
+            if not name.startswith("sent|"):
+                continue
+            who = name.removeprefix("sent|")
+            sent = json.loads(raw)
+            unit = f"answered|{who}|{sent['n']}"
+            if who in waited or unit in claimed:
+                continue
+            tick.add(unit, await self._answered(gate, release, state.decision, who, sent, unit, now))
+        if release.state is not State.OPEN:
+            return
+        # 2. Reminders that are due.
+        new_since = {f"since|{a.field}": _iso(now) for a in asked if f"since|{a.field}" not in facts}
+        await self.store.waiting_since(release.id, new_since)
+        facts = {**new_since, **facts}
+        for person in asked:
+            await self._remind(gate, release, state.decision, person, facts, now, tick)
+        # 3. Escalations of roles whose reminders went unanswered.
+        await self._escalate(gate, release, asked, await self.store.facts(release.id), now, tick)
+
+    async def _remind(
+        self,
+        gate: Gate,
+        release: Release,
+        decision: Decision,
+        person: Asked,
+        facts: dict[str, str],
+        now: datetime,
+        tick: Tick,
+    ) -> None:
+        assert gate.reminders is not None
+        rules = gate.reminders.rules()
+        sent = json.loads(facts.get(f"sent|{person.field}", '{"n": 0}'))
+        since = _when(facts.get(f"since|{person.field}")) or now
+        working = await self.working_time(gate, person.user)
+        due = next_reminder(
+            rules,
+            working,
+            waiting_since=since,
+            sent=int(sent["n"]),
+            last_sent_at=_when(sent.get("at")),
+            snoozed_until=_when(facts.get(f"snooze|{person.user}")),
+        )
+        if due is None or due.at > now or int(facts.get(f"count|{person.user}", 0)) >= rules.max:
+            return
+        unit = f"remind|{person.field}|{due.number}"
+        key = notice_key(REMINDER, release.id, person.field, str(due.number))
+        notice = Notice(
+            kind=REMINDER,
+            gate_id=gate.id,
+            release_id=release.id,
+            target=Target.to_user(person.user),
+            payload={
+                **_about(gate, release, decision),
+                "role": person.role,
+                "label": person.label,
+                "user": person.user,
+                "why": person.why,
+                "stale_reason": person.stale_reason,
+                "number": due.number,
+                "max": rules.max,
+            },
+            key=key,
+            created_at=now,
+        )
+        writes = [Write("set", f"sent|{person.field}", json.dumps({"n": due.number, "at": _iso(now), "key": key}))]
+        esc = gate.reminders.escalate_after
+        if esc is not None and due.number >= esc:
+            writes.append(Write("setnx", f"esc-at|{person.role}", _iso(now)))
+        audit = AuditEvent(
+            type="reminded",
+            actor="gonogo",
+            at=now,
+            data={"role": person.role, "user": person.user, "number": due.number, "why": person.why},
+        )
+        # `max` is per person per release (their other roles count too): a counter checked in the claim.
+        cap = (f"count|{person.user}", rules.max)
+        claim = Claim(unit=unit, change=Emit(gate.id, [notice]), writes=writes, audit=audit, cap=cap)
+        tick.add(unit, await self.store.claim(claim, release))
+
+    async def _answered(
+        self, gate: Gate, release: Release, decision: Decision, who: str, sent: dict[str, Any], unit: str, now: datetime
+    ) -> str:
+        role, _, user = who.partition("|")
+        spec = next((s for s in gate.signoffs if s.role == role), None)
+        label = spec.title if spec else role
+        status = next((r for r in decision.roles if r.role == role), None)
+        if release.state is State.DECIDED:
+            verdict = release.decided_verdict or release.last_verdict
+            why = f"{release.id} was decided {verdict.value if verdict else ''}".rstrip()
+        elif release.state is not State.OPEN:
+            why = f"{release.id} is {release.state.value}"
+        elif status is not None and any(s.user == user for s in (*status.approvals, *status.rejections)):
+            why = f"your sign-off as {label} is recorded"
+        elif status is not None and status.met:
+            why = f"the {label} sign-off is complete"
+        else:
+            why = f"you are no longer asked to sign as {label}"
+        notice = Notice(
+            kind=REMINDER_ANSWERED,
+            gate_id=gate.id,
+            release_id=release.id,
+            target=Target.to_user(user),
+            payload={**_about(gate, release, decision), "role": role, "label": label, "why": why},
+            key=notice_key(REMINDER_ANSWERED, release.id, who, str(sent["n"])),
+            created_at=now,
+            updates=str(sent["key"]),
+        )
+        claim = Claim(unit=unit, change=Emit(gate.id, [notice]), writes=[Write("del", f"since|{who}")])
+        # Not bound to the release's rev: a decided or closed release is exactly when this is due.
+        return await self.store.claim(claim, release, unless_moved=False)
+
+    async def _escalate(
+        self, gate: Gate, release: Release, asked: Sequence[Asked], facts: dict[str, str], now: datetime, tick: Tick
+    ) -> None:
+        reminders = gate.reminders
+        assert reminders is not None
+        if reminders.escalate_after is None or reminders.escalate_to is None:
+            return
+        working = reminders.working_time(None)
+        for spec in gate.signoffs:
+            people = [a for a in asked if a.role == spec.role]
+            numbers = [json.loads(facts[f"sent|{a.field}"])["n"] for a in people if f"sent|{a.field}" in facts]
+            if not numbers:
+                continue
+            esc = json.loads(facts.get(f"esc|{spec.role}", '{"n": 0}'))
+            due = next_escalation(
+                reminders.escalate_after,
+                unanswered=max(numbers),
+                threshold_reached_at=_when(facts.get(f"esc-at|{spec.role}")),
+                sent=int(esc["n"]),
+                last_sent_at=_when(esc.get("at")),
+                working=working,
+            )
+            if due is None or due.at > now:
+                continue
+            unit = f"escalate|{spec.role}|{due.number}"
+            to = reminders.escalate_to
+            role_to = next((s for s in gate.signoffs if s.role == to), None)
+            targets = sorted(await self.members(role_to)) if role_to is not None else [to]
+            payload = {
+                **_about(gate, release, None),
+                "role": spec.role,
+                "label": spec.title,
+                "asked": sorted(a.user for a in people),
+                "reminders": max(numbers),
+                "number": due.number,
+            }
+            notices = [
+                Notice(
+                    kind=ESCALATION,
+                    gate_id=gate.id,
+                    release_id=release.id,
+                    target=Target.to_channel(t),
+                    payload=payload,
+                    key=notice_key(ESCALATION, release.id, spec.role, str(due.number), t),
+                    created_at=now,
+                )
+                for t in targets
+            ]
+            writes = [Write("set", f"esc|{spec.role}", json.dumps({"n": due.number, "at": _iso(now)}))]
+            audit = AuditEvent(type="escalated", actor="gonogo", at=now, data={"role": spec.role, "to": to})
+            claim = Claim(unit=unit, change=Emit(gate.id, notices), writes=writes, audit=audit)
+            tick.add(unit, await self.store.claim(claim, release))
+
+    # --- snooze -------------------------------------------------------------------------------------
+
+    async def snooze(self, release_id: str, user: str, choice: SnoozeChoice) -> datetime:
+        """No reminders of this release to `user` until the chosen time (their own working morning)."""
+        release = await self.releases.resolve(release_id)
+        gate = self.releases.gates.get(release.gate_id).gate
+        working = await self.working_time(gate, user) if gate.reminders else WorkingTime(zone=zone_of("UTC"))
+        until = snooze_until(choice, working, self.clock())
+        await self.store.snooze(release.id, user, _iso(until))
+        return until
+
+    async def describe_for(self, gate_id: str, user: str, at: datetime) -> str:
+        gate = self.releases.gates.get(gate_id).gate
+        zone = (await self.working_time(gate, user)).zone if gate.reminders else zone_of("UTC")
+        return format_instant(at, zone)
+
+    # --- freeze announcements, pre-launch posts -----------------------------------------------------
+
+    async def windows_tick(self, gate_id: str) -> Tick:
+        tick = Tick()
+        gate = self.releases.gates.get(gate_id).gate
+        if gate.windows is None or not gate.windows.freeze:
+            return tick
+        rules = gate.windows.rules()
+        now = self.clock()
+        for edge in freeze_edges(rules, after=now - FREEZE_LOOKBACK, until=now):
+            status = window_status(rules, max(edge.at, now))
+            notice = Notice(
+                kind=FREEZE_EDGE,
+                gate_id=gate.id,
+                target=Target.to_channel(gate.channel),
+                payload={
+                    "gate": gate.name,
+                    "starts": edge.kind == "start",
+                    "reason": edge.freeze.reason,
+                    "at": format_instant(edge.at, rules.zone),
+                    "status": status.describe(),
+                },
+                key=notice_key(FREEZE_EDGE, gate.id, edge.key),
+                created_at=now,
+            )
+            claim = Claim(unit=edge.key, change=Emit(gate.id, [notice]))
+            tick.add(edge.key, await self.store.claim(claim))
+        return tick
+
+    async def prelaunch_tick(self, gate_id: str) -> Tick:
+        tick = Tick()
+        gate = self.releases.gates.get(gate_id).gate
+        offsets = gate.prelaunch.before if gate.prelaunch is not None else list(DEFAULT_PRELAUNCH)
+        open_id = await self.releases.store.open_release_id(gate_id)
+        release = await self.releases.store.get_release(open_id) if open_id else None
+        if release is None or release.state is not State.OPEN or release.target_at is None or not offsets:
+            return tick
+        now = self.clock()
+        post = prelaunch_due(release.target_at, now, offsets)
+        if post is None:
+            return tick
+        unit = f"prelaunch|{_offset(post.before)}"
+        if unit in await self.store.claimed(release.id):
+            return tick
+        state = await self.releases.state(release)
+        zone = gate.reminders.working_time(None).zone if gate.reminders else zone_of("UTC")
+        notice = Notice(
+            kind=PRELAUNCH,
+            gate_id=gate.id,
+            release_id=release.id,
+            target=Target.to_channel(release.card_channel or gate.channel),
+            payload={
+                **_about(gate, release, state.decision),
+                "before": _offset(post.before),
+                "target": format_instant(release.target_at, zone),
+                "checklist": list(gate.prelaunch.checklist) if gate.prelaunch else [],
+            },
+            key=notice_key(PRELAUNCH, release.id, _offset(post.before)),
+            created_at=now,
+        )
+        audit = AuditEvent(type="prelaunch_posted", actor="gonogo", at=now, data={"before": _offset(post.before)})
+        tick.add(unit, await self.store.claim(Claim(unit=unit, change=Emit(gate.id, [notice]), audit=audit), release))
+        return tick
+
+    # --- re-checks and post-deploy verification ---------------------------------------------------
+
+    async def _open_release(self, gate_id: str) -> Release | None:
+        open_id = await self.releases.store.open_release_id(gate_id)
+        return await self.releases.store.get_release(open_id) if open_id else None
+
+    async def recheck_tick(self, gate_id: str) -> Tick:
+        """The current slot of `recheck.every` since the release opened: claimed once, then the
+        checks run through the release's run lock (a run under way: the slot counts as done). Posts
+        in the card's thread only when the verdict changed."""
+        tick = Tick()
+        gate = self.releases.gates.get(gate_id).gate
+        release = await self._open_release(gate_id)
+        # A decided release is frozen (no run may change its evidence): re-checks are for open ones.
+        if gate.recheck is None or release is None or release.state is not State.OPEN:
+            return tick
+        now = self.clock()
+        due = recheck_series(release.opened_at, gate.recheck.every).current(now)
+        if due is None or f"recheck|{due.number}" in await self.store.claimed(release.id):
+            return tick
+        before = (await self.releases.state(release)).decision.verdict
+        unit = f"recheck|{due.number}"
+        audit = AuditEvent(type="recheck", actor=SCHEDULED_ACTOR, at=now, data={"slot": due.number})
+        outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id), audit=audit), release)
+        tick.add(unit, outcome)
+        if outcome != "claimed":
+            return tick
+        try:
+            record = await self.releases.run_and_wait(release, SCHEDULED_ACTOR)
+        except Conflict as exc:
+            log.info("re-check skipped: a run is under way", extra={"release": release.id, "why": str(exc)})
+            return tick
+        if record is None or record.verdict == before:
+            return tick
+        changed = f"recheck-changed|{due.number}"
+        notice = Notice(
+            kind=RECHECK_CHANGED,
+            gate_id=gate.id,
+            release_id=release.id,
+            target=Target.to_card_thread(),
+            payload={"release": release.id, "before": before.value, "after": record.verdict.value, "slot": due.number},
+            key=notice_key(RECHECK_CHANGED, release.id, str(due.number)),
+            created_at=self.clock(),
+        )
+        # The run itself moved the release (its card): this notice is about that run, whatever came after.
+        change = Claim(unit=changed, change=Emit(gate.id, [notice]))
+        tick.add(changed, await self.store.claim(change, release, unless_moved=False))
+        return tick
+
+    async def postdeploy_tick(self, gate_id: str) -> Tick:
+        """After `decide` with GO: the listed checks on `postdeploy.every` for `postdeploy.for`, each
+        slot once. Results are not the release's (a decided release is frozen): they are counted in
+        its schedule facts. Posts only on failure, and once at the end with the tally."""
+        tick = Tick()
+        gate = self.releases.gates.get(gate_id).gate
+        release = await self._open_release(gate_id)
+        spec = gate.postdeploy
+        if (
+            spec is None
+            or release is None
+            or release.state is not State.DECIDED
+            or release.decided_verdict is not Verdict.GO
+            or release.decided_at is None
+        ):
+            return tick
+        now = self.clock()
+        series = postdeploy_series(release.decided_at, spec.every, spec.duration)
+        due = series.current(now)
+        if due is None or f"postdeploy|{due.number}" in await self.store.claimed(release.id):
+            return tick
+        unit = f"postdeploy|{due.number}"
+        outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id)), release)
+        tick.add(unit, outcome)
+        if outcome != "claimed":
+            return tick
+        specs = [c for c in gate.checks if c.id in set(spec.checks)]
+        ctx = CheckContext(
+            session=self.releases.session, env=self.releases.env, clock=self.releases.clock, sha=release.sha
+        )
+        results = await run_checks(specs, ctx, masker=self.releases.masker)
+        failed = sorted(r.check_id for r in results if r.status not in (Status.PASS, Status.WARN))
+        await self.store.redis.hset(keys.schedule(release.id), f"pd|{due.number}", ",".join(failed) or "ok")
+        now = self.clock()
+        about = {"release": release.id, "gate": gate.name, "every": _offset(spec.every), "for": _offset(spec.duration)}
+        if failed:
+            summaries = {r.check_id: r.summary for r in results if r.check_id in failed}
+            notice = Notice(
+                kind=POSTDEPLOY_FAILED,
+                gate_id=gate.id,
+                release_id=release.id,
+                target=Target.to_channel(gate.channel),
+                payload={**about, "slot": due.number, "failed": failed, "summaries": summaries},
+                key=notice_key(POSTDEPLOY_FAILED, release.id, str(due.number)),
+                created_at=now,
+            )
+            failed_unit = f"postdeploy-failed|{due.number}"
+            tick.add(
+                failed_unit, await self.store.claim(Claim(unit=failed_unit, change=Emit(gate.id, [notice])), release)
+            )
+        if due.number == series.total:
+            facts = await self.store.facts(release.id)
+            runs = [v for k, v in facts.items() if k.startswith("pd|")]
+            notice = Notice(
+                kind=POSTDEPLOY_SUMMARY,
+                gate_id=gate.id,
+                release_id=release.id,
+                target=Target.to_channel(gate.channel),
+                payload={**about, "runs": len(runs), "green": runs.count("ok"), "slots": series.total},
+                key=notice_key(POSTDEPLOY_SUMMARY, release.id),
+                created_at=now,
+            )
+            summary = "postdeploy|summary"
+            tick.add(summary, await self.store.claim(Claim(unit=summary, change=Emit(gate.id, [notice])), release))
+        return tick
+
+
+def _offset(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    if seconds % 86400 == 0 and seconds >= 2 * 86400:
+        return f"{seconds // 86400}d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 60}m"
+
+
+def _about(gate: Gate, release: Release, decision: Decision | None) -> dict[str, Any]:
+    """What every scheduled notice about a release says: which, where its card is, and why now."""
+    about: dict[str, Any] = {
+        "release": release.id,
+        "gate": gate.name,
+        "sha": release.sha or "",
+        "card": permalink(release.card_channel, release.card_ts),
+    }
+    if decision is not None:
+        about["verdict"] = decision.verdict.value
+        about["blocking"] = [r.text for r in decision.blocking][:8]
+    return about

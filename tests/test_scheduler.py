@@ -1,0 +1,566 @@
+"""The scheduler over a real Redis and the Slack stand-in, driven by a fake clock: reminders to
+missing and stale signers at their own working hours, Snooze, escalation, stopping (and the DM
+updated), exactly once across replicas, kills and restarts, freeze announcements, pre-launch posts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import cast
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.core.decision import Verdict
+from bot.core.facts import Vote
+from bot.core.gateset import GateSet
+from bot.core.notices import Notice
+from bot.core.release import Release, State
+from bot.playground.standin import DEFAULT_BOT_TOKEN, SlackStandIn
+from bot.services.membership import Membership
+from bot.services.releases import ReleaseService
+from bot.services.scheduler import ESCALATION, FREEZE_EDGE, PRELAUNCH, REMINDER, REMINDER_ANSWERED, Scheduler
+from bot.services.signing import Signing
+from bot.slack import reminders
+from bot.slack.blocks import ACTION_APPROVE, ACTION_REJECT, ACTION_SNOOZE
+from bot.slack.renderers import RENDERERS
+from bot.slack.zones import SlackZones
+from bot.store import keys
+from bot.store.schedule import ScheduleStore
+from bot.store.store import AuditEvent, Store
+from tests.bot_harness import write_gate
+from tests.delivery_kit import Road, until
+
+reminders.register(RENDERERS)
+
+RID = "payments@1.4.0"
+SHA = "abc1234"
+# Thursday 10 Dec 2026, 10:00 UTC (11:00 in Madrid, 19:00 in Tokyo)
+T0 = datetime(2026, 12, 10, 10, tzinfo=UTC)
+
+GATE = """
+id: payments
+name: Payments API
+channel: C0DEPLOYS
+signoffs:
+  - {{role: sre, label: SRE, users: [U0SRE1, U0SRE2]}}
+  - {{role: dev, label: Developer, users: [U0DEV]}}
+reminders:
+  every: 2h
+  max: {max}
+  timezone: UTC
+{extra}
+"""
+
+
+class Clock:
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[SlackStandIn]:
+    users = {"U0TOKYO": {"tz": "Asia/Tokyo"}, "U0MADRID": {"tz": "Europe/Madrid"}}
+    async with SlackStandIn(users=users) as server:
+        yield server
+
+
+class World:
+    """A gate, its open release and as many scheduler replicas as asked, over one Redis."""
+
+    def __init__(
+        self, redis: aioredis.Redis, standin: SlackStandIn, session: aiohttp.ClientSession, gates: GateSet
+    ) -> None:
+        self.redis, self.standin, self.session, self.gates = redis, standin, session, gates
+        self.clock = Clock()
+        self.slack = AsyncWebClient(token=DEFAULT_BOT_TOKEN, base_url=standin.api_url, session=session)
+        self.store = Store(redis)
+        self.releases = ReleaseService(
+            store=self.store, gates=gates, slack=self.slack, session=session, env=dict(os.environ), clock=self.clock
+        )
+        self.membership = Membership(self.store, self.slack)
+
+    def replica(self, zones: Callable[[str], object] | None = None) -> Scheduler:
+        return Scheduler(
+            releases=self.releases,
+            store=ScheduleStore(self.redis),
+            members=self.membership.members,
+            zones=zones or SlackZones(self.slack, self.redis),  # type: ignore[arg-type]
+            clock=self.clock,
+        )
+
+    async def open(self, *, at: datetime = T0, target: datetime | None = None) -> Release:
+        release = Release(
+            id=RID,
+            gate_id="payments",
+            version="1.4.0",
+            sha=SHA,
+            opened_by="U0OPEN",
+            opened_at=at,
+            card_channel="C0DEPLOYS",
+            card_ts="1700000000.000100",
+            target_at=target,
+        )
+        await self.store.open_release(release, AuditEvent(type="opened", actor="U0OPEN", at=at))
+        return release
+
+    async def release(self) -> Release:
+        found = await self.store.get_release(RID)
+        assert found is not None
+        return found
+
+    async def set_state(self, state: State) -> None:
+        current = await self.release()
+        await self.store.update_release(
+            current, current.model_copy(update={"state": state}), AuditEvent(type=state.value, actor="U0X", at=T0)
+        )
+
+    async def notices(self, kind: str | None = None) -> list[Notice]:
+        raw = cast(list[tuple[str, dict[str, str]]], await self.redis.xrange(keys.outbox("payments")))
+        found = [Notice.from_json(fields["notice"]) for _, fields in raw]
+        return [n for n in found if kind is None or n.kind == kind]
+
+    async def dm_counts(self) -> Counter[tuple[str, int]]:
+        return Counter((str(n.target.channel), int(n.payload["number"])) for n in await self.notices(REMINDER))
+
+
+def make_world(tmp_path: Path, extra: str = "", max_: int = 10) -> Callable[..., World]:
+    gates = GateSet(write_gate(tmp_path / "gates", GATE.format(extra=extra, max=max_), "payments.yml").parent)
+
+    def build(redis: aioredis.Redis, standin: SlackStandIn, session: aiohttp.ClientSession) -> World:
+        return World(redis, standin, session, gates)
+
+    return build
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> World:
+    return make_world(tmp_path)(redis_client, standin, http_session)
+
+
+# --- reminders to missing signers ----------------------------------------------------------------
+
+
+async def test_every_missing_signer_gets_one_dm_with_the_cards_buttons(world: World) -> None:
+    await world.open()
+    scheduler = world.replica()
+    tick = await scheduler.reminders_tick("payments")
+    assert sorted(tick.claimed) == ["remind|dev|U0DEV|1", "remind|sre|U0SRE1|1", "remind|sre|U0SRE2|1"]
+    assert (await scheduler.reminders_tick("payments")).claimed == []  # the same minute: nothing new
+    dms = await world.notices(REMINDER)
+    assert sorted(str(n.target.channel) for n in dms) == ["U0DEV", "U0SRE1", "U0SRE2"]
+    message = RENDERERS.render(next(n for n in dms if n.target.channel == "U0SRE1"))
+    text = json.dumps(message.blocks)
+    assert "waiting for your sign-off as *SRE*" in text
+    assert "NO-GO" in text and "https://slack.com/archives/C0DEPLOYS/p1700000000000100" in text
+    buttons = [e for b in message.blocks if b["type"] == "actions" for e in b["elements"]]
+    by_action = {b["action_id"]: b["value"] for b in buttons}
+    # The card's own buttons: same action ids and value, so the same handlers and commit binding.
+    assert by_action[ACTION_APPROVE] == by_action[ACTION_REJECT] == f"{RID}|sre|{SHA}"
+    assert [b["value"] for b in buttons if b["action_id"] == ACTION_SNOOZE] == [
+        f"{RID}|1h",
+        f"{RID}|4h",
+        f"{RID}|morning",
+    ]
+
+
+async def test_reminders_repeat_every_interval_up_to_max(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    world = make_world(tmp_path, max_=3)(redis_client, standin, http_session)
+    await world.open()
+    scheduler = world.replica()
+    for minutes in range(0, 12 * 60, 30):
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        await scheduler.reminders_tick("payments")
+    counts = await world.dm_counts()
+    assert sorted(n for (user, n) in counts if user == "U0DEV") == [1, 2, 3]  # max 3, 2h apart
+    at = [n.created_at for n in await world.notices(REMINDER) if n.target.channel == "U0DEV"]
+    assert at == [T0, T0 + timedelta(hours=2), T0 + timedelta(hours=4)]
+
+
+async def test_no_dm_outside_the_signers_own_working_hours_across_dst(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    extra = "  working_hours: '09:00-18:00'\n  quiet_days: [sat, sun]"
+    gate = GATE.replace("users: [U0SRE1, U0SRE2]", "users: [U0TOKYO, U0MADRID]").replace(
+        "  - {{role: dev, label: Developer, users: [U0DEV]}}\n", ""
+    )
+    gates = GateSet(write_gate(tmp_path / "gates", gate.format(extra=extra, max=10), "payments.yml").parent)
+    world = World(redis_client, standin, http_session, gates)
+    # Friday 23 Oct 2026 16:30 UTC: 18:30 CEST in Madrid (after hours), 01:30 JST Saturday in Tokyo.
+    opened = datetime(2026, 10, 23, 16, 30, tzinfo=UTC)
+    await world.open(at=opened)
+    scheduler = world.replica()
+
+    async def tick_at(at: datetime) -> list[str]:
+        world.clock.now = at
+        return [u for u in (await scheduler.reminders_tick("payments")).claimed if u.endswith("|1")]
+
+    assert await tick_at(opened) == []
+    assert await tick_at(datetime(2026, 10, 24, 12, tzinfo=UTC)) == []  # Saturday: quiet for both
+    # Clocks went back in Madrid on Sunday 25 Oct. Monday 09:00 JST is Sunday 24:00 UTC.
+    assert await tick_at(datetime(2026, 10, 25, 23, 59, tzinfo=UTC)) == []
+    assert await tick_at(datetime(2026, 10, 26, 0, 0, tzinfo=UTC)) == ["remind|sre|U0TOKYO|1"]
+    # Madrid's Monday 09:00 is 08:00 UTC now (CET); with summer time it would have been 07:00.
+    assert await tick_at(datetime(2026, 10, 26, 7, 0, tzinfo=UTC)) == []
+    assert await tick_at(datetime(2026, 10, 26, 7, 59, tzinfo=UTC)) == []
+    assert await tick_at(datetime(2026, 10, 26, 8, 0, tzinfo=UTC)) == ["remind|sre|U0MADRID|1"]
+    assert await redis_client.get(keys.user_zone("U0TOKYO")) == "Asia/Tokyo"  # users.info, cached
+    assert len(standin.calls("users.info")) == 2
+
+
+async def test_snooze_holds_reminders_to_that_person_until_it_ends(world: World) -> None:
+    await world.open()
+    scheduler = world.replica()
+    await scheduler.reminders_tick("payments")
+    world.clock.now = T0 + timedelta(minutes=30)
+    until_at = await scheduler.snooze(RID, "U0DEV", "4h")
+    assert until_at == T0 + timedelta(hours=4, minutes=30)
+    for minutes in (120, 180, 269):
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        claimed = (await scheduler.reminders_tick("payments")).claimed
+        assert not [u for u in claimed if "U0DEV" in u]
+    world.clock.now = T0 + timedelta(minutes=270)
+    assert "remind|dev|U0DEV|2" in (await scheduler.reminders_tick("payments")).claimed
+
+
+async def test_escalation_after_n_unanswered_reminders_then_at_most_daily(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    extra = "  escalate_after: 2\n  escalate_to: C0ESCAL"
+    world = make_world(tmp_path, extra=extra)(redis_client, standin, http_session)
+    await world.open()
+    scheduler = world.replica()
+    for minutes in range(0, 30 * 60, 15):
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        await scheduler.reminders_tick("payments")
+    escalations = await world.notices(ESCALATION)
+    by_role = Counter((n.payload["role"], n.payload["number"]) for n in escalations)
+    assert by_role == {("sre", 1): 1, ("dev", 1): 1, ("sre", 2): 1, ("dev", 2): 1}
+    first = [n for n in escalations if n.payload["role"] == "sre"]
+    assert [n.created_at for n in first] == [T0 + timedelta(hours=2), T0 + timedelta(hours=26)]
+    assert {n.target.channel for n in escalations} == {"C0ESCAL"}
+    assert first[0].payload["asked"] == ["U0SRE1", "U0SRE2"]
+    text = json.dumps(RENDERERS.render(first[0]).blocks)
+    assert "after 2 reminders" in text and "<@U0SRE1>, <@U0SRE2>" in text
+
+
+async def test_escalation_to_a_role_dms_its_members(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    world = make_world(tmp_path, extra="  escalate_after: 1\n  escalate_to: sre")(redis_client, standin, http_session)
+    await world.open()
+    await world.replica().reminders_tick("payments")
+    dev = [n for n in await world.notices(ESCALATION) if n.payload["role"] == "dev"]
+    assert sorted(str(n.target.channel) for n in dev) == ["U0SRE1", "U0SRE2"]
+
+
+# --- stopping, and the DM updated --------------------------------------------------------------------
+
+
+async def test_quorum_decide_and_close_stop_reminders_and_update_the_dms(world: World) -> None:
+    await world.open()
+    scheduler = world.replica()
+    await scheduler.reminders_tick("payments")
+    signing = Signing(world.releases, world.membership)
+    await signing.vote(RID, "sre", "U0SRE1", Vote.APPROVE, drawn_for=SHA)
+    world.clock.now = T0 + timedelta(minutes=1)
+    tick = await scheduler.reminders_tick("payments")
+    assert sorted(tick.claimed) == ["answered|sre|U0SRE1|1", "answered|sre|U0SRE2|1"]
+    answered = {str(n.target.channel): n for n in await world.notices(REMINDER_ANSWERED)}
+    assert answered["U0SRE1"].payload["why"] == "your sign-off as SRE is recorded"
+    assert answered["U0SRE2"].payload["why"] == "the SRE sign-off is complete"
+    assert answered["U0SRE2"].updates == next(
+        n.key for n in await world.notices(REMINDER) if n.target.channel == "U0SRE2"
+    )
+    world.clock.now = T0 + timedelta(hours=3)
+    assert (await scheduler.reminders_tick("payments")).claimed == ["remind|dev|U0DEV|2"]  # sre: never again
+    await world.set_state(State.DECIDED)
+    world.clock.now = T0 + timedelta(hours=6)
+    assert (await scheduler.reminders_tick("payments")).claimed == ["answered|dev|U0DEV|2"]
+    (dev,) = [n for n in await world.notices(REMINDER_ANSWERED) if n.target.channel == "U0DEV"]
+    assert dev.payload["why"].startswith(f"{RID} was decided")
+    world.clock.now = T0 + timedelta(hours=12)
+    assert (await scheduler.reminders_tick("payments")).claimed == []
+
+
+async def test_closing_the_release_updates_the_open_dms(world: World) -> None:
+    await world.open()
+    scheduler = world.replica()
+    await scheduler.reminders_tick("payments")
+    await world.set_state(State.CLOSED)
+    await world.redis.delete(keys.open_release("payments"))
+    tick = await scheduler.reminders_tick("payments")
+    assert len(tick.claimed) == 3 and all(u.startswith("answered|") for u in tick.claimed)
+    assert {n.payload["why"] for n in await world.notices(REMINDER_ANSWERED)} == {f"{RID} is closed"}
+
+
+async def test_a_stale_sign_off_gets_its_signer_a_dm(world: World) -> None:
+    await world.open()
+    scheduler = world.replica()
+    signing = Signing(world.releases, world.membership)
+    await signing.vote(RID, "dev", "U0DEV", Vote.APPROVE, drawn_for=SHA)
+    assert "remind|dev|U0DEV|1" not in (await scheduler.reminders_tick("payments")).claimed
+    current = await world.release()
+    await world.store.update_release(
+        current, current.model_copy(update={"sha": "def5678"}), AuditEvent(type="sha_moved", actor="U0X", at=T0)
+    )
+    world.clock.now = T0 + timedelta(minutes=1)
+    assert "remind|dev|U0DEV|1" in (await scheduler.reminders_tick("payments")).claimed
+    (dm,) = [n for n in await world.notices(REMINDER) if n.target.channel == "U0DEV"]
+    assert dm.payload["why"] == "stale" and dm.payload["sha"] == "def5678"
+    assert "went stale" in RENDERERS.render(dm).text
+
+
+# --- exactly once across replicas, kills and restarts -------------------------------------------------
+
+
+async def test_three_replicas_send_exactly_one_dm_per_person_per_slot(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    world = make_world(tmp_path, max_=20)(redis_client, standin, http_session)
+    await world.open()
+    replicas = [world.replica() for _ in range(3)]
+    for minutes in range(0, 40 * 60, 20):
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        await asyncio.gather(*(r.reminders_tick("payments") for r in replicas))
+    counts = await world.dm_counts()
+    assert set(counts.values()) == {1}  # no duplicate
+    for user in ("U0SRE1", "U0SRE2", "U0DEV"):
+        assert sorted(n for (u, n) in counts if u == user) == list(range(1, 21))  # none missing
+
+
+async def test_a_replica_killed_mid_tick_leaves_the_rest_to_another(world: World) -> None:
+    await world.open()
+    stuck = asyncio.Event()
+
+    async def hangs_on_the_second(user: str) -> str | None:
+        if user == "U0DEV":  # the sre members were done first; the kill comes before dev's claim
+            stuck.set()
+            await asyncio.Event().wait()
+        return None
+
+    doomed = asyncio.create_task(world.replica(hangs_on_the_second).reminders_tick("payments"))
+    await until(stuck.is_set)
+    doomed.cancel()
+    await asyncio.gather(doomed, return_exceptions=True)
+    assert sorted(await world.dm_counts()) == [("U0SRE1", 1), ("U0SRE2", 1)]
+    tick = await world.replica().reminders_tick("payments")
+    assert tick.claimed == ["remind|dev|U0DEV|1"] and len(tick.taken) == 0
+    assert set((await world.dm_counts()).values()) == {1}
+
+
+async def test_after_a_restart_the_next_reminder_is_on_time_and_none_repeats(world: World) -> None:
+    await world.open()
+    await world.replica().reminders_tick("payments")
+    world.clock.now = T0 + timedelta(hours=1, minutes=59)
+    assert (await world.replica().reminders_tick("payments")).claimed == []  # a fresh process: nothing yet
+    world.clock.now = T0 + timedelta(hours=2)
+    restarted = world.replica()
+    assert len((await restarted.reminders_tick("payments")).claimed) == 3
+    assert set((await world.dm_counts()).values()) == {1}
+
+
+# --- delivered: the DM through the deliverer, its buttons, and its update -----------------------------
+
+
+async def test_dm_delivered_and_updated_when_answered(world: World) -> None:
+    await world.open()
+    scheduler = world.replica()
+    road = Road(world.redis, world.standin, world.session).start()
+    try:
+        await scheduler.reminders_tick("payments")
+        dm_channel = world.standin.dm_channel("U0DEV")
+        (dm,) = await until(lambda: world.standin.messages(dm_channel))
+        assert "waiting for your sign-off as Developer" in dm["text"]
+        signing = Signing(world.releases, world.membership)
+        await signing.vote(RID, "dev", "U0DEV", Vote.APPROVE, drawn_for=SHA)
+        await scheduler.reminders_tick("payments")
+        await until(lambda: "edited" in dm)
+        assert dm["text"].startswith("✅") and "your sign-off as Developer is recorded" in dm["text"]
+        assert not [b for b in dm["blocks"] if b["type"] == "actions"]  # no dead buttons left behind
+        assert len(world.standin.messages(dm_channel)) == 1
+    finally:
+        await road.kill()
+
+
+# --- freeze announcements and pre-launch posts ---------------------------------------------------------
+
+
+async def test_freeze_start_and_end_announced_once(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    extra = (
+        "windows:\n  timezone: Europe/Madrid\n  freeze:\n"
+        "    - {from: 2026-12-20, to: 2027-01-04, reason: holiday freeze}"
+    )
+    world = make_world(tmp_path, extra=extra)(redis_client, standin, http_session)
+    replicas = [world.replica() for _ in range(3)]
+    start = datetime(2026, 12, 19, 22, tzinfo=UTC)
+    for hours in range(0, 16 * 24, 1):
+        world.clock.now = start + timedelta(hours=hours)
+        await asyncio.gather(*(r.windows_tick("payments") for r in replicas))
+    posts = await world.notices(FREEZE_EDGE)
+    assert [(n.payload["starts"], n.created_at) for n in posts] == [
+        (True, datetime(2026, 12, 19, 23, tzinfo=UTC)),  # midnight in Madrid
+        (False, datetime(2027, 1, 3, 23, tzinfo=UTC)),
+    ]
+    assert {n.target.channel for n in posts} == {"C0DEPLOYS"}
+    assert "holiday freeze" in RENDERERS.render(posts[0]).text
+
+
+async def test_prelaunch_posts_24h_and_1h_before_the_target(world: World) -> None:
+    target = T0 + timedelta(days=2)
+    await world.open(target=target)
+    replicas = [world.replica() for _ in range(2)]
+    claimed: list[tuple[datetime, list[str]]] = []
+    for minutes in range(0, 48 * 60 + 60, 30):
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        for tick in await asyncio.gather(*(r.prelaunch_tick("payments") for r in replicas)):
+            if tick.claimed:
+                claimed.append((world.clock.now, tick.claimed))
+    assert claimed == [
+        (target - timedelta(hours=24), ["prelaunch|24h"]),
+        (target - timedelta(hours=1), ["prelaunch|1h"]),
+    ]
+    posts = await world.notices(PRELAUNCH)
+    assert [p.payload["before"] for p in posts] == ["24h", "1h"]
+    text = json.dumps(RENDERERS.render(posts[1]).blocks)
+    assert "ships in 1h" in text and "NO-GO" in text
+
+
+# --- scheduled re-checks and post-deploy verification --------------------------------------------------
+
+CHECKED = """
+id: payments
+name: Payments API
+channel: C0DEPLOYS
+checks:
+  - id: health
+    kind: command
+    run: ["{py}", "-c", "import pathlib, sys; sys.exit(int(pathlib.Path('{flag}').read_text()))"]
+{extra}
+"""
+
+
+def checked_world(
+    tmp_path: Path, redis: aioredis.Redis, standin: SlackStandIn, session: aiohttp.ClientSession, extra: str
+) -> tuple[World, Path]:
+    import sys
+
+    flag = tmp_path / "flag"
+    flag.write_text("0")
+    text = CHECKED.format(py=sys.executable, flag=flag, extra=extra)
+    gates = GateSet(write_gate(tmp_path / "gates", text, "payments.yml").parent)
+    return World(redis, standin, session, gates), flag
+
+
+async def test_recheck_runs_each_slot_once_and_posts_only_when_the_verdict_changes(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    world, flag = checked_world(tmp_path, redis_client, standin, http_session, "recheck: {every: 15m}")
+    await world.open()
+    replicas = [world.replica() for _ in range(3)]
+    for minutes in (5, 15, 20, 30, 44, 45):
+        if minutes == 45:
+            flag.write_text("1")
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        await asyncio.gather(*(r.recheck_tick("payments") for r in replicas))
+    runs = await world.store.runs(RID, count=10)
+    assert len(runs) == 3  # slots 1, 2, 3: each once across three replicas
+    changes = await world.notices("recheck_changed")
+    assert [(n.payload["slot"], n.payload["before"], n.payload["after"]) for n in changes] == [
+        (1, "NO-GO", "GO"),
+        (3, "GO", "NO-GO"),
+    ]
+    assert all(n.target.card_thread for n in changes)
+
+
+async def test_postdeploy_runs_the_checks_after_a_go_and_posts_the_summary_once(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    extra = "postdeploy: {every: 5m, for: 4h, checks: [health]}"
+    world, _flag = checked_world(tmp_path, redis_client, standin, http_session, extra)
+    await world.open()
+    current = await world.release()
+    decided = current.model_copy(update={"state": State.DECIDED, "decided_verdict": Verdict.GO, "decided_at": T0})
+    await world.store.update_release(current, decided, AuditEvent(type="decided", actor="U0X", at=T0))
+    replicas = [world.replica() for _ in range(2)]
+    for slot in range(1, 50):
+        world.clock.now = T0 + timedelta(minutes=5 * slot)
+        await asyncio.gather(*(r.postdeploy_tick("payments") for r in replicas))
+    (summary,) = await world.notices("postdeploy_summary")
+    assert summary.target.channel == "C0DEPLOYS"
+    assert "4h post-deploy verification passed: 48/48 runs green" in RENDERERS.render(summary).text
+    assert await world.notices("postdeploy_failed") == []
+
+
+async def test_postdeploy_posts_a_failure_and_a_summary_that_says_so(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    extra = "postdeploy: {every: 5m, for: 20m, checks: [health]}"
+    world, flag = checked_world(tmp_path, redis_client, standin, http_session, extra)
+    await world.open()
+    current = await world.release()
+    decided = current.model_copy(update={"state": State.DECIDED, "decided_verdict": Verdict.GO, "decided_at": T0})
+    await world.store.update_release(current, decided, AuditEvent(type="decided", actor="U0X", at=T0))
+    scheduler = world.replica()
+    for slot in range(1, 6):
+        flag.write_text("1" if slot == 2 else "0")
+        world.clock.now = T0 + timedelta(minutes=5 * slot)
+        await scheduler.postdeploy_tick("payments")
+    (failed,) = await world.notices("postdeploy_failed")
+    assert failed.payload["slot"] == 2 and failed.payload["failed"] == ["health"]
+    (summary,) = await world.notices("postdeploy_summary")
+    assert "20m post-deploy verification ended: 3/4 runs green" in RENDERERS.render(summary).text
+
+
+async def test_jobs_have_fixed_ids_from_the_gates_and_a_tick_claims(world: World) -> None:
+    from bot.scheduling import Jobs, job_specs, run_job
+
+    await world.open()
+    scheduler = world.replica()
+    jobs = Jobs(scheduler)
+    assert jobs.sync() == ["prelaunch:payments", "reminders:payments"]
+    assert jobs.sync() == ["prelaunch:payments", "reminders:payments"]  # again (SIGHUP): replaced, not doubled
+    assert sorted(j.id for j in jobs.aps.get_jobs()) == ["prelaunch:payments", "reminders:payments"]
+    (reminding,) = [s for s in job_specs(scheduler, jobs.gates()) if s.id == "reminders:payments"]
+    await run_job(reminding)
+    assert len(await world.dm_counts()) == 3
+
+
+async def test_max_counts_per_person_across_roles_and_a_removed_member_is_told(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    world = make_world(tmp_path, max_=3)(redis_client, standin, http_session)
+    path = tmp_path / "gates" / "payments.yml"
+    path.write_text(path.read_text().replace("users: [U0DEV]", "users: [U0DEV, U0SRE1]"))
+    world.gates.reload()
+    await world.open()
+    scheduler = world.replica()
+    for minutes in range(0, 12 * 60, 30):
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        await scheduler.reminders_tick("payments")
+    counts = await world.dm_counts()
+    assert sum(n for (user, _), n in counts.items() if user == "U0SRE1") == 3  # two roles, one max
+    assert sum(n for (user, _), n in counts.items() if user == "U0SRE2") == 3
+    # U0SRE2 leaves the role: their open DM says they are no longer asked.
+    path.write_text(path.read_text().replace("users: [U0SRE1, U0SRE2]", "users: [U0SRE1]"))
+    world.gates.reload()
+    tick = await scheduler.reminders_tick("payments")
+    assert tick.claimed == ["answered|sre|U0SRE2|3"]
+    (note,) = await world.notices(REMINDER_ANSWERED)
+    assert note.payload["why"] == "you are no longer asked to sign as SRE"
