@@ -390,7 +390,8 @@ async def test_concurrent_clicks_across_releases_record_exactly_once(
     try:
         for g in range(10):
             await bot.command(f"open g{g} 1.0", response_url=standin.new_response_url(), user="U0OPENER")
-        await standin.wait_for("chat.postMessage", lambda c: "G9" in c.args.get("text", ""))
+        # Ten cards in one channel: posted at Slack's pace of about one message a second there.
+        await standin.wait_for("chat.postMessage", lambda c: "G9" in c.args.get("text", ""), timeout=20)
         # 200 clicks: per release 15 different members and 5 double clicks by some of them.
         clicks = []
         for g in range(10):

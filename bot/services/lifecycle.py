@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -13,17 +14,19 @@ from bot.core.decision import Decision, mention
 from bot.core.errors import Conflict, Forbidden
 from bot.core.evidence import build_bundle, stages_section
 from bot.core.evidence_markdown import render_markdown
+from bot.core.notices import DECISION_RECORD, Notice, Target
 from bot.core.release import Release, State, check_sha
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
 from bot.slack.blocks import Message
 from bot.slack.history import render_history
-from bot.slack.record import render_record
+from bot.store.outbox import Emit
 from bot.store.store import AuditEvent
 
 log = logging.getLogger("gonogo.lifecycle")
 
 Opened = Literal["opened", "moved", "unchanged"]
+Upload = Callable[..., Awaitable[Any]]  # files_upload_v2(channel=, thread_ts=, content=, filename=, title=)
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,12 @@ class Decided:
 
 
 class Lifecycle:
-    def __init__(self, releases: ReleaseService, membership: Membership) -> None:
+    def __init__(self, releases: ReleaseService, membership: Membership, upload: Upload | None = None) -> None:
         self.releases = releases
         self.membership = membership
+        # Evidence is uploaded on demand for the person asking, who waits for it (not a notice yet:
+        # the deliverer posts messages only). The server injects the client's files_upload_v2.
+        self.upload = upload
 
     async def _member_of_a_required_role(self, release: Release, user: str, action: str) -> None:
         gate = self.releases.gates.get(release.gate_id).gate
@@ -101,11 +107,22 @@ class Lifecycle:
             )
             return decided, json.dumps(bundle, sort_keys=True), event
 
-        decided = await self.releases.store.decide_release(release, build)
-        record = render_record(bundle)
         channel = self.releases.gates.get(release.gate_id).gate.channel
-        await self.releases.slack.chat_postMessage(channel=channel, text=record.text, blocks=record.blocks)
-        return Decided(await self.releases.publish_card(decided), bundle)
+        said: list[Notice] = []
+
+        def says(decided: Release) -> Emit:
+            """The decision record for the channel and the frozen card, in the decision's own step."""
+            record = self.releases.notice(
+                decided, DECISION_RECORD, [str(decided.rev)], {"bundle": bundle}, Target.to_channel(channel), user
+            )
+            said[:] = [record]
+            return Emit(decided.gate_id, notices=[record], card_of=decided.id, at=self.releases.clock())
+
+        decided = await self.releases.store.decide_release(release, build, says)
+        # Answered once the record is posted and the card frozen (or after a second: they will be).
+        await self.releases.posted(decided.gate_id, said)
+        await self.releases.card_caught_up(decided)
+        return Decided(decided, bundle)
 
     async def open(self, gate_id: str, version: str, sha: str | None, actor: str) -> tuple[Release, Opened]:
         """`/gonogo open`: open a release, or move the open one to another commit."""
@@ -203,7 +220,9 @@ class Lifecycle:
             markdown = f"> Snapshot: {release.id} is not decided yet (`/gonogo decide {release.id}`).\n\n{markdown}"
         channel = release.card_channel or self.releases.gates.get(release.gate_id).gate.channel
         filename = f"{release.id.replace('@', '-')}-evidence.md"
-        await self.releases.slack.files_upload_v2(
+        if self.upload is None:
+            raise Conflict("uploading files is not available here")
+        await self.upload(
             channel=channel,
             thread_ts=release.thread_ts,
             content=markdown,

@@ -12,23 +12,20 @@ lands meanwhile start the promotion over on fresh facts.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from dataclasses import dataclass
-
-from slack_sdk.errors import SlackApiError
 
 from bot.core.decision import Verdict
 from bot.core.errors import Conflict, Forbidden, NotFound, UsageError
 from bot.core.evidence import build_bundle, stages_section
 from bot.core.gate import Gate, Signoff
+from bot.core.notices import CHANNEL_MESSAGE, DECISION_RECORD, Target
 from bot.core.release import Release
 from bot.core.stages import Condition, StageVerdict
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
 from bot.slack.messages import render_promotion
-from bot.slack.record import render_record
 from bot.store.store import AuditEvent
 
 log = logging.getLogger("gonogo.promotion")
@@ -201,26 +198,25 @@ class Promotion:
         override: bool,
         bundle: dict[str, object],
     ) -> None:
-        """After the write: the channel hears it, the card moves, the record goes to the thread.
-        Slack failing here loses nothing: the promotion and its record are stored."""
-        slack = self.releases.slack
+        """After the write: the channel hears it, the card moves, the record goes to the thread. Queued
+        as notices keyed by the promotion (its release revision): a repeat posts nothing twice."""
+        releases = self.releases
         announcement = render_promotion(release, stage.name, user, override=override, opened=len(stage.conditions))
-        try:
-            await slack.chat_postMessage(channel=gate.channel, text=announcement.text, blocks=announcement.blocks)
-        except SlackApiError as exc:
-            log.warning("could not announce a promotion", extra={"release": release.id, "error": str(exc)})
-        with contextlib.suppress(SlackApiError):
-            release = await self.releases.publish_card(release)
-        if not release.thread_ts or not release.card_channel:
-            return
-        record = render_record(bundle)
-        try:
-            await slack.chat_postMessage(
-                channel=release.card_channel, thread_ts=release.thread_ts, text=record.text, blocks=record.blocks
-            )
-        except SlackApiError as exc:
-            log.warning("could not post the promotion record", extra={"release": release.id, "error": str(exc)})
-        await self.releases.post_conditions(release)
+        key = ["promotion", stage.name, str(release.rev)]
+        payload = {"text": announcement.text, "blocks": list(announcement.blocks)}
+        await releases.mark_card(release)
+        await releases.say(
+            release,
+            [
+                releases.notice(release, CHANNEL_MESSAGE, [*key, "announce"], payload, Target.to_channel(gate.channel)),
+                releases.notice(
+                    release, DECISION_RECORD, [*key, "record"], {"bundle": bundle}, releases.card_thread(release)
+                ),
+            ],
+            wait=True,
+        )
+        await releases.card_caught_up(release)
+        await releases.post_conditions(release)
 
 
 def _order_outcome(release: Release, gate: Gate, stage_id: str) -> str | None:

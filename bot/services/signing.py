@@ -10,13 +10,10 @@ click or two replicas handling the same payload record it once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-
-from slack_sdk.errors import SlackApiError
 
 from bot.core.decision import Level, mention
 from bot.core.errors import Conflict, Forbidden, NotFound, UsageError
@@ -31,6 +28,7 @@ from bot.core.facts import (
 )
 from bot.core.gate import Gate, Signoff
 from bot.core.loader import LoadedGate
+from bot.core.notices import CHANNEL_MESSAGE, Target
 from bot.core.release import Release, State
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
@@ -109,13 +107,11 @@ class Signing:
 
     async def _after_write(self, release: Release) -> Release:
         # Shielded: the write stands even when the handler runs out of time (commands/replies.py),
-        # so the card shows it even then.
-        update = self.releases.spawn(self.releases.publish_card(release), name=f"card:{release.id}")
-        try:
-            return await asyncio.shield(update)
-        except SlackApiError as exc:  # the write stands; the card catches up on the next refresh
-            log.warning("card update failed after a sign-off", extra={"release": release.id, "error": str(exc)})
-            return release
+        # so the card shows it even then (the refresher renders the state as it is when it runs).
+        mark = self.releases.spawn(self.releases.mark_card(release), name=f"card:{release.id}")
+        await asyncio.shield(mark)
+        await self.releases.card_caught_up(release)
+        return release
 
     # --- votes ----------------------------------------------------------------------------
 
@@ -333,12 +329,18 @@ class Signing:
             event=AuditEvent(type="override_requested", actor=user, at=now, data=data),
         )
         message = render_override_request(gate, release, request.id, user, reason)
-        slack = self.releases.slack
-        if release.card_channel and release.thread_ts:
-            await slack.chat_postMessage(
-                channel=release.card_channel, thread_ts=release.thread_ts, text=message.text, blocks=message.blocks
-            )
-        await slack.chat_postMessage(channel=gate.channel, text=message.text, blocks=message.blocks)
+        payload = {"text": message.text, "blocks": list(message.blocks)}
+        key = ["override-request", request.id]
+        await self.releases.say(
+            release,
+            [
+                self.releases.in_thread(release, [*key, "thread"], message, actor=user),
+                self.releases.notice(
+                    release, CHANNEL_MESSAGE, [*key, "channel"], payload, Target.to_channel(gate.channel), user
+                ),
+            ],
+            wait=True,
+        )
         return Outcome(await self._after_write(release), True, f"Override requested for {release.id}.")
 
     async def cancel_override(self, release_id: str, user: str) -> Outcome:
@@ -436,7 +438,10 @@ class Signing:
             ),
         )
         message = render_override_active(release, override.request.reason, approvers, failing)
-        with contextlib.suppress(SlackApiError):
-            await self.releases.slack.chat_postMessage(
-                channel=state.loaded.gate.channel, text=message.text, blocks=message.blocks
-            )
+        payload = {"text": message.text, "blocks": list(message.blocks)}
+        target = Target.to_channel(state.loaded.gate.channel)
+        await self.releases.say(
+            release,
+            [self.releases.notice(release, CHANNEL_MESSAGE, ["override-active", request_id], payload, target)],
+            wait=True,
+        )
