@@ -124,11 +124,15 @@ class Bot:
         )
         membership = Membership(self.service.store, client)
         self.events = EventService(store=self.service.store, gates=self.gates, env=self.service.env)
-        self.signing = Signing(self.service, membership)
+        store, clock = self.service.store, self.service.clock
+        self.signing = Signing(self.service, membership, store=store, gates=self.gates, clock=clock)
         # First, so that during a drain every request still gets an answer Slack shows.
         self.app.use(replies.answer_while_restarting(lambda: self.stopping))
         slash.register(
-            self.app, self.service, self.signing, Lifecycle(self.service, membership, client.files_upload_v2)
+            self.app,
+            self.service,
+            self.signing,
+            Lifecycle(self.service, membership, client.files_upload_v2, store=store, gates=self.gates, clock=clock),
         )
         actions.register(self.app, self.service)
         events.register(self.app)

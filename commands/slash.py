@@ -20,7 +20,9 @@ from commands.replies import Respond, ephemeral, replying_errors
 
 
 def register(app: AsyncApp, service: ReleaseService, signing: Signing, lifecycle: Lifecycle) -> None:
-    promotion = Promotion(service, lifecycle.membership)
+    promotion = Promotion(
+        service, lifecycle.membership, store=lifecycle.store, gates=lifecycle.gates, clock=lifecycle.clock
+    )
 
     @app.command("/gonogo")
     async def gonogo(ack: AsyncAck, command: dict[str, Any], respond: Respond) -> None:

@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.core.decision import Verdict
 from bot.core.errors import Conflict, Forbidden, NotFound, UsageError
 from bot.core.evidence import build_bundle, stages_section
 from bot.core.gate import Gate, Signoff
+from bot.core.gateset import GateSet
 from bot.core.notices import CHANNEL_MESSAGE, DECISION_RECORD, Target
 from bot.core.release import Release
 from bot.core.stages import Condition, StageVerdict
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
 from bot.slack.messages import render_promotion
-from bot.store.store import AuditEvent
+from bot.store.store import AuditEvent, Store
 
 log = logging.getLogger("gonogo.promotion")
 
@@ -62,9 +65,20 @@ def refusal(release: Release, stage: StageVerdict) -> str:
 
 
 class Promotion:
-    def __init__(self, releases: ReleaseService, membership: Membership) -> None:
-        self.releases = releases
+    def __init__(
+        self,
+        releases: ReleaseService,
+        membership: Membership,
+        *,
+        store: Store,
+        gates: GateSet,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.releases = releases  # the state of a release, its card and notices
         self.membership = membership
+        self.store = store
+        self.gates = gates
+        self.clock = clock
 
     def _promoters(self, gate: Gate) -> list[Signoff]:
         if gate.promote_roles:
@@ -83,14 +97,12 @@ class Promotion:
         raise Forbidden(f"only members of {labels} can promote {release.id}")
 
     async def _refused(self, release: Release, user: str, stage: str, why: str) -> None:
-        event = AuditEvent(
-            type="promote_refused", actor=user, at=self.releases.clock(), data={"stage": stage, "reason": why}
-        )
-        await self.releases.store.append_audit(release.id, event)
+        event = AuditEvent(type="promote_refused", actor=user, at=self.clock(), data={"stage": stage, "reason": why})
+        await self.store.append_audit(release.id, event)
 
     async def promote(self, release_id: str, stage_id: str, user: str) -> Promoted:
         release = await self.releases.resolve(release_id)
-        loaded = self.releases.gates.get(release.gate_id)
+        loaded = self.gates.get(release.gate_id)
         gate = loaded.gate
         if not gate.stages:
             raise UsageError(f"gate {gate.id} has no stages: `/gonogo decide {release.id}` decides it as a whole")
@@ -99,13 +111,13 @@ class Promotion:
             known = ", ".join(s.id for s in gate.stages)
             raise NotFound(f"gate {gate.id} has no stage {stage_id!r} (stages: {known})")
         await self._authorise(release, gate, user, stage_id)
-        if await self.releases.store.current_run(release.id) is not None:
+        if await self.store.current_run(release.id) is not None:
             raise Conflict(f"checks of {release.id} are running: promote when they finish")
 
         order = [s.id for s in gate.stages]
         for _ in range(ATTEMPTS):
-            async with self.releases.store.watching(release.id) as pipe:
-                fresh = await self.releases.store.get_release(release.id)
+            async with self.store.watching(release.id) as pipe:
+                fresh = await self.store.get_release(release.id)
                 if fresh is None:
                     raise NotFound(f"release {release.id} disappeared")
                 release = fresh
@@ -117,7 +129,7 @@ class Promotion:
                 if not target.go:
                     await self._refused(release, user, stage_id, f"{len(target.conditions)} conditions open")
                     raise Conflict(refusal(release, target))
-                now = self.releases.clock()
+                now = self.clock()
                 override = target.verdict is Verdict.OVERRIDE
                 bundle = build_bundle(
                     loaded=loaded,
@@ -127,7 +139,7 @@ class Promotion:
                     decided_by=user,
                     decided_at=now,
                     drills=state.people.drills,
-                    runs=await self.releases.store.runs(release.id, count=20),
+                    runs=await self.store.runs(release.id, count=20),
                     stages=stages_section(
                         state.ladder, stage_id, action="promote", previous=release.current_stage, override=override
                     ),
@@ -148,7 +160,7 @@ class Promotion:
                         "open": len(target.conditions),
                     },
                 )
-                outcome, at = await self.releases.store.promote(
+                outcome, at = await self.store.promote(
                     pipe,
                     release,
                     moved,

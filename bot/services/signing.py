@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,13 +28,14 @@ from bot.core.facts import (
     override_expires_at,
 )
 from bot.core.gate import Gate, Signoff
+from bot.core.gateset import GateSet
 from bot.core.loader import LoadedGate
 from bot.core.notices import CHANNEL_MESSAGE, Target
 from bot.core.release import Release, State
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
 from bot.slack.messages import render_override_active, render_override_request
-from bot.store.store import ANY_COMMIT, AuditEvent, Fact, PutOutcome
+from bot.store.store import ANY_COMMIT, AuditEvent, Fact, PutOutcome, Store
 
 log = logging.getLogger("gonogo.signing")
 
@@ -61,12 +63,23 @@ def _clean(text: str | None) -> str:
 
 
 class Signing:
-    def __init__(self, releases: ReleaseService, membership: Membership) -> None:
-        self.releases = releases
+    def __init__(
+        self,
+        releases: ReleaseService,
+        membership: Membership,
+        *,
+        store: Store,
+        gates: GateSet,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.releases = releases  # the state of a release, its card and notices
         self.membership = membership
+        self.store = store
+        self.gates = gates
+        self.clock = clock
 
     def now(self) -> datetime:
-        return self.releases.clock()
+        return self.clock()
 
     # --- shared steps ---------------------------------------------------------------------
 
@@ -75,7 +88,7 @@ class Signing:
         release = await self.releases.resolve(release_id)
         if release.state is not State.OPEN:
             raise release.refusal()
-        return release, self.releases.gates.get(release.gate_id)
+        return release, self.gates.get(release.gate_id)
 
     async def _authorise(self, release: Release, role: Signoff, user: str, action: str) -> None:
         members = await self.membership.members(role)
@@ -97,7 +110,7 @@ class Signing:
     async def _refused(self, release: Release, user: str, role: str, action: str) -> None:
         """A refused attempt is audited, and nothing else is written."""
         event = AuditEvent(type="signoff_refused", actor=user, at=self.now(), data={"role": role, "action": action})
-        await self.releases.store.append_audit(release.id, event)
+        await self.store.append_audit(release.id, event)
 
     def _role(self, gate: Gate, role_id: str) -> Signoff:
         role = gate.role(role_id)
@@ -137,7 +150,7 @@ class Signing:
             raise UsageError("a rejection needs a reason")
         await self._authorise(release, role, user, f"sign as {role.title}")
         if vote is Vote.APPROVE and not loaded.gate.allow_self_approval and user == release.opened_by:
-            await self.releases.store.append_audit(
+            await self.store.append_audit(
                 release.id,
                 AuditEvent(
                     type="refused", actor=user, at=self.now(), data={"role": role.role, "action": "self-approval"}
@@ -157,10 +170,10 @@ class Signing:
         same_when: tuple[str, ...] = ("vote", "comment", "sha", "passing")
         max_age = loaded.gate.signoff_max_age
         if max_age is not None:
-            old = await self.releases.store.fact(Fact.SIGNATURES, release.id, f"{role.role}|{user}")
+            old = await self.store.fact(Fact.SIGNATURES, release.id, f"{role.role}|{user}")
             if old is not None and signature.at - Signature.model_validate_json(old).at > max_age:
                 same_when = ()
-        outcome, _ = await self.releases.store.put_fact(
+        outcome, _ = await self.store.put_fact(
             Fact.SIGNATURES,
             release.id,
             f"{role.role}|{user}",
@@ -188,7 +201,7 @@ class Signing:
     async def withdraw(self, release_id: str, role_id: str, user: str) -> Outcome:
         release, loaded = await self._open_release(release_id)
         role = self._role(loaded.gate, role_id)
-        old = await self.releases.store.delete_fact(
+        old = await self.store.delete_fact(
             Fact.SIGNATURES,
             release.id,
             f"{role.role}|{user}",
@@ -217,7 +230,7 @@ class Signing:
             raise UsageError("marking a manual check done needs evidence (a link or a sentence)")
         await self._authorise(release, owner, user, f"mark {title} done")
         mark = ManualMark(check_id=check_id, user=user, at=self.now(), evidence=evidence)
-        outcome, _ = await self.releases.store.put_fact(
+        outcome, _ = await self.store.put_fact(
             Fact.MANUAL,
             release.id,
             check_id,
@@ -232,7 +245,7 @@ class Signing:
         release, loaded = await self._open_release(release_id)
         title, owner = self._manual(loaded.gate, check_id)
         await self._authorise(release, owner, user, f"reopen {title}")
-        old = await self.releases.store.delete_fact(
+        old = await self.store.delete_fact(
             Fact.MANUAL,
             release.id,
             check_id,
@@ -269,7 +282,7 @@ class Signing:
         acceptance = RiskAcceptance(
             risk_id=risk.id, role=role.role, user=user, at=now, reason=reason, expires_at=expires_at
         )
-        outcome, _ = await self.releases.store.put_fact(
+        outcome, _ = await self.store.put_fact(
             Fact.ACCEPTANCES,
             release.id,
             risk.id,
@@ -295,7 +308,7 @@ class Signing:
         raise Forbidden(f"only members of a role of gate {gate.id} can {action}")
 
     async def _current_override(self, release: Release) -> OverrideRequest | None:
-        raw = await self.releases.store.get_override(release.id)
+        raw = await self.store.get_override(release.id)
         return OverrideRequest.model_validate_json(raw) if raw else None
 
     async def request_override(self, release_id: str, user: str, reason: str) -> Outcome:
@@ -321,7 +334,7 @@ class Signing:
         data = {"id": request.id, "reason": reason, "sha": release.sha}
         if current is not None:
             data["replaces"] = current.id
-        await self.releases.store.set_override(
+        await self.store.set_override(
             release.id,
             current_id=current.id if current else None,
             request_json=request.model_dump_json(),
@@ -360,7 +373,7 @@ class Signing:
                     f"only {mention(current.requested_by)} (who requested it) or an override approver"
                     f" ({titles}) can cancel the override of {release.id}"
                 )
-        await self.releases.store.set_override(
+        await self.store.set_override(
             release.id,
             current_id=current.id,
             request_json=None,
@@ -387,7 +400,7 @@ class Signing:
         if request is None or request.id != request_id:
             raise Conflict("this override request is no longer current")
         if user == request.requested_by:
-            await self.releases.store.append_audit(
+            await self.store.append_audit(
                 release.id,
                 AuditEvent(
                     type="refused", actor=user, at=self.now(), data={"role": role_id, "action": "self-override"}
@@ -397,7 +410,7 @@ class Signing:
         role = self._role(gate, role_id)
         await self._authorise(release, role, user, f"approve the override as {role.title}")
         approval = OverrideApproval(role=role.role, user=user, at=self.now())
-        outcome, old = await self.releases.store.approve_override(
+        outcome, old = await self.store.approve_override(
             release.id,
             request_id,
             approval,
@@ -424,11 +437,11 @@ class Signing:
         override = state.decision.override
         if override is None or not override.active or override.request.id != request_id:
             return
-        if not await self.releases.store.first_notice(release.id, f"override-active|{request_id}"):
+        if not await self.store.first_notice(release.id, f"override-active|{request_id}"):
             return  # another replica (or click) announced it already
         failing = [r.text for r in state.decision.reasons if r.level is Level.BLOCKING]
         approvers = [(a.user, a.role) for a in override.request.approvals]
-        await self.releases.store.append_audit(
+        await self.store.append_audit(
             release.id,
             AuditEvent(
                 type="override_active",
