@@ -35,6 +35,7 @@ from bot.core.release import Release, State
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
 from bot.slack.messages import render_override_active, render_override_request
+from bot.store.outbox import Emit
 from bot.store.store import ANY_COMMIT, AuditEvent, Fact, PutOutcome, Store
 
 log = logging.getLogger("gonogo.signing")
@@ -334,27 +335,27 @@ class Signing:
         data = {"id": request.id, "reason": reason, "sha": release.sha}
         if current is not None:
             data["replaces"] = current.id
+        message = render_override_request(gate, release, request.id, user, reason)
+        payload = {"text": message.text, "blocks": list(message.blocks)}
+        key = ["override-request", request.id]
+        notices = [
+            self.releases.in_thread(release, [*key, "thread"], message, actor=user),
+            self.releases.notice(
+                release, CHANNEL_MESSAGE, [*key, "channel"], payload, Target.to_channel(gate.channel), user
+            ),
+        ]
+        # The request, its audit entry, its announcements and the card's dirty mark: one step.
         await self.store.set_override(
             release.id,
             current_id=current.id if current else None,
             request_json=request.model_dump_json(),
             sha=release.sha,
             event=AuditEvent(type="override_requested", actor=user, at=now, data=data),
+            says=Emit(release.gate_id, notices=notices, card_of=release.id, at=now),
         )
-        message = render_override_request(gate, release, request.id, user, reason)
-        payload = {"text": message.text, "blocks": list(message.blocks)}
-        key = ["override-request", request.id]
-        await self.releases.say(
-            release,
-            [
-                self.releases.in_thread(release, [*key, "thread"], message, actor=user),
-                self.releases.notice(
-                    release, CHANNEL_MESSAGE, [*key, "channel"], payload, Target.to_channel(gate.channel), user
-                ),
-            ],
-            wait=True,
-        )
-        return Outcome(await self._after_write(release), True, f"Override requested for {release.id}.")
+        await self.releases.posted(release.gate_id, notices)  # answered once posted (1 s at most)
+        await self.releases.card_caught_up(release)
+        return Outcome(release, True, f"Override requested for {release.id}.")
 
     async def cancel_override(self, release_id: str, user: str) -> Outcome:
         """End the current override request (pending or active): its requester, or a member of an
@@ -384,8 +385,10 @@ class Signing:
                 at=self.now(),
                 data={"id": current.id, "requested_by": current.requested_by},
             ),
+            says=Emit(release.gate_id, card_of=release.id, at=self.now()),
         )
-        return Outcome(await self._after_write(release), True, f"The override of {release.id} is cancelled.")
+        await self.releases.card_caught_up(release)
+        return Outcome(release, True, f"The override of {release.id} is cancelled.")
 
     async def approve_override(
         self, release_id: str, request_id: str, role_id: str, user: str, *, click: str | None = None

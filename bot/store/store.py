@@ -211,7 +211,8 @@ if current then id = cjson.decode(current)['id'] or '' end
 if id ~= ARGV[1] then return {'replaced', current or false} end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
 redis.call('DEL', KEYS[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, tonumber(ARGV[5])))
+gonogo_emit(5, 6)
 return {'ok', false}
 """
 )
@@ -372,7 +373,10 @@ class Store:
         self._put_fact = client.register_script(_PUT_FACT)
         self._del_fact = client.register_script(_DEL_FACT)
         self._promote = client.register_script(_PROMOTE)
-        self._set_override = client.register_script(_SET_OVERRIDE)
+        from bot.store.outbox import EMIT_LUA  # the outbox builds on this module's AuditEvent
+
+        # The change's notices and dirty card, in the change's own step (KEYS 5-7, ARGV from 6).
+        self._set_override = client.register_script(EMIT_LUA + _SET_OVERRIDE)
         self._approve_override = client.register_script(_APPROVE_OVERRIDE)
         self._record_run = client.register_script(_RECORD_RUN)
 
@@ -774,11 +778,16 @@ class Store:
         request_json: str | None,
         sha: str | None,
         event: AuditEvent,
+        says: Emit | None = None,
     ) -> None:
         """Start, replace or end (None) the override request, only if the stored one is still
         `current_id` (None: there is none) and the release is open at `sha` (ANY_COMMIT: any);
-        the old request's approvals go with it. OverrideChanged or a release refusal otherwise,
-        with nothing written."""
+        the old request's approvals go with it; with `says`, its notices and dirty card in the
+        same step. OverrideChanged or a release refusal otherwise, with nothing written."""
+        from bot.store.outbox import Emit as EmitChange
+
+        emit_change = says or EmitChange(release_id.partition("@")[0])
+        emit_args = emit_change.script_args()
         async with self._guard(write=True):
             outcome, payload = await self._set_override(
                 keys=[
@@ -786,12 +795,15 @@ class Store:
                     keys.override_approvals(release_id, current_id or "-"),
                     keys.audit(release_id),
                     keys.release(release_id),
+                    *emit_change.script_keys(),
                 ],
                 args=[
                     current_id or "",
                     request_json or "",
                     sha or "",
                     AUDIT_MAXLEN,
+                    6 + len(emit_args),  # where the audit fields start
+                    *emit_args,
                     *_flat(event.fields()),
                 ],
             )
