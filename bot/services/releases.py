@@ -77,6 +77,7 @@ class HandlerWork:
     while replies queue), and counted, so SIGTERM can let it finish before closing Redis."""
 
     def __init__(self, slots: int) -> None:
+        self.slots = slots
         self._slots = asyncio.Semaphore(slots)
         self.active = 0
         self._idle = asyncio.Event()
@@ -106,6 +107,11 @@ class HandlerWork:
             yield True
         finally:
             self._slots.release()
+
+    @property
+    def busy(self) -> bool:
+        """Handlers are queued for a slot: answer now rather than wait for the card (it converges)."""
+        return self.active > self.slots
 
     async def wait_idle(self, within: float) -> bool:
         try:
@@ -418,14 +424,20 @@ class ReleaseService:
 
     async def card_caught_up(self, release: Release, within: float = CARD_WAIT_S) -> bool:
         """Wait (briefly) for the card on Slack to show what is written now, so the person who acted
-        is answered after the card shows it. False when it did not within `within` (it will)."""
-        wanted, shown = await self.store.card_revisions(release.id)
-        deadline = time.monotonic() + within
-        while shown < wanted:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(CARD_POLL_S)
-            _, shown = await self.store.card_revisions(release.id)
+        is answered after the card shows it. False when it did not within `within` (it will).
+
+        Never raises: the change is written, and a store that stops answering now (or a handler
+        out of time) must not turn a done change into an error for the person who made it."""
+        try:
+            wanted, shown = await self.store.card_revisions(release.id)
+            deadline = time.monotonic() + within
+            while shown < wanted:
+                if time.monotonic() >= deadline or self.work.busy:
+                    return False
+                await asyncio.sleep(CARD_POLL_S)
+                _, shown = await self.store.card_revisions(release.id)
+        except StoreUnavailable:
+            return False
         return True
 
     async def mark_card(self, release: Release) -> None:
@@ -472,13 +484,17 @@ class ReleaseService:
                 await self.posted(release.gate_id, notices)
 
     async def posted(self, gate_id: str, notices: Sequence[Notice], within: float = CARD_WAIT_S) -> bool:
-        """Wait (briefly) until the deliverer posted these notices; False if not yet (they will be)."""
+        """Wait (briefly) until the deliverer posted these notices; False if not yet (they will be).
+        Never raises, like `card_caught_up`."""
         pending = [n.key for n in notices]
         deadline = time.monotonic() + within
-        while pending := await self.store.undelivered(gate_id, pending):
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(CARD_POLL_S)
+        try:
+            while pending := await self.store.undelivered(gate_id, pending):
+                if time.monotonic() >= deadline or self.work.busy:
+                    return False
+                await asyncio.sleep(CARD_POLL_S)
+        except StoreUnavailable:
+            return False
         return True
 
     async def list_open(self) -> list[tuple[Release, Decision | None]]:
