@@ -142,9 +142,7 @@ async def run(redis_url: str, gates: GateSet, *, fail_every: int) -> Outcome:
                 token=DEFAULT_BOT_TOKEN, base_url=standin.api_url, session=session, gate=MethodGate()
             )
             replica_store = Store(replica_redis)
-            releases = ReleaseService(
-                store=replica_store, gates=gates, slack=slack, session=session, env=dict(os.environ)
-            )
+            releases = ReleaseService(store=replica_store, gates=gates, session=session, env=dict(os.environ))
             members = Membership(replica_store, slack).members
             schedulers.append(Scheduler(releases=releases, store=ScheduleStore(replica_redis), members=members))
             deliverers.append(

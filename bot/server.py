@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +24,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import webhook
 from bot.core.errors import StoreUnavailable
@@ -43,9 +39,12 @@ from bot.services.rollbacks import RollbackService
 from bot.services.scheduler import Scheduler
 from bot.services.signing import Signing
 from bot.settings import Settings
-from bot.slack import announcements, reminders
+from bot.slack.client import RateLimitedClient
+from bot.slack.deliverer import DeliveryConfig, default_consumer
 from bot.slack.guard import RequestGuard, install_bolt_guards
-from bot.slack.renderers import RENDERERS
+from bot.slack.refresher import RefresherConfig
+from bot.slack.release_cards import ReleaseCards
+from bot.slack.road import Road, build_client, build_road
 from bot.slack.zones import SlackZones
 from bot.store.connection import RedisHandle, connect
 from bot.store.gatestore import GateStore
@@ -58,14 +57,36 @@ log = logging.getLogger("gonogo.server")
 DISPATCH_SETTLE_S = 3.0  # Bolt acks within Slack's 3 s, so requests in flight get past it by then
 
 
-def build_slack_client(settings: Settings, session: aiohttp.ClientSession) -> AsyncWebClient:
-    client = AsyncWebClient(
-        token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, session=session
+def build_slack_client(settings: Settings, session: aiohttp.ClientSession, metrics: Metrics) -> RateLimitedClient:
+    """One client per process: after a 429 no call of that method goes out before Retry-After."""
+    return build_client(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        session=session,
+        metrics=metrics,
     )
-    # Connection errors are retried by default; add 429 (honours Retry-After) and 5xx.
-    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
-    client.retry_handlers.append(AsyncServerErrorRetryHandler(max_retry_count=2))
-    return client
+
+
+def start_road(bot: Bot, client: RateLimitedClient) -> Road:
+    """The deliverer and the card refresher of this process (docs/delivery.md); renderers of every
+    notice kind come from bot/slack/road.py FEATURE_RENDERERS."""
+    assert bot.service is not None and bot.redis is not None
+    cards = ReleaseCards(bot.service, client)
+    road = build_road(
+        client=client,
+        redis=bot.redis.client,
+        card_source=cards.render,
+        on_card_posted=cards.posted,
+        gates=lambda: bot.gates.ids,
+        metrics=bot.metrics,
+        delivery=DeliveryConfig(
+            consumer=bot.settings.replica or default_consumer(), claim_idle_s=bot.settings.notice_claim_idle_s
+        ),
+        cards=RefresherConfig(min_interval_s=bot.settings.card_update_interval_s),
+    )
+    bot.service.offline_card = cards.offline
+    road.start()
+    return road
 
 
 @dataclass
@@ -82,6 +103,7 @@ class Bot:
     signing: Signing | None = None
     events: EventService | None = None
     jobs: Jobs | None = None
+    road: Road | None = None
     stopping: bool = False
     dispatching: int = 0  # Slack requests inside Bolt right now (HTTP mode)
     dispatch_idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -90,11 +112,10 @@ class Bot:
         url = self.settings.redis_url.get_secret_value() if self.settings.redis_url else None
         self.redis = connect(url, self.settings.data_dir)
         self.session = aiohttp.ClientSession()
-        client = build_slack_client(self.settings, self.session)
+        client = build_slack_client(self.settings, self.session, self.metrics)
         self.service = ReleaseService(
             store=Store(self.redis.client),
             gates=self.gates,
-            slack=client,
             session=self.session,
             env=dict(os.environ),
             concurrency=self.settings.concurrency,
@@ -111,30 +132,32 @@ class Bot:
         )
         membership = Membership(self.service.store, client)
         self.events = EventService(store=self.service.store, gates=self.gates, env=self.service.env)
-        self.signing = Signing(self.service, membership)
+        store, clock = self.service.store, self.service.clock
+        self.signing = Signing(self.service, membership, store=store, gates=self.gates, clock=clock)
         # First, so that during a drain every request still gets an answer Slack shows.
         self.app.use(replies.answer_while_restarting(lambda: self.stopping))
         drills = DrillService(
             store=GateStore(self.redis.client), session=self.session, env=self.service.env, membership=membership
         )
         gate_ops = operations.Operations(self.service, drills, RollbackService(self.service, membership))
-        slash.register(self.app, self.service, self.signing, Lifecycle(self.service, membership), gate_ops)
+        lifecycle = Lifecycle(
+            self.service, membership, client.files_upload_v2, store=store, gates=self.gates, clock=clock
+        )
+        slash.register(self.app, self.service, self.signing, lifecycle, gate_ops)
         operations.register(self.app, gate_ops)
         actions.register(self.app, self.service)
         events.register(self.app)
         signoff_actions.register(self.app, self.signing)
         install_bolt_guards(self.app, team_id=self.settings.slack_team_id, app_id=self.settings.slack_app_id)
-        # Drill, rollback and deploy announcements: their renderers join the deliverer's registry.
-        announcements.register(RENDERERS)
         self.metrics.gates_loaded.set(len(self.gates.ids))
         self._start_scheduling(client, membership)
+        self.road = start_road(self, client)
 
     # --- scheduling (issue 9): reminder DMs, escalations, freeze and pre-launch posts -------------
-    def _start_scheduling(self, client: AsyncWebClient, membership: Membership) -> None:
+    def _start_scheduling(self, client: RateLimitedClient, membership: Membership) -> None:
         """Renderers of the scheduler's notices, the Snooze button, and the one-minute ticks.
         Every replica runs them; claims in Redis make each unit happen once (docs/scheduling.md)."""
         assert self.service is not None and self.app is not None and self.redis is not None
-        reminders.register(RENDERERS)
         scheduler = Scheduler(
             releases=self.service,
             store=ScheduleStore(self.redis.client),
@@ -158,6 +181,9 @@ class Bot:
                 await self._requests_settled(DISPATCH_SETTLE_S)
                 await self.service.drain(self.settings.drain_timeout_s)
         finally:
+            if self.road is not None:  # after the drain: its final cards and records are on the road
+                road, self.road = self.road, None
+                await road.stop()
             if self.session is not None:
                 await self.session.close()
                 self.session = None
@@ -198,6 +224,9 @@ class Bot:
         except (StoreUnavailable, TimeoutError):
             self.metrics.store_errors.inc()
             status["redis"] = "unavailable"
+            ok = False
+        if self.road is not None and self.road.auth_failed:
+            status["slack"] = "token refused (invalid_auth / token_revoked)"
             ok = False
         if self.stopping:
             status["stopping"] = True
@@ -259,7 +288,13 @@ def _kind(request: web.Request) -> str:
     return "json" if "json" in content_type else "form"
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    started: Callable[[Bot], None] | None = None,
+) -> None:
     """Run until SIGTERM/SIGINT (or `stop` is set), then drain and exit cleanly.
 
     Whatever happens (a signal during start-up, a port in use, a crash), everything started here is
@@ -288,6 +323,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
             "gonogo serving",
             extra={"port": settings.port, "mode": "socket" if settings.socket_mode else "http", "gates": bot.gates.ids},
         )
+        if started is not None:  # tests: the process's parts, e.g. to cut its road short like a crash
+            started(bot)
         if ready is not None:
             ready.set()
         await stop.wait()

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, ge=0, le=65535, validation_alias="GONOGO_PORT")
     concurrency: int = Field(default=16, ge=1, validation_alias="GONOGO_CONCURRENCY")
     drain_timeout_s: float = Field(default=25.0, ge=0, validation_alias="GONOGO_DRAIN_TIMEOUT")
+    # The road to Slack (docs/delivery.md): a notice held this long by a silent replica is taken over;
+    # a card gets at most one chat.update per interval.
+    notice_claim_idle_s: float = Field(default=60.0, gt=0, validation_alias="GONOGO_NOTICE_CLAIM_IDLE")
+    card_update_interval_s: float = Field(default=1.0, gt=0, validation_alias="GONOGO_CARD_INTERVAL")
+    # This replica's name in the outbox consumer group; default host-pid (stable across container
+    # restarts, so a restarted replica takes its unacknowledged notices back at once).
+    replica: str | None = Field(default=None, validation_alias="GONOGO_REPLICA")
     # Signs POST /api/events (CI and deploy tooling); without it the webhook answers 404.
     webhook_secret: SecretStr | None = Field(default=None, validation_alias="GONOGO_WEBHOOK_SECRET")
     # The installation this bot serves; learned from auth.test when not set.

@@ -6,7 +6,9 @@ is identified by user + action_ts: a retried payload or a second replica records
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from functools import partial, update_wrapper
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -108,188 +110,220 @@ class PostEphemeral:
         return await self.client.chat_postEphemeral(channel=self.channel, user=self.user, text=text, blocks=blocks)
 
 
+def _typed(signing: Signing, body: dict[str, Any], block_id: str) -> str:
+    return typed(submitted(body["view"], block_id), signing.releases.masker)
+
+
+def _submission(body: dict[str, Any]) -> tuple[ModalContext, str, str]:
+    view = body["view"]
+    return ModalContext.decode(view["private_metadata"]), body["user"]["id"], f"{body['user']['id']}:{view['id']}"
+
+
+# --- buttons: ack, parse, call one Signing method, answer the clicker ephemerally ---------------
+# `signing` is keyword-only: Bolt passes the arguments a handler names positionally, and `register`
+# binds `signing` with functools.partial.
+
+
+async def approve(
+    ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, *, signing: Signing
+) -> None:
+    await ack()
+    async with replying_errors(respond, ACTION_APPROVE, signing.releases.work, subject="your approval"):
+        release_id, role, sha = _signoff_value(action["value"])
+        try:
+            outcome = await signing.vote(
+                release_id, role, body["user"]["id"], Vote.APPROVE, drawn_for=sha, click=_click(body, action)
+            )
+        except CommitMoved as moved:
+            await show_current_card(respond, signing, moved)
+            return
+        await ephemeral(respond, escape_message(outcome.message), blocks=withdraw_blocks(outcome, release_id, role))
+
+
+async def open_modal(signing: Signing, body: dict[str, Any], client: AsyncWebClient, value: str, kind: str) -> None:
+    """Authorise the clicker for what the modal records, then open it (the trigger lasts 3 s)."""
+    sha: str | None = None
+    if kind in ("approve", "reject"):
+        release_id, subject, sha = _signoff_value(value)
+    else:
+        release_id, subject = _split(value, 2)
+    user = body["user"]["id"]
+    context = ModalContext(release=release_id, subject=subject, channel=_channel(body), sha=sha)
+    release = await signing.releases.resolve(release_id)
+    gate = signing.releases.gates.get(release.gate_id).gate
+    if kind in ("approve", "reject"):
+        role = gate.role(subject)
+        if role is None:
+            raise NotFound(f"gate {gate.id} has no role {subject!r}")
+        await signing.authorise(release_id, role.role, user, f"sign as {role.title}", drawn_for=sha)
+        view = approve_modal(context, role.title) if kind == "approve" else reject_modal(context, role.title)
+    elif kind == "manual":
+        check = next((c for c in gate.checks if c.id == subject and c.kind == "manual"), None)
+        if check is None:
+            raise NotFound(f"gate {gate.id} has no manual check {subject!r}")
+        await signing.authorise(release_id, str(getattr(check, "owner")), user, f"mark {check.title} done")  # noqa: B009
+        view = manual_modal(context, check.title, getattr(check, "instructions", None))
+    else:
+        risk = next((r for r in gate.risks if r.id == subject), None)
+        if risk is None:
+            raise NotFound(f"gate {gate.id} has no risk {subject!r}")
+        await signing.authorise(release_id, risk.acceptor, user, f"accept risk {risk.id}")
+        view = risk_modal(context, risk.description, risk.mitigation)
+    await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+
+async def open_signoff_modal(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: Respond,
+    client: AsyncWebClient,
+    *,
+    signing: Signing,
+    kind: str,
+) -> None:
+    """Buttons whose work is a modal (comment, reject, manual check, risk)."""
+    await ack()
+    # No work slot: the trigger_id dies 3 s after the click, so a modal must not queue behind a
+    # burst of other handlers' work (it only reads Redis and calls views.open).
+    async with replying_errors(respond, action["action_id"], signing.releases.work, queue=False):
+        try:
+            await open_modal(signing, body, client, action["value"], kind)
+        except CommitMoved as moved:
+            await show_current_card(respond, signing, moved)
+
+
+async def withdraw(
+    ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, *, signing: Signing
+) -> None:
+    await ack()
+    async with replying_errors(respond, ACTION_WITHDRAW, signing.releases.work, subject="your withdrawal"):
+        release_id, role = _split(action["value"], 2)
+        outcome = await signing.withdraw(release_id, role, body["user"]["id"])
+        await respond(text=escape_message(outcome.message), response_type="ephemeral", replace_original=True)
+
+
+async def manual_reopen(
+    ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, *, signing: Signing
+) -> None:
+    await ack()
+    async with replying_errors(respond, ACTION_MANUAL_REOPEN, signing.releases.work, subject="the reopening"):
+        release_id, check = _split(action["value"], 2)
+        outcome = await signing.reopen_manual(release_id, check, body["user"]["id"])
+        await ephemeral(respond, escape_message(outcome.message))
+
+
+async def override_approve(
+    ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, *, signing: Signing
+) -> None:
+    await ack()
+    async with replying_errors(
+        respond, ACTION_OVERRIDE_APPROVE, signing.releases.work, subject="your override approval"
+    ):
+        release_id, request_id, role = _split(action["value"], 3)
+        outcome = await signing.approve_override(
+            release_id, request_id, role, body["user"]["id"], click=_click(body, action)
+        )
+        await ephemeral(respond, escape_message(outcome.message))
+
+
+# --- modal submissions: ack (closing the modal), then record, then confirm ephemerally ---------
+
+
+async def _vote_submitted(
+    signing: Signing, body: dict[str, Any], client: AsyncWebClient, vote: Vote, text: str
+) -> None:
+    context, user, click = _submission(body)
+    reply = PostEphemeral(client, context.channel, user)
+    modal, subject = (MODAL_APPROVE, "your approval") if vote is Vote.APPROVE else (MODAL_REJECT, "your rejection")
+    async with replying_errors(reply, modal, signing.releases.work, subject=subject):
+        try:
+            outcome = await signing.vote(
+                context.release, context.subject, user, vote, text, drawn_for=context.sha, click=click
+            )
+        except CommitMoved as moved:
+            await show_current_card(reply, signing, moved)
+            return
+        await ephemeral(
+            reply, escape_message(outcome.message), blocks=withdraw_blocks(outcome, context.release, context.subject)
+        )
+
+
+async def approve_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, *, signing: Signing) -> None:
+    await ack()
+    await _vote_submitted(signing, body, client, Vote.APPROVE, _typed(signing, body, "comment"))
+
+
+async def reject_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, *, signing: Signing) -> None:
+    reason = _typed(signing, body, "reason")
+    if not reason:  # Slack requires the input, but whitespace passes its check
+        await ack(response_action="errors", errors={"reason": "A rejection needs a reason."})
+        return
+    await ack()
+    await _vote_submitted(signing, body, client, Vote.REJECT, reason)
+
+
+async def manual_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, *, signing: Signing) -> None:
+    evidence = _typed(signing, body, "evidence")
+    if not evidence:
+        await ack(response_action="errors", errors={"evidence": "Give a link or a sentence as evidence."})
+        return
+    await ack()
+    context, user, click = _submission(body)
+    reply = PostEphemeral(client, context.channel, user)
+    async with replying_errors(reply, MODAL_MANUAL, signing.releases.work, subject="your mark"):
+        outcome = await signing.mark_done(context.release, context.subject, user, evidence, click=click)
+        await ephemeral(reply, escape_message(outcome.message))
+
+
+async def risk_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, *, signing: Signing) -> None:
+    reason = _typed(signing, body, "reason")
+    expires_text = _typed(signing, body, "expires")
+    errors: dict[str, str] = {}
+    expires_after: timedelta | None = None
+    if not reason:
+        errors["reason"] = "Say why the risk is acceptable."
+    if expires_text:
+        try:
+            expires_after = parse_duration(expires_text)
+        except ValueError:
+            errors["expires"] = "Use a duration like 7d, 24h or 90m."
+    if errors:
+        await ack(response_action="errors", errors=errors)
+        return
+    await ack()
+    context, user, click = _submission(body)
+    reply = PostEphemeral(client, context.channel, user)
+    async with replying_errors(reply, MODAL_RISK, signing.releases.work, subject="your risk acceptance"):
+        now: datetime = signing.releases.clock()
+        expires_at = now + expires_after if expires_after else None
+        outcome = await signing.accept_risk(context.release, context.subject, user, reason, expires_at, click=click)
+        await ephemeral(reply, escape_message(outcome.message))
+
+
+MODAL_BUTTONS = {
+    ACTION_APPROVE_COMMENT: "approve",
+    ACTION_REJECT: "reject",
+    ACTION_MANUAL_DONE: "manual",
+    ACTION_ACCEPT_RISK: "risk",
+}
+
+
+def _bound(handler: Callable[..., Awaitable[None]], **bound: Any) -> Callable[..., Awaitable[None]]:
+    """The handler with its keyword-only arguments bound, keeping its name (Bolt logs it) and the
+    positional arguments Bolt reads to know what to pass."""
+    return update_wrapper(partial(handler, **bound), handler)
+
+
 def register(app: AsyncApp, signing: Signing) -> None:
-    gates = signing.releases.gates
-
-    def _typed(body: dict[str, Any], block_id: str) -> str:
-        return typed(submitted(body["view"], block_id), signing.releases.masker)
-
-    @app.action(ACTION_APPROVE)
-    async def approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        await ack()
-        async with replying_errors(respond, ACTION_APPROVE, signing.releases.work, subject="your approval"):
-            release_id, role, sha = _signoff_value(action["value"])
-            try:
-                outcome = await signing.vote(
-                    release_id, role, body["user"]["id"], Vote.APPROVE, drawn_for=sha, click=_click(body, action)
-                )
-            except CommitMoved as moved:
-                await show_current_card(respond, signing, moved)
-                return
-            await ephemeral(respond, escape_message(outcome.message), blocks=withdraw_blocks(outcome, release_id, role))
-
-    async def open_modal(body: dict[str, Any], client: AsyncWebClient, value: str, kind: str) -> None:
-        sha: str | None = None
-        if kind in ("approve", "reject"):
-            release_id, subject, sha = _signoff_value(value)
-        else:
-            release_id, subject = _split(value, 2)
-        user = body["user"]["id"]
-        context = ModalContext(release=release_id, subject=subject, channel=_channel(body), sha=sha)
-        release = await signing.releases.resolve(release_id)
-        gate = gates.get(release.gate_id).gate
-        if kind in ("approve", "reject"):
-            role = gate.role(subject)
-            if role is None:
-                raise NotFound(f"gate {gate.id} has no role {subject!r}")
-            await signing.authorise(release_id, role.role, user, f"sign as {role.title}", drawn_for=sha)
-            view = approve_modal(context, role.title) if kind == "approve" else reject_modal(context, role.title)
-        elif kind == "manual":
-            check = next((c for c in gate.checks if c.id == subject and c.kind == "manual"), None)
-            if check is None:
-                raise NotFound(f"gate {gate.id} has no manual check {subject!r}")
-            await signing.authorise(release_id, str(getattr(check, "owner")), user, f"mark {check.title} done")  # noqa: B009
-            view = manual_modal(context, check.title, getattr(check, "instructions", None))
-        else:
-            risk = next((r for r in gate.risks if r.id == subject), None)
-            if risk is None:
-                raise NotFound(f"gate {gate.id} has no risk {subject!r}")
-            await signing.authorise(release_id, risk.acceptor, user, f"accept risk {risk.id}")
-            view = risk_modal(context, risk.description, risk.mitigation)
-        await client.views_open(trigger_id=body["trigger_id"], view=view)
-
-    def modal_opener(action_id: str, kind: str) -> None:
-        """Buttons whose work is a modal: authorise first, then open it (the trigger lasts 3 s)."""
-
-        @app.action(action_id)
-        async def opener(
-            ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: AsyncWebClient
-        ) -> None:
-            await ack()
-            # No work slot: the trigger_id dies 3 s after the click, so a modal must not queue
-            # behind a burst of other handlers' work (it only reads Redis and calls views.open).
-            async with replying_errors(respond, action_id, signing.releases.work, queue=False):
-                try:
-                    await open_modal(body, client, action["value"], kind)
-                except CommitMoved as moved:
-                    await show_current_card(respond, signing, moved)
-
-    modal_opener(ACTION_APPROVE_COMMENT, "approve")
-    modal_opener(ACTION_REJECT, "reject")
-    modal_opener(ACTION_MANUAL_DONE, "manual")
-    modal_opener(ACTION_ACCEPT_RISK, "risk")
-
-    @app.action(ACTION_WITHDRAW)
-    async def withdraw(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        await ack()
-        async with replying_errors(respond, ACTION_WITHDRAW, signing.releases.work, subject="your withdrawal"):
-            release_id, role = _split(action["value"], 2)
-            outcome = await signing.withdraw(release_id, role, body["user"]["id"])
-            await respond(text=escape_message(outcome.message), response_type="ephemeral", replace_original=True)
-
-    @app.action(ACTION_MANUAL_REOPEN)
-    async def manual_reopen(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        await ack()
-        async with replying_errors(respond, ACTION_MANUAL_REOPEN, signing.releases.work, subject="the reopening"):
-            release_id, check = _split(action["value"], 2)
-            outcome = await signing.reopen_manual(release_id, check, body["user"]["id"])
-            await ephemeral(respond, escape_message(outcome.message))
-
-    @app.action(ACTION_OVERRIDE_APPROVE)
-    async def override_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        await ack()
-        async with replying_errors(
-            respond, ACTION_OVERRIDE_APPROVE, signing.releases.work, subject="your override approval"
-        ):
-            release_id, request_id, role = _split(action["value"], 3)
-            outcome = await signing.approve_override(
-                release_id, request_id, role, body["user"]["id"], click=_click(body, action)
-            )
-            await ephemeral(respond, escape_message(outcome.message))
-
-    # --- modal submissions: ack (closing the modal), then record, then confirm ephemerally ---
-
-    def _submission(body: dict[str, Any]) -> tuple[ModalContext, str, str]:
-        view = body["view"]
-        return ModalContext.decode(view["private_metadata"]), body["user"]["id"], f"{body['user']['id']}:{view['id']}"
-
-    @app.view(MODAL_APPROVE)
-    async def approve_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        context, user, click = _submission(body)
-        reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_APPROVE, signing.releases.work, subject="your approval"):
-            comment = _typed(body, "comment")
-            try:
-                outcome = await signing.vote(
-                    context.release, context.subject, user, Vote.APPROVE, comment, drawn_for=context.sha, click=click
-                )
-            except CommitMoved as moved:
-                await show_current_card(reply, signing, moved)
-                return
-            await ephemeral(
-                reply,
-                escape_message(outcome.message),
-                blocks=withdraw_blocks(outcome, context.release, context.subject),
-            )
-
-    @app.view(MODAL_REJECT)
-    async def reject_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        reason = _typed(body, "reason")
-        if not reason:  # Slack requires the input, but whitespace passes its check
-            await ack(response_action="errors", errors={"reason": "A rejection needs a reason."})
-            return
-        await ack()
-        context, user, click = _submission(body)
-        reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_REJECT, signing.releases.work, subject="your rejection"):
-            try:
-                outcome = await signing.vote(
-                    context.release, context.subject, user, Vote.REJECT, reason, drawn_for=context.sha, click=click
-                )
-            except CommitMoved as moved:
-                await show_current_card(reply, signing, moved)
-                return
-            await ephemeral(
-                reply,
-                escape_message(outcome.message),
-                blocks=withdraw_blocks(outcome, context.release, context.subject),
-            )
-
-    @app.view(MODAL_MANUAL)
-    async def manual_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        evidence = _typed(body, "evidence")
-        if not evidence:
-            await ack(response_action="errors", errors={"evidence": "Give a link or a sentence as evidence."})
-            return
-        await ack()
-        context, user, click = _submission(body)
-        reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_MANUAL, signing.releases.work, subject="your mark"):
-            outcome = await signing.mark_done(context.release, context.subject, user, evidence, click=click)
-            await ephemeral(reply, escape_message(outcome.message))
-
-    @app.view(MODAL_RISK)
-    async def risk_submitted(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        reason = _typed(body, "reason")
-        expires_text = _typed(body, "expires")
-        errors: dict[str, str] = {}
-        expires_after: timedelta | None = None
-        if not reason:
-            errors["reason"] = "Say why the risk is acceptable."
-        if expires_text:
-            try:
-                expires_after = parse_duration(expires_text)
-            except ValueError:
-                errors["expires"] = "Use a duration like 7d, 24h or 90m."
-        if errors:
-            await ack(response_action="errors", errors=errors)
-            return
-        await ack()
-        context, user, click = _submission(body)
-        reply = PostEphemeral(client, context.channel, user)
-        async with replying_errors(reply, MODAL_RISK, signing.releases.work, subject="your risk acceptance"):
-            now: datetime = signing.releases.clock()
-            expires_at = now + expires_after if expires_after else None
-            outcome = await signing.accept_risk(context.release, context.subject, user, reason, expires_at, click=click)
-            await ephemeral(reply, escape_message(outcome.message))
+    """Wire the handlers above, each bound to `signing`."""
+    app.action(ACTION_APPROVE)(_bound(approve, signing=signing))
+    for action_id, kind in MODAL_BUTTONS.items():
+        app.action(action_id)(_bound(open_signoff_modal, signing=signing, kind=kind))
+    app.action(ACTION_WITHDRAW)(_bound(withdraw, signing=signing))
+    app.action(ACTION_MANUAL_REOPEN)(_bound(manual_reopen, signing=signing))
+    app.action(ACTION_OVERRIDE_APPROVE)(_bound(override_approve, signing=signing))
+    app.view(MODAL_APPROVE)(_bound(approve_submitted, signing=signing))
+    app.view(MODAL_REJECT)(_bound(reject_submitted, signing=signing))
+    app.view(MODAL_MANUAL)(_bound(manual_submitted, signing=signing))
+    app.view(MODAL_RISK)(_bound(risk_submitted, signing=signing))

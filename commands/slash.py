@@ -28,7 +28,9 @@ def register(
     lifecycle: Lifecycle,
     operations: ops.Operations | None = None,
 ) -> None:
-    promotion = Promotion(service, lifecycle.membership)
+    promotion = Promotion(
+        service, lifecycle.membership, store=lifecycle.store, gates=lifecycle.gates, clock=lifecycle.clock
+    )
 
     @app.command("/gonogo")
     async def gonogo(ack: AsyncAck, command: dict[str, Any], respond: Respond, client: AsyncWebClient) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from bot.playground.standin import SlackStandIn
-from bot.server import serve
+from bot.server import Bot, serve
 from bot.settings import Settings
 from tests.redis_server import free_port
 
@@ -129,9 +129,12 @@ class RunningBot:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.session: aiohttp.ClientSession | None = None
+        self.bot: Bot | None = None  # the process's parts, once started
 
     async def start(self) -> RunningBot:
-        self._task = asyncio.create_task(serve(self.settings, ready=self._ready, stop=self._stop))
+        self._task = asyncio.create_task(
+            serve(self.settings, ready=self._ready, stop=self._stop, started=self._started)
+        )
         ready = asyncio.create_task(self._ready.wait())
         done, _ = await asyncio.wait({ready, self._task}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
         if self._task in done:
@@ -142,6 +145,18 @@ class RunningBot:
             raise RuntimeError("the bot did not become ready within 20 s")
         self.session = aiohttp.ClientSession()
         return self
+
+    def _started(self, bot: Bot) -> None:
+        self.bot = bot
+
+    async def crash_road(self) -> None:
+        """Cut this bot's deliverer and card refresher short the way a SIGKILL would: nothing is
+        acknowledged or released on the way out (the rest of the bot keeps answering)."""
+        assert self.bot is not None and self.bot.road is not None
+        road, self.bot.road = self.bot.road, None
+        for task in road.tasks:
+            task.cancel()
+        await asyncio.gather(*road.tasks, return_exceptions=True)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -212,6 +227,7 @@ def bot_settings(*, api_url: str, redis_url: str | None, gates: Path, data_dir: 
         "GONOGO_HOST": "127.0.0.1",
         "GONOGO_PORT": free_port(),
         "GONOGO_DRAIN_TIMEOUT": 5,
+        "GONOGO_CARD_INTERVAL": 0.2,  # the card refresher's chat.update pace per card (the bot: 1 s)
     }
     values.update(extra)
     return Settings(_env_file=None, **values)
@@ -227,8 +243,15 @@ async def running_bot(settings: Settings) -> AsyncIterator[RunningBot]:
 
 
 async def state_keys(redis: Any) -> list[str]:
-    """Redis keys holding state: everything but the replay guard's markers of requests seen."""
-    return sorted([k async for k in redis.scan_iter("*") if not str(k).startswith("gonogo:dedupe:")])
+    """Redis keys holding state: everything but the replay guard's markers of requests seen and the
+    outbox streams the deliverer creates, empty, when it starts."""
+    found = []
+    async for key in redis.scan_iter("*"):
+        name = str(key)
+        if name.startswith("gonogo:dedupe:") or (name.endswith(":outbox") and not await redis.xlen(name)):
+            continue
+        found.append(name)
+    return sorted(found)
 
 
 async def reply_to(standin: SlackStandIn, response_url: str, timeout: float = 5.0) -> dict[str, Any]:

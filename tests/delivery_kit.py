@@ -186,3 +186,32 @@ class Cards:
 
 def sent_ok(standin: SlackStandIn, method: str) -> list[Any]:
     return [c for c in standin.calls(method) if c.ok]
+
+
+@asynccontextmanager
+async def release_road(
+    service: Any, standin: SlackStandIn, session: aiohttp.ClientSession, redis: aioredis.Redis
+) -> AsyncIterator[Any]:
+    """The bot's own road (bot/slack/road.py) for a ReleaseService used without the server: its cards
+    and notices reach the stand-in the way they do in `gonogo serve`, with test-speed timings."""
+    from bot.slack.release_cards import ReleaseCards
+    from bot.slack.road import build_client, build_road
+
+    client = build_client(token=DEFAULT_BOT_TOKEN, base_url=standin.api_url, session=session, metrics=None)
+    cards = ReleaseCards(service, client)
+    road = build_road(
+        client=client,
+        redis=redis,
+        card_source=cards.render,
+        on_card_posted=cards.posted,
+        gates=lambda: service.gates.ids,
+        metrics=None,
+        delivery=FAST,
+        cards=FAST_CARDS,
+    )
+    service.offline_card = cards.offline
+    road.start()
+    try:
+        yield road
+    finally:
+        await road.stop(grace_s=1.0)

@@ -3,7 +3,9 @@ real bot, real Redis, Slack-shaped payloads echoing the buttons the bot posted."
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -108,16 +110,21 @@ async def press(
 
 
 async def run_and_wait(bot: RunningBot, standin: SlackStandIn) -> None:
-    """Run every check and wait for the run's final card (the first update after it not ⏳)."""
-    before = len(standin.calls("chat.update"))
+    """Run every check and wait for the card to converge on the run's end: the run is recorded and
+    the card on Slack shows the newest revision (not merely one update after the run: a render of an
+    earlier state may land after the run ended)."""
+    assert bot.bot is not None and bot.bot.redis is not None
+    redis = bot.bot.redis.client
+    runs_before = await redis.llen(keys.runs(RID))
     await say(bot, standin, f"run {RID}")
-    await standin.wait_for(
-        "chat.update",
-        lambda c: (
-            any(c is later for later in standin.calls("chat.update")[before:]) and not headline(c.args).startswith("⏳")
-        ),
-        timeout=15,
-    )
+    deadline = time.monotonic() + 15
+    while True:
+        wanted, shown = await redis.hmget(keys.card(RID), ["wanted", "shown"])
+        recorded = await redis.llen(keys.runs(RID)) > runs_before
+        if recorded and int(wanted or 0) == int(shown or 0) and not headline(card(standin)).startswith("⏳"):
+            return
+        assert time.monotonic() < deadline, "the card did not converge on the run's end"
+        await asyncio.sleep(0.05)
 
 
 async def audit(redis_client: aioredis.Redis) -> list[dict[str, Any]]:

@@ -23,7 +23,6 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.gateset import GateSet
 from bot.core.release import RunLease
@@ -32,7 +31,8 @@ from bot.services.releases import ReleaseService
 from bot.slack.blocks import ACTION_APPROVE, ACTION_REFRESH, ACTION_RUN, ACTION_WITHDRAW
 from bot.store import keys
 from bot.store.store import Store
-from tests.bot_harness import BOT_TOKEN, CHANNEL, RunningBot, bot_settings, reply_to, write_gate
+from tests.bot_harness import CHANNEL, RunningBot, bot_settings, reply_to, write_gate
+from tests.delivery_kit import release_road
 from tests.fault_proxy import FaultProxy
 from tests.redis_server import RedisServer
 
@@ -212,14 +212,14 @@ async def service(
         releases = ReleaseService(
             store=Store(redis_client),
             gates=GateSet(gates_dir),
-            slack=AsyncWebClient(token=BOT_TOKEN, base_url=standin.api_url, session=session),
             session=session,
             env=dict(os.environ),
             lease_ttl_ms=3_000,
             lease_renew_s=0.2,
         )
         try:
-            yield releases
+            async with release_road(releases, standin, session, redis_client):
+                yield releases
         finally:
             await releases.drain(5)
 
@@ -247,7 +247,14 @@ async def test_a_run_that_loses_its_lease_stops(
     if how == "expired":
         assert nap is not None and "not finished: the run lost its lease" in nap
         assert not await redis_client.exists(keys.run_lock(RID))
-        assert final(card_updates(standin, str(release.card_ts))[-1])
+
+        # The refresher converges on the final card (render from the current state, after the run).
+        async def final_card() -> bool:
+            stored = await service.store.get_release(RID)
+            updates = card_updates(standin, str(stored.card_ts)) if stored else []
+            return bool(updates) and final(updates[-1])
+
+        await until(final_card, 10, "the final card")
     else:  # the run that took over owns the release now: nothing of ours is written over it
         assert nap is None
         assert await redis_client.get(keys.run_lock(RID)) == other.model_dump_json()

@@ -3,7 +3,9 @@ approvals that belong to one request, and one person counted once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -63,11 +65,16 @@ async def say(bot: RunningBot, standin: SlackStandIn, text: str, user: str = "U0
     return str((await reply_to(standin, url, timeout=10))["text"])
 
 
-def request_buttons(standin: SlackStandIn, reason: str) -> dict[str, Any]:
-    """The request as posted in the channel (not the thread copy), with its Approve buttons."""
-    for call in reversed(standin.calls("chat.postMessage")):
-        if reason in call.args.get("text", "") and "thread_ts" not in call.args and call.args["channel"] == CHANNEL:
-            return {"blocks": call.args["blocks"]}
+async def request_buttons(standin: SlackStandIn, reason: str) -> dict[str, Any]:
+    """The request as posted in the channel (not the thread copy), with its Approve buttons. The
+    deliverer posts it (at the channel's pace): wait for it, with a deadline."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for call in reversed(standin.calls("chat.postMessage")):
+            args = call.args
+            if reason in args.get("text", "") and "thread_ts" not in args and args["channel"] == CHANNEL:
+                return {"blocks": args["blocks"]}
+        await asyncio.sleep(0.05)
     raise AssertionError(f"no override request {reason!r}")
 
 
@@ -114,7 +121,7 @@ async def test_a_pending_or_active_override_is_never_replaced_only_cancelled(
     assert "Override requested" in await say(bot, standin, f"override {RID} hotfix INC-42", "U01TECH")
     first = await stored_request(redis_client)
     assert first is not None
-    request = request_buttons(standin, "hotfix INC-42")
+    request = await request_buttons(standin, "hotfix INC-42")
     for user in ("U0CTO", "U0SEN1", "U0SEN2"):
         assert "You approved" in await approve(
             bot, standin, approve_value(request, "senior" if user != "U0CTO" else "cto"), user
@@ -150,7 +157,7 @@ async def test_an_approval_racing_a_replaced_request_is_refused(
 ) -> None:
     """The approval of request A waits on its user-group lookup while A is cancelled and B made."""
     assert "Override requested" in await say(bot, standin, f"override {RID} request A", "U01TECH")
-    button_a = approve_value(request_buttons(standin, "request A"), "senior")
+    button_a = approve_value(await request_buttons(standin, "request A"), "senior")
     held = standin.hold("usergroups.users.list")  # the senior role's group, looked up by the approval
     url = standin.new_response_url()
     await bot.click(ACTION_OVERRIDE_APPROVE, button_a, response_url=url, user="U0SEN3")
@@ -169,7 +176,7 @@ async def test_one_person_counts_once_across_the_whole_override(
     bot: RunningBot, standin: SlackStandIn, redis_client: aioredis.Redis
 ) -> None:
     assert "Override requested" in await say(bot, standin, f"override {RID} hotfix", "U01TECH")
-    request = request_buttons(standin, "hotfix")
+    request = await request_buttons(standin, "hotfix")
     # U01LEAD2 is CTO and senior: they count once, so CTO + 2 seniors takes three people.
     assert "You approved the override of payments@1.4.0 as CTO" in await approve(
         bot, standin, approve_value(request, "cto"), "U01LEAD2"

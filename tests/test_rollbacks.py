@@ -77,7 +77,6 @@ async def service(
     releases = ReleaseService(
         store=store,
         gates=gates,
-        slack=slack,
         session=http_session,
         env={"PATH": os.environ["PATH"], "SLACK_BOT_TOKEN": TOKEN},
         clock=clock,

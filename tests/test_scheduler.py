@@ -86,7 +86,7 @@ class World:
         self.slack = AsyncWebClient(token=DEFAULT_BOT_TOKEN, base_url=standin.api_url, session=session)
         self.store = Store(redis)
         self.releases = ReleaseService(
-            store=self.store, gates=gates, slack=self.slack, session=session, env=dict(os.environ), clock=self.clock
+            store=self.store, gates=gates, session=session, env=dict(os.environ), clock=self.clock
         )
         self.membership = Membership(self.store, self.slack)
 
@@ -275,7 +275,7 @@ async def test_quorum_decide_and_close_stop_reminders_and_update_the_dms(world: 
     await world.open()
     scheduler = world.replica()
     await scheduler.reminders_tick("payments")
-    signing = Signing(world.releases, world.membership)
+    signing = Signing(world.releases, world.membership, store=world.store, gates=world.gates, clock=world.clock)
     await signing.vote(RID, "sre", "U0SRE1", Vote.APPROVE, drawn_for=SHA)
     world.clock.now = T0 + timedelta(minutes=1)
     tick = await scheduler.reminders_tick("payments")
@@ -311,7 +311,7 @@ async def test_closing_the_release_updates_the_open_dms(world: World) -> None:
 async def test_a_stale_sign_off_gets_its_signer_a_dm(world: World) -> None:
     await world.open()
     scheduler = world.replica()
-    signing = Signing(world.releases, world.membership)
+    signing = Signing(world.releases, world.membership, store=world.store, gates=world.gates, clock=world.clock)
     await signing.vote(RID, "dev", "U0DEV", Vote.APPROVE, drawn_for=SHA)
     assert "remind|dev|U0DEV|1" not in (await scheduler.reminders_tick("payments")).claimed
     current = await world.release()
@@ -386,7 +386,7 @@ async def test_dm_delivered_and_updated_when_answered(world: World) -> None:
         dm_channel = world.standin.dm_channel("U0DEV")
         (dm,) = await until(lambda: world.standin.messages(dm_channel))
         assert "waiting for your sign-off as Developer" in dm["text"]
-        signing = Signing(world.releases, world.membership)
+        signing = Signing(world.releases, world.membership, store=world.store, gates=world.gates, clock=world.clock)
         await signing.vote(RID, "dev", "U0DEV", Vote.APPROVE, drawn_for=SHA)
         await scheduler.reminders_tick("payments")
         await until(lambda: "edited" in dm)

@@ -79,9 +79,7 @@ async def test_approve_and_snooze_from_the_dm(
 
         slack = AsyncWebClient(token=DEFAULT_BOT_TOKEN, base_url=standin.api_url, session=http_session)
         store = Store(redis_client)
-        releases = ReleaseService(
-            store=store, gates=GateSet(gates_dir), slack=slack, session=http_session, env=dict(os.environ)
-        )
+        releases = ReleaseService(store=store, gates=GateSet(gates_dir), session=http_session, env=dict(os.environ))
         scheduler = Scheduler(
             releases=releases,
             store=ScheduleStore(redis_client),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,9 +13,11 @@ import redis.asyncio as aioredis
 from bot.core.decision import Verdict
 from bot.core.errors import CommitMoved, Conflict, Forbidden, StoreUnavailable
 from bot.core.facts import OverrideApproval, OverrideRequest, Signature, Vote
+from bot.core.notices import Notice, Target, notice_key
 from bot.core.release import Release, RunLease, RunRecord, State
 from bot.core.results import CheckResult, Status
 from bot.store import keys
+from bot.store.outbox import Emit
 from bot.store.store import ANY_COMMIT, AuditEvent, Fact, OverrideChanged, Store
 from tests.redis_server import RedisServer
 
@@ -251,6 +254,44 @@ async def test_concurrent_override_requests_make_exactly_one(store: Store) -> No
     assert sum(1 for o in outcomes if o is None) == 1
     assert all(isinstance(o, OverrideChanged) for o in outcomes if o is not None)
     assert [e.type for e in await store.audit(doc.id)].count("override_requested") == 1
+
+
+async def test_an_override_request_and_its_notices_are_one_step(store: Store, redis_client: aioredis.Redis) -> None:
+    """Concurrent requests: one is written, with its announcement and its card's dirty mark; the
+    refused ones leave no notice behind (never write, then error)."""
+    doc = await opened(store)
+
+    def says(n: int) -> Emit:
+        announce = Notice(
+            kind="channel_message",
+            gate_id="payments",
+            release_id=doc.id,
+            target=Target.to_channel("C0DEPLOYS"),
+            payload={"text": f"request r{n}"},
+            key=notice_key("override-request", f"r{n}"),
+            created_at=NOW,
+        )
+        return Emit("payments", notices=[announce], card_of=doc.id, at=NOW)
+
+    outcomes = await asyncio.gather(
+        *(
+            store.set_override(
+                doc.id,
+                current_id=None,
+                request_json=override_request(f"r{i}").model_dump_json(),
+                sha=doc.sha,
+                event=event("override_requested"),
+                says=says(i),
+            )
+            for i in range(5)
+        ),
+        return_exceptions=True,
+    )
+    (written,) = [i for i, o in enumerate(outcomes) if o is None]
+    queued = cast(list[tuple[str, dict[str, str]]], await redis_client.xrange(keys.outbox("payments")))
+    assert [Notice.from_json(fields["notice"]).payload["text"] for _, fields in queued] == [f"request r{written}"]
+    assert await redis_client.hget(keys.card(doc.id), "wanted") == "1"
+    assert await redis_client.smembers(keys.cards_dirty("payments")) == {doc.id}
 
 
 async def test_an_approval_of_a_replaced_request_is_refused_and_never_counts_for_the_new_one(

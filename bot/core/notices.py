@@ -110,3 +110,9 @@ def notice_key(*parts: str) -> str:
     """An idempotency key from the facts that make a notice unique, e.g.
     notice_key("decision-record", release_id, str(rev))."""
     return "|".join(parts)[:MAX_KEY]
+
+
+# Kinds the services emit (bot/slack/renderers.py and bot/slack/notices_render.py render them).
+CHANNEL_MESSAGE = "channel_message"  # payload: {"text", "blocks"} pre-rendered by a pure renderer
+THREAD_MESSAGE = "thread_message"  # the same, in a thread
+DECISION_RECORD = "decision_record"  # payload: {"bundle": the frozen evidence bundle}

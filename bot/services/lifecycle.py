@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -13,17 +14,20 @@ from bot.core.decision import Decision, mention
 from bot.core.errors import Conflict, Forbidden
 from bot.core.evidence import build_bundle, stages_section
 from bot.core.evidence_markdown import render_markdown
+from bot.core.gateset import GateSet
+from bot.core.notices import DECISION_RECORD, Notice, Target
 from bot.core.release import Release, State, check_sha
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
 from bot.slack.blocks import Message
 from bot.slack.history import render_history
-from bot.slack.record import render_record
-from bot.store.store import AuditEvent
+from bot.store.outbox import Emit
+from bot.store.store import AuditEvent, Store
 
 log = logging.getLogger("gonogo.lifecycle")
 
 Opened = Literal["opened", "moved", "unchanged"]
+Upload = Callable[..., Awaitable[Any]]  # files_upload_v2(channel=, thread_ts=, content=, filename=, title=)
 
 
 @dataclass(frozen=True)
@@ -33,12 +37,27 @@ class Decided:
 
 
 class Lifecycle:
-    def __init__(self, releases: ReleaseService, membership: Membership) -> None:
-        self.releases = releases
+    def __init__(
+        self,
+        releases: ReleaseService,
+        membership: Membership,
+        upload: Upload | None = None,
+        *,
+        store: Store,
+        gates: GateSet,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.releases = releases  # the state of a release, its card and notices
         self.membership = membership
+        self.store = store
+        self.gates = gates
+        self.clock = clock
+        # Evidence is uploaded on demand for the person asking, who waits for it (not a notice yet:
+        # the deliverer posts messages only). The server injects the client's files_upload_v2.
+        self.upload = upload
 
     async def _member_of_a_required_role(self, release: Release, user: str, action: str) -> None:
-        gate = self.releases.gates.get(release.gate_id).gate
+        gate = self.gates.get(release.gate_id).gate
         required = [r for r in gate.signoffs if r.required]
         for role in required:
             if user in await self.membership.members(role):
@@ -46,9 +65,9 @@ class Lifecycle:
         if not required:  # a gate without sign-offs: anyone in the channel may decide
             return
         labels = ", ".join(r.title for r in required)
-        await self.releases.store.append_audit(
+        await self.store.append_audit(
             release.id,
-            AuditEvent(type="signoff_refused", actor=user, at=self.releases.clock(), data={"action": action}),
+            AuditEvent(type="signoff_refused", actor=user, at=self.clock(), data={"action": action}),
         )
         raise Forbidden(f"only members of a required role ({labels}) can {action} {release.id}")
 
@@ -71,7 +90,7 @@ class Lifecycle:
             if running:
                 raise Conflict(f"checks of {current.id} are running: decide when they finish")
             state = await self.releases.state(current)
-            now = self.releases.clock()
+            now = self.clock()
             decision, stages = state.decision, None
             if state.ladder is not None:  # a staged gate: decide decides its first stage
                 first = state.ladder.stages[0]
@@ -101,11 +120,22 @@ class Lifecycle:
             )
             return decided, json.dumps(bundle, sort_keys=True), event
 
-        decided = await self.releases.store.decide_release(release, build)
-        record = render_record(bundle)
-        channel = self.releases.gates.get(release.gate_id).gate.channel
-        await self.releases.slack.chat_postMessage(channel=channel, text=record.text, blocks=record.blocks)
-        return Decided(await self.releases.publish_card(decided), bundle)
+        channel = self.gates.get(release.gate_id).gate.channel
+        said: list[Notice] = []
+
+        def says(decided: Release) -> Emit:
+            """The decision record for the channel and the frozen card, in the decision's own step."""
+            record = self.releases.notice(
+                decided, DECISION_RECORD, [str(decided.rev)], {"bundle": bundle}, Target.to_channel(channel), user
+            )
+            said[:] = [record]
+            return Emit(decided.gate_id, notices=[record], card_of=decided.id, at=self.clock())
+
+        decided = await self.store.decide_release(release, build, says)
+        # Answered once the record is posted and the card frozen (or after a second: they will be).
+        await self.releases.posted(decided.gate_id, said)
+        await self.releases.card_caught_up(decided)
+        return Decided(decided, bundle)
 
     async def open(
         self, gate_id: str, version: str, sha: str | None, actor: str, *, target_at: datetime | None = None
@@ -124,16 +154,16 @@ class Lifecycle:
         the gate) and refused once it is decided (checked again in the write)."""
         if release.state is not State.OPEN:
             raise release.refusal()
-        gate = self.releases.gates.get(release.gate_id).gate
+        gate = self.gates.get(release.gate_id).gate
         if actor != release.opened_by:
             roles = [role for role in gate.signoffs if actor in await self.membership.members(role)]
             if not roles:
-                await self.releases.store.append_audit(
+                await self.store.append_audit(
                     release.id,
                     AuditEvent(
                         type="refused",
                         actor=actor,
-                        at=self.releases.clock(),
+                        at=self.clock(),
                         data={"action": "move commit", "from": release.sha, "to": sha},
                     ),
                 )
@@ -164,17 +194,17 @@ class Lifecycle:
         moved = await self.releases.update_release(
             release,
             lambda r: r.model_copy(update=update),
-            AuditEvent(type=event, actor=user, at=self.releases.clock(), data={"from": release.state.value}),
+            AuditEvent(type=event, actor=user, at=self.clock(), data={"from": release.state.value}),
             expect=came_from,
         )
         return await self.releases.publish_card(moved)
 
     async def bundle(self, release: Release) -> tuple[dict[str, object], bool]:
         """The frozen bundle, or (not decided yet) a snapshot of now, and whether it is frozen."""
-        stored = await self.releases.store.get_bundle(release.id)
+        stored = await self.store.get_bundle(release.id)
         if stored is not None and release.state is not State.OPEN:
             return json.loads(stored), True
-        return await self._build(await self.releases.state(release), "(not decided)", self.releases.clock()), False
+        return await self._build(await self.releases.state(release), "(not decided)", self.clock()), False
 
     async def _build(
         self,
@@ -185,7 +215,7 @@ class Lifecycle:
         decision: Decision | None = None,
         stages: dict[str, Any] | None = None,
     ) -> dict[str, object]:
-        runs = await self.releases.store.runs(state.release.id, count=20)
+        runs = await self.store.runs(state.release.id, count=20)
         return build_bundle(
             loaded=state.loaded,
             release=state.release,
@@ -204,21 +234,23 @@ class Lifecycle:
         markdown = render_markdown(bundle)
         if not frozen:
             markdown = f"> Snapshot: {release.id} is not decided yet (`/gonogo decide {release.id}`).\n\n{markdown}"
-        channel = release.card_channel or self.releases.gates.get(release.gate_id).gate.channel
+        channel = release.card_channel or self.gates.get(release.gate_id).gate.channel
         filename = f"{release.id.replace('@', '-')}-evidence.md"
-        await self.releases.slack.files_upload_v2(
+        if self.upload is None:
+            raise Conflict("uploading files is not available here")
+        await self.upload(
             channel=channel,
             thread_ts=release.thread_ts,
             content=markdown,
             filename=filename,
             title=f"Evidence for {release.id}",
         )
-        await self.releases.store.append_audit(
+        await self.store.append_audit(
             release.id,
             AuditEvent(
                 type="evidence_uploaded",
                 actor=user,
-                at=self.releases.clock(),
+                at=self.clock(),
                 data={"file": filename, "verdict": bundle.get("verdict"), "frozen": frozen},
             ),
         )
@@ -226,5 +258,5 @@ class Lifecycle:
 
     async def history(self, release_id: str, page: int | None) -> Message:
         release = await self.releases.resolve(release_id)
-        entries = await self.releases.store.audit(release.id, count=10_000)
-        return render_history(release.id, entries, page=page, now=self.releases.clock())
+        entries = await self.store.audit(release.id, count=10_000)
+        return render_history(release.id, entries, page=page, now=self.clock())

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-
-import aiohttp
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
+from typing import Any, Protocol
 
 from bot.core.gate import Signoff
 from bot.store import keys
@@ -24,10 +21,17 @@ log = logging.getLogger("gonogo.membership")
 USERGROUP_TTL_S = 300
 
 
+class UserGroups(Protocol):
+    """Slack's user group directory (the server passes its Web API client): this layer reads it but
+    does not import Slack's client."""
+
+    async def usergroups_users_list(self, *, usergroup: str, **kwargs: Any) -> Any: ...
+
+
 class Membership:
-    def __init__(self, store: Store, slack: AsyncWebClient, ttl_s: int = USERGROUP_TTL_S) -> None:
+    def __init__(self, store: Store, directory: UserGroups, ttl_s: int = USERGROUP_TTL_S) -> None:
         self.store = store
-        self.slack = slack
+        self.directory = directory
         self.ttl_s = ttl_s
 
     async def members(self, role: Signoff) -> frozenset[str]:
@@ -44,10 +48,10 @@ class Membership:
         if cached is not None:
             return set(json.loads(cached))
         try:
-            response = await self.slack.usergroups_users_list(usergroup=group_id)
+            response = await self.directory.usergroups_users_list(usergroup=group_id)
             found: list[object] = response.get("users") or []
             users = [str(u) for u in found]
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+        except Exception as exc:  # Slack's errors, the network's: whatever the directory raises
             last = await self.store.cache_get(keys.usergroup_last_known(group_id))
             log.warning(
                 "user group lookup failed, using the last known members",

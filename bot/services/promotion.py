@@ -12,24 +12,24 @@ lands meanwhile start the promotion over on fresh facts.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from slack_sdk.errors import SlackApiError
+from datetime import datetime
 
 from bot.core.decision import Verdict
 from bot.core.errors import Conflict, Forbidden, NotFound, UsageError
 from bot.core.evidence import build_bundle, stages_section
 from bot.core.gate import Gate, Signoff
+from bot.core.gateset import GateSet
+from bot.core.notices import CHANNEL_MESSAGE, DECISION_RECORD, Target
 from bot.core.release import Release
 from bot.core.stages import Condition, StageVerdict
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
 from bot.slack.messages import render_promotion
-from bot.slack.record import render_record
-from bot.store.store import AuditEvent
+from bot.store.store import AuditEvent, Store
 
 log = logging.getLogger("gonogo.promotion")
 
@@ -65,9 +65,20 @@ def refusal(release: Release, stage: StageVerdict) -> str:
 
 
 class Promotion:
-    def __init__(self, releases: ReleaseService, membership: Membership) -> None:
-        self.releases = releases
+    def __init__(
+        self,
+        releases: ReleaseService,
+        membership: Membership,
+        *,
+        store: Store,
+        gates: GateSet,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.releases = releases  # the state of a release, its card and notices
         self.membership = membership
+        self.store = store
+        self.gates = gates
+        self.clock = clock
 
     def _promoters(self, gate: Gate) -> list[Signoff]:
         if gate.promote_roles:
@@ -86,14 +97,12 @@ class Promotion:
         raise Forbidden(f"only members of {labels} can promote {release.id}")
 
     async def _refused(self, release: Release, user: str, stage: str, why: str) -> None:
-        event = AuditEvent(
-            type="promote_refused", actor=user, at=self.releases.clock(), data={"stage": stage, "reason": why}
-        )
-        await self.releases.store.append_audit(release.id, event)
+        event = AuditEvent(type="promote_refused", actor=user, at=self.clock(), data={"stage": stage, "reason": why})
+        await self.store.append_audit(release.id, event)
 
     async def promote(self, release_id: str, stage_id: str, user: str) -> Promoted:
         release = await self.releases.resolve(release_id)
-        loaded = self.releases.gates.get(release.gate_id)
+        loaded = self.gates.get(release.gate_id)
         gate = loaded.gate
         if not gate.stages:
             raise UsageError(f"gate {gate.id} has no stages: `/gonogo decide {release.id}` decides it as a whole")
@@ -102,13 +111,13 @@ class Promotion:
             known = ", ".join(s.id for s in gate.stages)
             raise NotFound(f"gate {gate.id} has no stage {stage_id!r} (stages: {known})")
         await self._authorise(release, gate, user, stage_id)
-        if await self.releases.store.current_run(release.id) is not None:
+        if await self.store.current_run(release.id) is not None:
             raise Conflict(f"checks of {release.id} are running: promote when they finish")
 
         order = [s.id for s in gate.stages]
         for _ in range(ATTEMPTS):
-            async with self.releases.store.watching(release.id) as pipe:
-                fresh = await self.releases.store.get_release(release.id)
+            async with self.store.watching(release.id) as pipe:
+                fresh = await self.store.get_release(release.id)
                 if fresh is None:
                     raise NotFound(f"release {release.id} disappeared")
                 release = fresh
@@ -120,7 +129,7 @@ class Promotion:
                 if not target.go:
                     await self._refused(release, user, stage_id, f"{len(target.conditions)} conditions open")
                     raise Conflict(refusal(release, target))
-                now = self.releases.clock()
+                now = self.clock()
                 override = target.verdict is Verdict.OVERRIDE
                 bundle = build_bundle(
                     loaded=loaded,
@@ -130,7 +139,7 @@ class Promotion:
                     decided_by=user,
                     decided_at=now,
                     drills=state.people.drills,
-                    runs=await self.releases.store.runs(release.id, count=20),
+                    runs=await self.store.runs(release.id, count=20),
                     stages=stages_section(
                         state.ladder, stage_id, action="promote", previous=release.current_stage, override=override
                     ),
@@ -151,7 +160,7 @@ class Promotion:
                         "open": len(target.conditions),
                     },
                 )
-                outcome, at = await self.releases.store.promote(
+                outcome, at = await self.store.promote(
                     pipe,
                     release,
                     moved,
@@ -201,26 +210,25 @@ class Promotion:
         override: bool,
         bundle: dict[str, object],
     ) -> None:
-        """After the write: the channel hears it, the card moves, the record goes to the thread.
-        Slack failing here loses nothing: the promotion and its record are stored."""
-        slack = self.releases.slack
+        """After the write: the channel hears it, the card moves, the record goes to the thread. Queued
+        as notices keyed by the promotion (its release revision): a repeat posts nothing twice."""
+        releases = self.releases
         announcement = render_promotion(release, stage.name, user, override=override, opened=len(stage.conditions))
-        try:
-            await slack.chat_postMessage(channel=gate.channel, text=announcement.text, blocks=announcement.blocks)
-        except SlackApiError as exc:
-            log.warning("could not announce a promotion", extra={"release": release.id, "error": str(exc)})
-        with contextlib.suppress(SlackApiError):
-            release = await self.releases.publish_card(release)
-        if not release.thread_ts or not release.card_channel:
-            return
-        record = render_record(bundle)
-        try:
-            await slack.chat_postMessage(
-                channel=release.card_channel, thread_ts=release.thread_ts, text=record.text, blocks=record.blocks
-            )
-        except SlackApiError as exc:
-            log.warning("could not post the promotion record", extra={"release": release.id, "error": str(exc)})
-        await self.releases.post_conditions(release)
+        key = ["promotion", stage.name, str(release.rev)]
+        payload = {"text": announcement.text, "blocks": list(announcement.blocks)}
+        await releases.mark_card(release)
+        await releases.say(
+            release,
+            [
+                releases.notice(release, CHANNEL_MESSAGE, [*key, "announce"], payload, Target.to_channel(gate.channel)),
+                releases.notice(
+                    release, DECISION_RECORD, [*key, "record"], {"bundle": bundle}, releases.card_thread(release)
+                ),
+            ],
+            wait=True,
+        )
+        await releases.card_caught_up(release)
+        await releases.post_conditions(release)
 
 
 def _order_outcome(release: Release, gate: Gate, stage_id: str) -> str | None:

@@ -1,8 +1,9 @@
 """The release service: what `/gonogo` and the buttons do, independent of how Slack calls it.
 
 Handlers stay thin: they ack, call one method here, and render the answer. This layer loads
-state from the store, asks the pure decision engine, renders the card (pure) and talks to
-Slack's Web API to post or update it.
+state from the store and asks the pure decision engine; it does not talk to Slack. What a change
+wants said goes to the gate's outbox as notices, and the card is marked dirty: the deliverer and
+the card refresher (bot/slack/) post them (docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.decision import Decision, Level, Reason, Verdict, decide, mention
 from bot.core.drills import OperationLease
@@ -30,16 +29,18 @@ from bot.core.facts import ManualMark, passing_blockers
 from bot.core.gateset import GateSet
 from bot.core.loader import LoadedGate
 from bot.core.masking import Masker
+from bot.core.notices import THREAD_MESSAGE, Notice, Target, notice_key
 from bot.core.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
 from bot.core.results import CheckResult, Status, split_by_commit
 from bot.core.stages import Ladder, decide_stages
 from bot.metrics import Metrics
 from bot.services.people import People, load_people, with_external_results, with_manual_marks
 from bot.services.runner import run_checks
-from bot.slack.blocks import Message, escape, quiet, user_ref
+from bot.slack.blocks import Message, escape, user_ref
 from bot.slack.card import FOLD_AT, MAX_CONDITIONS_SHOWN, CardView, render_card
 from bot.slack.messages import render_check_details, render_conditions_listing, render_results_listing
 from bot.store.gatestore import GateStore
+from bot.store.outbox import Emit
 from bot.store.store import AuditEvent, Fact, Store
 from checks.base import CheckContext
 
@@ -59,7 +60,12 @@ RECORD_RETRY_S = (0.5, 10.0)  # first delay, longest delay (doubling in between)
 WORK_SLOTS = 4
 HANDLER_DRAIN_S = 5.0  # handlers answer within ~2 s (commands/replies.py); SIGTERM waits this long
 RUN_STOP_S = 5.0  # a run asked to stop posts its final card and record within this
-CARD_UPDATE_INTERVAL_S = 1.0  # Slack's chat.update tier allows ~1/s per message; we coalesce to that
+
+# The last resort of a run whose store went away: show its final card directly (channel, ts, card),
+# since no dirty mark can be written. Injected by the server; it talks to Slack, this module does not.
+CARD_WAIT_S = 1.0  # an answer waits this long at most for the card to show the change it answers
+CARD_POLL_S = 0.05
+OfflineCard = Callable[[str, str, Message], Coroutine[Any, Any, None]]
 
 
 def utcnow() -> datetime:
@@ -71,6 +77,7 @@ class HandlerWork:
     while replies queue), and counted, so SIGTERM can let it finish before closing Redis."""
 
     def __init__(self, slots: int) -> None:
+        self.slots = slots
         self._slots = asyncio.Semaphore(slots)
         self.active = 0
         self._idle = asyncio.Event()
@@ -100,6 +107,11 @@ class HandlerWork:
             yield True
         finally:
             self._slots.release()
+
+    @property
+    def busy(self) -> bool:
+        """Handlers are queued for a slot: answer now rather than wait for the card (it converges)."""
+        return self.active > self.slots
 
     async def wait_idle(self, within: float) -> bool:
         try:
@@ -207,7 +219,6 @@ class ReleaseService:
         *,
         store: Store,
         gates: GateSet,
-        slack: AsyncWebClient,
         session: aiohttp.ClientSession,
         env: dict[str, str],
         concurrency: int = 16,
@@ -215,11 +226,12 @@ class ReleaseService:
         lease_ttl_ms: int = LOCK_TTL_MS,
         lease_renew_s: float = LOCK_RENEW_S,
         metrics: Metrics | None = None,
+        offline_card: OfflineCard | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.gates = gates
-        self.slack = slack
+        self.offline_card = offline_card
         self.session = session
         self.env = env
         self.masker = Masker.from_env(env)
@@ -404,51 +416,91 @@ class ReleaseService:
             outdated={k: r for k, r in outdated.items() if k not in merged},
         )
 
-    async def publish_card(
-        self, release: Release, *, repost: bool = False, state: ReleaseState | None = None
-    ) -> Release:
-        """Post the card (first time, or `repost` at the bottom of the channel) or update it in place."""
-        state = state or await self.state(release)
-        message = state.card(self.clock())
-        channel = release.card_channel or state.loaded.gate.channel
-        if release.card_ts and not repost:
-            try:
-                await self.slack.chat_update(
-                    channel=channel, ts=release.card_ts, text=message.text, blocks=message.blocks
-                )
-                return release
-            except SlackApiError as exc:
-                if exc.response.get("error") != "message_not_found":
-                    raise
-                log.warning("card vanished, posting a new one", extra={"release": release.id})
-        # A re-post must not ping the signers and user groups again: it goes out without mentions,
-        # and the full card follows as an edit (Slack notifies nobody for an edit).
-        first = quiet(message) if repost else message
-        posted = await self.slack.chat_postMessage(channel=channel, text=first.text, blocks=first.blocks)
-        if first is not message:
-            with contextlib.suppress(SlackApiError):
-                await self.slack.chat_update(
-                    channel=str(posted["channel"]), ts=str(posted["ts"]), text=message.text, blocks=message.blocks
-                )
-        old_channel, old_ts = release.card_channel, release.card_ts
-        new_ts = str(posted["ts"])
-        updated = await self.update_release(
-            release,
-            lambda r: r.model_copy(
-                update={"card_channel": str(posted["channel"]), "card_ts": new_ts, "thread_ts": r.thread_ts or new_ts}
-            ),
-            None,
+    async def publish_card(self, release: Release, *, repost: bool = False) -> Release:
+        """Have the card show the current state: mark it dirty, and the card refresher posts it (the
+        first time) or updates it in place, rendering the state as it is then. `repost`: a new card at
+        the bottom of the channel; the old one becomes a pointer to it (bot/slack/release_cards.py)."""
+        if repost and release.card_ts:
+            channel = release.card_channel or self.gates.get(release.gate_id).gate.channel
+            await self.store.repost_card(release.id, channel, release.card_ts)
+        await self.mark_card(release)
+        await self.card_caught_up(release)
+        return await self.store.get_release(release.id) or release
+
+    async def card_caught_up(self, release: Release, within: float = CARD_WAIT_S) -> bool:
+        """Wait (briefly) for the card on Slack to show what is written now, so the person who acted
+        is answered after the card shows it. False when it did not within `within` (it will).
+
+        Never raises: the change is written, and a store that stops answering now (or a handler
+        out of time) must not turn a done change into an error for the person who made it."""
+        try:
+            wanted, shown = await self.store.card_revisions(release.id)
+            deadline = time.monotonic() + within
+            while shown < wanted:
+                if time.monotonic() >= deadline or self.work.busy:
+                    return False
+                await asyncio.sleep(CARD_POLL_S)
+                _, shown = await self.store.card_revisions(release.id)
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def mark_card(self, release: Release) -> None:
+        """The card is behind: the refresher renders it again from the current state."""
+        await self.store.emit(Emit(release.gate_id, card_of=release.id, at=self.clock()))
+
+    def card_thread(self, release: Release) -> Target:
+        """The card's thread: known once the card was posted, else resolved when delivered."""
+        if release.card_channel and release.thread_ts:
+            return Target.to_thread(release.card_channel, release.thread_ts)
+        return Target.to_card_thread()
+
+    def notice(
+        self,
+        release: Release,
+        kind: str,
+        key: Sequence[str],
+        payload: dict[str, Any],
+        target: Target,
+        actor: str | None = None,
+    ) -> Notice:
+        return Notice(
+            kind=kind,
+            gate_id=release.gate_id,
+            release_id=release.id,
+            target=target,
+            payload=payload,
+            key=notice_key(kind, release.id, *key),
+            created_at=self.clock(),
+            actor=actor,
         )
-        if repost and old_ts and old_channel:
-            # The old card becomes a pointer so nobody acts on a stale copy; its thread stays.
-            with contextlib.suppress(SlackApiError):
-                await self.slack.chat_update(
-                    channel=old_channel,
-                    ts=old_ts,
-                    text=f"The card of {escape(release.id)} moved to the bottom of the channel.",
-                    blocks=[],
-                )
-        return updated
+
+    def in_thread(self, release: Release, key: Sequence[str], message: Message, actor: str | None = None) -> Notice:
+        """A message (pure-rendered, escaped) for the card's thread."""
+        payload = {"text": message.text, "blocks": list(message.blocks)}
+        return self.notice(release, THREAD_MESSAGE, key, payload, self.card_thread(release), actor)
+
+    async def say(self, release: Release, notices: Sequence[Notice], *, wait: bool = False) -> None:
+        """Queue notices whose facts are written already (their keys make a repeat harmless). With
+        `wait`, the person who acted is answered once they are posted, or after CARD_WAIT_S."""
+        if notices:
+            await self.store.emit(Emit(release.gate_id, notices=notices))
+            if wait:
+                await self.posted(release.gate_id, notices)
+
+    async def posted(self, gate_id: str, notices: Sequence[Notice], within: float = CARD_WAIT_S) -> bool:
+        """Wait (briefly) until the deliverer posted these notices; False if not yet (they will be).
+        Never raises, like `card_caught_up`."""
+        pending = [n.key for n in notices]
+        deadline = time.monotonic() + within
+        try:
+            while pending := await self.store.undelivered(gate_id, pending):
+                if time.monotonic() >= deadline or self.work.busy:
+                    return False
+                await asyncio.sleep(CARD_POLL_S)
+        except StoreUnavailable:
+            return False
+        return True
 
     async def list_open(self) -> list[tuple[Release, Decision | None]]:
         return [(state.release, state.decision) for state in await self.list_open_states()]
@@ -537,12 +589,11 @@ class ReleaseService:
             unsaved[result.check_id] = result
             if control.reason is None:
                 try:
-                    await self.store.save_result(release.id, result)
+                    await self.store.save_result(release.id, result, at=self.clock())
                 except StoreUnavailable:
                     control.store_failed()
                 else:
                     unsaved.pop(result.check_id, None)
-            updater.mark_dirty()
 
         try:
             await updater.flush()  # ⏳ on the card at once
@@ -637,7 +688,7 @@ class ReleaseService:
         await updater.close()
         self._unrecorded.pop(lease.token, None)
         try:
-            await self._post_failures(current, loaded, list(finished.results.values()))
+            await self._post_failures(current, loaded, list(finished.results.values()), lease.token[:12])
             await self.post_conditions(current)
             await self.ask_stale_signers(current)
         except StoreUnavailable:  # the record and the card stand; the thread misses a note
@@ -686,22 +737,17 @@ class ReleaseService:
         )
         decision = decision.model_copy(update={"verdict": Verdict.NO_GO, "reasons": [unknown, *decision.reasons]})
         state = dataclasses.replace(last, release=release, results=merged, decision=decision, running=None)
-        message = state.card(now)
+        if self.offline_card is None:
+            log.warning("no way to show the final card", extra={"release": release.id})
+            return
         try:
-            await self.slack.chat_update(
-                channel=release.card_channel or gate.channel,
-                ts=release.card_ts,
-                text=message.text,
-                blocks=message.blocks,
-            )
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            await self.offline_card(release.card_channel or gate.channel, release.card_ts, state.card(now))
+        except Exception as exc:  # the client's errors: this module does not know Slack's
             log.warning("could not post the final card", extra={"release": release.id, "error": str(exc)})
 
     async def ask_stale_signers(self, release: Release) -> None:
         """Sign-offs that went stale (new commit, blocker changed, too old): ask their signers again,
         once per signature, in the card's thread (DMs come with the reminders)."""
-        if not release.card_channel or not release.thread_ts:
-            return
         state = await self.state(release)
         lines = []
         for role in state.decision.roles:
@@ -724,26 +770,22 @@ class ReleaseService:
         if not lines:
             return
         text = "Please review and sign again:\n" + "\n".join(lines)
-        try:
-            await self.slack.chat_postMessage(channel=release.card_channel, thread_ts=release.thread_ts, text=text)
-        except SlackApiError as exc:
-            log.warning("could not ask stale signers", extra={"release": release.id, "error": str(exc)})
+        key = [str(len(lines)), secrets.token_hex(4)]  # first_notice above already made it once per signature
+        await self.say(release, [self.in_thread(release, ["stale", *key], Message(text=text, blocks=[]))])
 
     async def post_conditions(self, release: Release) -> None:
         """A staged card shows a dozen open conditions; past that, the thread lists them all."""
         loaded = self.gates.get(release.gate_id)
-        if not loaded.gate.stages or not release.thread_ts or not release.card_channel:
+        if not loaded.gate.stages:
             return
         ladder = (await self.state(release)).ladder
         if ladder is None or sum(len(s.own()) for s in ladder.stages) <= MAX_CONDITIONS_SHOWN:
             return
-        for page in render_conditions_listing(loaded.gate, ladder):
-            try:
-                await self.slack.chat_postMessage(
-                    channel=release.card_channel, thread_ts=release.thread_ts, text=page.text, blocks=page.blocks
-                )
-            except SlackApiError as exc:
-                log.warning("could not post the conditions", extra={"release": release.id, "error": str(exc)})
+        batch = secrets.token_hex(4)  # each call posts the listing as it is now
+        pages = render_conditions_listing(loaded.gate, ladder)
+        await self.say(
+            release, [self.in_thread(release, ["conditions", batch, str(i)], p) for i, p in enumerate(pages)]
+        )
 
     async def _keep_lease(
         self, rid: str, lease: RunLease, control: RunControl, unsaved: dict[str, CheckResult]
@@ -772,88 +814,55 @@ class ReleaseService:
             control.store_answered()
             for check_id, result in list(unsaved.items()):  # what the store missed while away
                 try:
-                    await self.store.save_result(rid, result)
+                    await self.store.save_result(rid, result, at=self.clock())
                 except StoreUnavailable:
                     control.store_failed()
                     break
                 unsaved.pop(check_id, None)
 
-    async def _post_failures(self, release: Release, loaded: LoadedGate, results: list[CheckResult]) -> None:
+    async def _post_failures(
+        self, release: Release, loaded: LoadedGate, results: list[CheckResult], run_id: str
+    ) -> None:
         """Per-check details (output tails) go to the card's thread, never into the card. A big gate's
-        card folds its passing checks, so the thread also gets the full list."""
-        if not release.thread_ts or not release.card_channel:
-            return
+        card folds its passing checks, so the thread also gets the full list. Keyed by the run: the
+        background recorder may repeat this, the thread gets each once."""
+        notices: list[Notice] = []
         if len(loaded.gate.checks) > FOLD_AT:
             stored = await self.store.results(release.id)
-            for page in render_results_listing(loaded.gate, stored, self.clock()):
-                try:
-                    await self.slack.chat_postMessage(
-                        channel=release.card_channel, thread_ts=release.thread_ts, text=page.text, blocks=page.blocks
-                    )
-                except SlackApiError as exc:
-                    log.warning("could not post the check list", extra={"release": release.id, "error": str(exc)})
+            for i, page in enumerate(render_results_listing(loaded.gate, stored, self.clock())):
+                notices.append(self.in_thread(release, ["results", run_id, str(i)], page))
         for result in results:
             if result.status.passing or result.status is Status.PENDING:
                 continue
             message = render_check_details(loaded.gate, result)
-            try:
-                await self.slack.chat_postMessage(
-                    channel=release.card_channel, thread_ts=release.thread_ts, text=message.text, blocks=message.blocks
-                )
-            except SlackApiError as exc:
-                log.warning("could not post check details", extra={"check": result.check_id, "error": str(exc)})
+            notices.append(self.in_thread(release, ["details", run_id, result.check_id], message))
+        await self.say(release, notices)
 
 
 class CardUpdater:
-    """Coalesces card updates: at most one chat.update per interval, and always a final one. It
-    remembers the last state it drew, for a final card when the store is gone."""
+    """A run's card: marked dirty as results arrive (the card refresher shows the current state, at
+    most one chat.update per card per second, and converges). It keeps the state seen when the run
+    started, for a final card drawn without the store."""
 
-    def __init__(self, service: ReleaseService, release: Release, interval: float = CARD_UPDATE_INTERVAL_S) -> None:
+    def __init__(self, service: ReleaseService, release: Release) -> None:
         self.service = service
         self.release = release
-        self.interval = interval
-        self._dirty = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.updates = 0
         self.last_state: ReleaseState | None = None
 
-    def mark_dirty(self) -> None:
-        self._dirty.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._loop())
-
-    async def _loop(self) -> None:
-        while self._dirty.is_set():
-            self._dirty.clear()
-            await self.flush()
-            await asyncio.sleep(self.interval)
-
     async def flush(self) -> None:
-        """A live update; never raises (the run goes on, and its end draws the final card)."""
+        """⏳ on the card at once; never raises (the run goes on, and its end marks the card again)."""
         try:
-            await self.publish()
-        except (SlackApiError, StoreUnavailable) as exc:
+            self.release = await self.service.store.get_release(self.release.id) or self.release
+            self.last_state = await self.service.state(self.release)
+            await self.service.mark_card(self.release)
+        except StoreUnavailable as exc:
             log.warning("card update failed", extra={"release": self.release.id, "error": str(exc)})
         except Exception:
             log.exception("card update failed", extra={"release": self.release.id})
 
-    async def publish(self) -> None:
-        state = await self.service.state(self.release)
-        self.last_state = state
-        self.release = await self.service.publish_card(self.release, state=state)
-        self.updates += 1
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._dirty.clear()
+        """Nothing to stop: the refresher owns the card."""
 
     async def close(self) -> None:
-        """The final update, from the store: raises when it cannot be drawn."""
-        await self.stop()
-        try:
-            await self.publish()
-        except SlackApiError as exc:
-            log.warning("final card update failed", extra={"release": self.release.id, "error": str(exc)})
+        """The final card, from the store: raises StoreUnavailable when the mark cannot be written."""
+        await self.service.mark_card(self.release)

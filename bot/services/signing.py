@@ -10,13 +10,11 @@ click or two replicas handling the same payload record it once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-
-from slack_sdk.errors import SlackApiError
 
 from bot.core.decision import Level, mention
 from bot.core.errors import Conflict, Forbidden, NotFound, UsageError
@@ -30,12 +28,15 @@ from bot.core.facts import (
     override_expires_at,
 )
 from bot.core.gate import Gate, Signoff
+from bot.core.gateset import GateSet
 from bot.core.loader import LoadedGate
+from bot.core.notices import CHANNEL_MESSAGE, Target
 from bot.core.release import Release, State
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
 from bot.slack.messages import render_override_active, render_override_request
-from bot.store.store import ANY_COMMIT, AuditEvent, Fact, PutOutcome
+from bot.store.outbox import Emit
+from bot.store.store import ANY_COMMIT, AuditEvent, Fact, PutOutcome, Store
 
 log = logging.getLogger("gonogo.signing")
 
@@ -63,12 +64,23 @@ def _clean(text: str | None) -> str:
 
 
 class Signing:
-    def __init__(self, releases: ReleaseService, membership: Membership) -> None:
-        self.releases = releases
+    def __init__(
+        self,
+        releases: ReleaseService,
+        membership: Membership,
+        *,
+        store: Store,
+        gates: GateSet,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.releases = releases  # the state of a release, its card and notices
         self.membership = membership
+        self.store = store
+        self.gates = gates
+        self.clock = clock
 
     def now(self) -> datetime:
-        return self.releases.clock()
+        return self.clock()
 
     # --- shared steps ---------------------------------------------------------------------
 
@@ -77,7 +89,7 @@ class Signing:
         release = await self.releases.resolve(release_id)
         if release.state is not State.OPEN:
             raise release.refusal()
-        return release, self.releases.gates.get(release.gate_id)
+        return release, self.gates.get(release.gate_id)
 
     async def _authorise(self, release: Release, role: Signoff, user: str, action: str) -> None:
         members = await self.membership.members(role)
@@ -99,7 +111,7 @@ class Signing:
     async def _refused(self, release: Release, user: str, role: str, action: str) -> None:
         """A refused attempt is audited, and nothing else is written."""
         event = AuditEvent(type="signoff_refused", actor=user, at=self.now(), data={"role": role, "action": action})
-        await self.releases.store.append_audit(release.id, event)
+        await self.store.append_audit(release.id, event)
 
     def _role(self, gate: Gate, role_id: str) -> Signoff:
         role = gate.role(role_id)
@@ -109,13 +121,11 @@ class Signing:
 
     async def _after_write(self, release: Release) -> Release:
         # Shielded: the write stands even when the handler runs out of time (commands/replies.py),
-        # so the card shows it even then.
-        update = self.releases.spawn(self.releases.publish_card(release), name=f"card:{release.id}")
-        try:
-            return await asyncio.shield(update)
-        except SlackApiError as exc:  # the write stands; the card catches up on the next refresh
-            log.warning("card update failed after a sign-off", extra={"release": release.id, "error": str(exc)})
-            return release
+        # so the card shows it even then (the refresher renders the state as it is when it runs).
+        mark = self.releases.spawn(self.releases.mark_card(release), name=f"card:{release.id}")
+        await asyncio.shield(mark)
+        await self.releases.card_caught_up(release)
+        return release
 
     # --- votes ----------------------------------------------------------------------------
 
@@ -141,7 +151,7 @@ class Signing:
             raise UsageError("a rejection needs a reason")
         await self._authorise(release, role, user, f"sign as {role.title}")
         if vote is Vote.APPROVE and not loaded.gate.allow_self_approval and user == release.opened_by:
-            await self.releases.store.append_audit(
+            await self.store.append_audit(
                 release.id,
                 AuditEvent(
                     type="refused", actor=user, at=self.now(), data={"role": role.role, "action": "self-approval"}
@@ -161,10 +171,10 @@ class Signing:
         same_when: tuple[str, ...] = ("vote", "comment", "sha", "passing")
         max_age = loaded.gate.signoff_max_age
         if max_age is not None:
-            old = await self.releases.store.fact(Fact.SIGNATURES, release.id, f"{role.role}|{user}")
+            old = await self.store.fact(Fact.SIGNATURES, release.id, f"{role.role}|{user}")
             if old is not None and signature.at - Signature.model_validate_json(old).at > max_age:
                 same_when = ()
-        outcome, _ = await self.releases.store.put_fact(
+        outcome, _ = await self.store.put_fact(
             Fact.SIGNATURES,
             release.id,
             f"{role.role}|{user}",
@@ -192,7 +202,7 @@ class Signing:
     async def withdraw(self, release_id: str, role_id: str, user: str) -> Outcome:
         release, loaded = await self._open_release(release_id)
         role = self._role(loaded.gate, role_id)
-        old = await self.releases.store.delete_fact(
+        old = await self.store.delete_fact(
             Fact.SIGNATURES,
             release.id,
             f"{role.role}|{user}",
@@ -221,7 +231,7 @@ class Signing:
             raise UsageError("marking a manual check done needs evidence (a link or a sentence)")
         await self._authorise(release, owner, user, f"mark {title} done")
         mark = ManualMark(check_id=check_id, user=user, at=self.now(), evidence=evidence)
-        outcome, _ = await self.releases.store.put_fact(
+        outcome, _ = await self.store.put_fact(
             Fact.MANUAL,
             release.id,
             check_id,
@@ -236,7 +246,7 @@ class Signing:
         release, loaded = await self._open_release(release_id)
         title, owner = self._manual(loaded.gate, check_id)
         await self._authorise(release, owner, user, f"reopen {title}")
-        old = await self.releases.store.delete_fact(
+        old = await self.store.delete_fact(
             Fact.MANUAL,
             release.id,
             check_id,
@@ -273,7 +283,7 @@ class Signing:
         acceptance = RiskAcceptance(
             risk_id=risk.id, role=role.role, user=user, at=now, reason=reason, expires_at=expires_at
         )
-        outcome, _ = await self.releases.store.put_fact(
+        outcome, _ = await self.store.put_fact(
             Fact.ACCEPTANCES,
             release.id,
             risk.id,
@@ -299,7 +309,7 @@ class Signing:
         raise Forbidden(f"only members of a role of gate {gate.id} can {action}")
 
     async def _current_override(self, release: Release) -> OverrideRequest | None:
-        raw = await self.releases.store.get_override(release.id)
+        raw = await self.store.get_override(release.id)
         return OverrideRequest.model_validate_json(raw) if raw else None
 
     async def request_override(self, release_id: str, user: str, reason: str) -> Outcome:
@@ -325,21 +335,27 @@ class Signing:
         data = {"id": request.id, "reason": reason, "sha": release.sha}
         if current is not None:
             data["replaces"] = current.id
-        await self.releases.store.set_override(
+        message = render_override_request(gate, release, request.id, user, reason)
+        payload = {"text": message.text, "blocks": list(message.blocks)}
+        key = ["override-request", request.id]
+        notices = [
+            self.releases.in_thread(release, [*key, "thread"], message, actor=user),
+            self.releases.notice(
+                release, CHANNEL_MESSAGE, [*key, "channel"], payload, Target.to_channel(gate.channel), user
+            ),
+        ]
+        # The request, its audit entry, its announcements and the card's dirty mark: one step.
+        await self.store.set_override(
             release.id,
             current_id=current.id if current else None,
             request_json=request.model_dump_json(),
             sha=release.sha,
             event=AuditEvent(type="override_requested", actor=user, at=now, data=data),
+            says=Emit(release.gate_id, notices=notices, card_of=release.id, at=now),
         )
-        message = render_override_request(gate, release, request.id, user, reason)
-        slack = self.releases.slack
-        if release.card_channel and release.thread_ts:
-            await slack.chat_postMessage(
-                channel=release.card_channel, thread_ts=release.thread_ts, text=message.text, blocks=message.blocks
-            )
-        await slack.chat_postMessage(channel=gate.channel, text=message.text, blocks=message.blocks)
-        return Outcome(await self._after_write(release), True, f"Override requested for {release.id}.")
+        await self.releases.posted(release.gate_id, notices)  # answered once posted (1 s at most)
+        await self.releases.card_caught_up(release)
+        return Outcome(release, True, f"Override requested for {release.id}.")
 
     async def cancel_override(self, release_id: str, user: str) -> Outcome:
         """End the current override request (pending or active): its requester, or a member of an
@@ -358,7 +374,7 @@ class Signing:
                     f"only {mention(current.requested_by)} (who requested it) or an override approver"
                     f" ({titles}) can cancel the override of {release.id}"
                 )
-        await self.releases.store.set_override(
+        await self.store.set_override(
             release.id,
             current_id=current.id,
             request_json=None,
@@ -369,8 +385,10 @@ class Signing:
                 at=self.now(),
                 data={"id": current.id, "requested_by": current.requested_by},
             ),
+            says=Emit(release.gate_id, card_of=release.id, at=self.now()),
         )
-        return Outcome(await self._after_write(release), True, f"The override of {release.id} is cancelled.")
+        await self.releases.card_caught_up(release)
+        return Outcome(release, True, f"The override of {release.id} is cancelled.")
 
     async def approve_override(
         self, release_id: str, request_id: str, role_id: str, user: str, *, click: str | None = None
@@ -385,7 +403,7 @@ class Signing:
         if request is None or request.id != request_id:
             raise Conflict("this override request is no longer current")
         if user == request.requested_by:
-            await self.releases.store.append_audit(
+            await self.store.append_audit(
                 release.id,
                 AuditEvent(
                     type="refused", actor=user, at=self.now(), data={"role": role_id, "action": "self-override"}
@@ -395,7 +413,7 @@ class Signing:
         role = self._role(gate, role_id)
         await self._authorise(release, role, user, f"approve the override as {role.title}")
         approval = OverrideApproval(role=role.role, user=user, at=self.now())
-        outcome, old = await self.releases.store.approve_override(
+        outcome, old = await self.store.approve_override(
             release.id,
             request_id,
             approval,
@@ -422,11 +440,11 @@ class Signing:
         override = state.decision.override
         if override is None or not override.active or override.request.id != request_id:
             return
-        if not await self.releases.store.first_notice(release.id, f"override-active|{request_id}"):
+        if not await self.store.first_notice(release.id, f"override-active|{request_id}"):
             return  # another replica (or click) announced it already
         failing = [r.text for r in state.decision.reasons if r.level is Level.BLOCKING]
         approvers = [(a.user, a.role) for a in override.request.approvals]
-        await self.releases.store.append_audit(
+        await self.store.append_audit(
             release.id,
             AuditEvent(
                 type="override_active",
@@ -436,7 +454,10 @@ class Signing:
             ),
         )
         message = render_override_active(release, override.request.reason, approvers, failing)
-        with contextlib.suppress(SlackApiError):
-            await self.releases.slack.chat_postMessage(
-                channel=state.loaded.gate.channel, text=message.text, blocks=message.blocks
-            )
+        payload = {"text": message.text, "blocks": list(message.blocks)}
+        target = Target.to_channel(state.loaded.gate.channel)
+        await self.releases.say(
+            release,
+            [self.releases.notice(release, CHANNEL_MESSAGE, ["override-active", request_id], payload, target)],
+            wait=True,
+        )

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -30,6 +30,9 @@ from bot.core.facts import OverrideApproval
 from bot.core.release import Release, RunLease, RunRecord, State
 from bot.core.results import CheckResult
 from bot.store import keys
+
+if TYPE_CHECKING:
+    from bot.store.outbox import Emit
 
 AUDIT_MAXLEN = 10_000
 RUNS_KEPT = 200
@@ -208,7 +211,8 @@ if current then id = cjson.decode(current)['id'] or '' end
 if id ~= ARGV[1] then return {'replaced', current or false} end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
 redis.call('DEL', KEYS[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, tonumber(ARGV[5])))
+gonogo_emit(5, 6)
 return {'ok', false}
 """
 )
@@ -369,7 +373,10 @@ class Store:
         self._put_fact = client.register_script(_PUT_FACT)
         self._del_fact = client.register_script(_DEL_FACT)
         self._promote = client.register_script(_PROMOTE)
-        self._set_override = client.register_script(_SET_OVERRIDE)
+        from bot.store.outbox import EMIT_LUA  # the outbox builds on this module's AuditEvent
+
+        # The change's notices and dirty card, in the change's own step (KEYS 5-7, ARGV from 6).
+        self._set_override = client.register_script(EMIT_LUA + _SET_OVERRIDE)
         self._approve_override = client.register_script(_APPROVE_OVERRIDE)
         self._record_run = client.register_script(_RECORD_RUN)
 
@@ -443,7 +450,10 @@ class Store:
         return stored if outcome == "ok" else None
 
     async def decide_release(
-        self, release: Release, build: Callable[[Release, bool], Awaitable[tuple[Release, str, AuditEvent]]]
+        self,
+        release: Release,
+        build: Callable[[Release, bool], Awaitable[tuple[Release, str, AuditEvent]]],
+        says: Callable[[Release], Emit] | None = None,
     ) -> Release:
         """Freeze a release: WATCH everything its verdict rests on, let `build(current, running)`
         check the preconditions and compute the decided doc, the bundle and the audit entry from
@@ -469,6 +479,10 @@ class Store:
                     pipe.set(doc, stored.model_dump_json())
                     pipe.set(keys.bundle(rid), bundle)
                     pipe.xadd(keys.audit(rid), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+                    if says is not None:  # the record and the frozen card, in the same step
+                        from bot.store.outbox import emit
+
+                        emit(pipe, says(stored))
                     await pipe.execute()
                     return stored
                 except redis.exceptions.WatchError:
@@ -548,10 +562,71 @@ class Store:
 
     # --- results and runs ----------------------------------------------------------------
 
-    async def save_result(self, release_id: str, result: CheckResult) -> None:
-        """The latest result of one check (stamped with the run's commit and id by the caller)."""
-        async with self._guard(write=True):
-            await self.redis.hset(keys.results(release_id), result.check_id, result.model_dump_json())
+    async def save_result(self, release_id: str, result: CheckResult, *, at: datetime | None = None) -> None:
+        """The latest result of one check (stamped with the run's commit and id by the caller); with
+        `at`, the release's card is marked dirty in the same step (docs/delivery.md)."""
+        from bot.store.outbox import Emit, emit  # the outbox builds on this module's AuditEvent
+
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as tx:
+            tx.hset(keys.results(release_id), result.check_id, result.model_dump_json())
+            if at is not None:
+                emit(tx, Emit(release_id.partition("@")[0], card_of=release_id, at=at))
+            await tx.execute()
+
+    async def repost_card(self, release_id: str, channel: str, old_ts: str) -> None:
+        """The card refresher is to post the card anew, then turn the old one (`moved_from`) into a
+        pointer to it. The card hash keeps its channel: the refresher no longer adopts the old ts."""
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as tx:
+            tx.hdel(keys.card(release_id), "ts")
+            tx.hset(keys.card(release_id), mapping={"channel": channel, "moved_from": f"{channel} {old_ts}"})
+            await tx.execute()
+
+    async def take_moved_card(self, release_id: str) -> tuple[str, str] | None:
+        """(channel, ts) of a card replaced by a repost, once."""
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as tx:
+            tx.hget(keys.card(release_id), "moved_from")
+            tx.hdel(keys.card(release_id), "moved_from")
+            moved, _ = await tx.execute()
+        if not moved:
+            return None
+        channel, _, ts = str(moved).partition(" ")
+        return channel, ts
+
+    async def card_moving(self, release_id: str) -> bool:
+        """A repost is under way (the new card is not posted yet)."""
+        async with self._guard():
+            return bool(await self.redis.hexists(keys.card(release_id), "moved_from"))
+
+    async def card_managed(self, release_id: str) -> bool:
+        """Whether the card refresher keeps this card's location (else: a card from before it)."""
+        async with self._guard():
+            return bool(await self.redis.hexists(keys.card(release_id), "channel"))
+
+    async def undelivered(self, gate_id: str, notice_keys: Sequence[str]) -> list[str]:
+        """Which of these notices have no delivered marker yet."""
+        if not notice_keys:
+            return []
+        async with self._guard():
+            found = await self.redis.exists(*(keys.delivered(gate_id, k) for k in notice_keys))
+            if found == len(notice_keys):
+                return []
+            marks = [await self.redis.exists(keys.delivered(gate_id, k)) for k in notice_keys]
+        return [k for k, mark in zip(notice_keys, marks, strict=True) if not mark]
+
+    async def card_revisions(self, release_id: str) -> tuple[int, int]:
+        """(wanted, shown): the card's newest revision, and the one Slack shows (docs/delivery.md)."""
+        async with self._guard():
+            wanted, shown = await self.redis.hmget(keys.card(release_id), ["wanted", "shown"])
+        return int(wanted or 0), int(shown or 0)
+
+    async def emit(self, change: Emit) -> None:
+        """Notices and/or a dirty card on their own, for what has no write of its own to join (a card
+        to show again, a notice whose facts are written already and whose key makes it idempotent)."""
+        from bot.store.outbox import emit
+
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as tx:
+            emit(tx, change)
+            await tx.execute()
 
     async def results(self, release_id: str) -> dict[str, CheckResult]:
         async with self._guard():
@@ -703,11 +778,16 @@ class Store:
         request_json: str | None,
         sha: str | None,
         event: AuditEvent,
+        says: Emit | None = None,
     ) -> None:
         """Start, replace or end (None) the override request, only if the stored one is still
         `current_id` (None: there is none) and the release is open at `sha` (ANY_COMMIT: any);
-        the old request's approvals go with it. OverrideChanged or a release refusal otherwise,
-        with nothing written."""
+        the old request's approvals go with it; with `says`, its notices and dirty card in the
+        same step. OverrideChanged or a release refusal otherwise, with nothing written."""
+        from bot.store.outbox import Emit as EmitChange
+
+        emit_change = says or EmitChange(release_id.partition("@")[0])
+        emit_args = emit_change.script_args()
         async with self._guard(write=True):
             outcome, payload = await self._set_override(
                 keys=[
@@ -715,12 +795,15 @@ class Store:
                     keys.override_approvals(release_id, current_id or "-"),
                     keys.audit(release_id),
                     keys.release(release_id),
+                    *emit_change.script_keys(),
                 ],
                 args=[
                     current_id or "",
                     request_json or "",
                     sha or "",
                     AUDIT_MAXLEN,
+                    6 + len(emit_args),  # where the audit fields start
+                    *emit_args,
                     *_flat(event.fields()),
                 ],
             )
