@@ -52,6 +52,22 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+FULLY_DEPLOYED = "deployed-full"  # schedule fact: when a deploy first reached 100% (ISO time)
+
+
+def reaches_full(gate: Gate, stage: str) -> bool:
+    """Whether a deploy stage means the whole fleet: "100%", or the gate's last rollout stage."""
+    said = stage.strip().casefold()
+    if said in ("100%", "100 %", "full", "full rollout", "production"):
+        return True
+    last = gate.stages[-1] if gate.stages else None
+    return last is not None and said in (last.id.casefold(), last.title.casefold())
+
+
+def mark_fully_deployed(tx: Pipeline, release_id: str, at: datetime) -> None:
+    tx.hsetnx(keys.schedule(release_id), FULLY_DEPLOYED, at.astimezone(UTC).isoformat())
+
+
 @dataclass(frozen=True)
 class ReleaseOpened:
     release: Release
@@ -196,6 +212,8 @@ class EventService:
             moved = await self.store.queue_update_release(tx, release, release.model_copy(update={"sha": sha}), audit)
             if extra is not None:
                 self._audit(tx, release.id, extra)
+                if extra.data.get("full"):
+                    mark_fully_deployed(tx, release.id, now)
             emit(tx, Emit(release.gate_id, notices, card_of=release.id, at=now))
             return facts(moved, release.sha)
 
@@ -237,11 +255,20 @@ class EventService:
             first=not earlier,
             at=now,
         )
+        # Reaching 100% starts the post-deploy window (bot/services/scheduler.py postdeploy_tick):
+        # the first such instant is kept, so a replayed or repeated report does not restart it.
+        fully_deployed = event.status == "succeeded" and reaches_full(gate, event.stage)
         audit = AuditEvent(
             type="deploy",
             actor=CI_ACTOR,
             at=now,
-            data={"stage": event.stage, "status": event.status, "sha": event.sha, "event_id": event.id},
+            data={
+                "stage": event.stage,
+                "status": event.status,
+                "sha": event.sha,
+                "event_id": event.id,
+                **({"full": True} if fully_deployed else {}),
+            },
         )
         if event.sha is not None and event.sha != release.sha:
             return self._move(
@@ -256,6 +283,8 @@ class EventService:
 
         async def write_deploy(tx: Pipeline) -> EventFacts:
             self._audit(tx, release.id, audit)
+            if fully_deployed:
+                mark_fully_deployed(tx, release.id, now)
             emit(tx, Emit(gate.id, [progress]))
             return DeployRecorded(release, event.stage, event.status, None, False)
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from bot.core.decision import Decision, Verdict
 from bot.core.errors import Conflict
@@ -38,6 +38,7 @@ from bot.core.timeplan import (
     window_status,
     zone_of,
 )
+from bot.services.events import FULLY_DEPLOYED
 from bot.services.releases import ReleaseService
 from bot.services.runner import run_checks
 from bot.store import keys
@@ -439,27 +440,33 @@ class Scheduler:
         return tick
 
     async def postdeploy_tick(self, gate_id: str) -> Tick:
-        """After `decide` with GO: the listed checks on `postdeploy.every` for `postdeploy.for`, each
-        slot once. Results are not the release's (a decided release is frozen): they are counted in
-        its schedule facts. Posts only on failure, and once at the end with the tally."""
+        """After `decide` with GO, or once a deploy reported over the webhook reached 100%: the
+        listed checks on `postdeploy.every` for `postdeploy.for`, each slot once. Results are not
+        the release's (a decided release is frozen): they are counted in its schedule facts. Posts
+        only on failure, and once at the end with the tally.
+
+        Where the window starts: the deploy reaching 100% when one was reported (that is when the
+        code is live everywhere), else the GO decision. A deploy after a GO restarts the window
+        from the deploy, as its own series (units and tallies tagged `deploy|`), so the slots the
+        GO's series already claimed do not swallow it."""
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate
         release = await self._open_release(gate_id)
         spec = gate.postdeploy
-        if (
-            spec is None
-            or release is None
-            or release.state is not State.DECIDED
-            or release.decided_verdict is not Verdict.GO
-            or release.decided_at is None
-        ):
+        if spec is None or release is None or release.state not in (State.OPEN, State.DECIDED):
             return tick
+        deployed = _when(cast(str | None, await self.store.redis.hget(keys.schedule(release.id), FULLY_DEPLOYED)))
+        decided_go = release.decided_verdict is Verdict.GO and release.state is State.DECIDED
+        start = deployed or (release.decided_at if decided_go else None)
+        if start is None:
+            return tick
+        tag = "deploy|" if deployed else ""
         now = self.clock()
-        series = postdeploy_series(release.decided_at, spec.every, spec.duration)
+        series = postdeploy_series(start, spec.every, spec.duration)
         due = series.current(now)
-        if due is None or f"postdeploy|{due.number}" in await self.store.claimed(release.id):
+        if due is None or f"postdeploy|{tag}{due.number}" in await self.store.claimed(release.id):
             return tick
-        unit = f"postdeploy|{due.number}"
+        unit = f"postdeploy|{tag}{due.number}"
         outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id)), release)
         tick.add(unit, outcome)
         if outcome != "claimed":
@@ -470,7 +477,7 @@ class Scheduler:
         )
         results = await run_checks(specs, ctx, masker=self.releases.masker)
         failed = sorted(r.check_id for r in results if r.status not in (Status.PASS, Status.WARN))
-        await self.store.redis.hset(keys.schedule(release.id), f"pd|{due.number}", ",".join(failed) or "ok")
+        await self.store.redis.hset(keys.schedule(release.id), f"pd|{tag}{due.number}", ",".join(failed) or "ok")
         now = self.clock()
         about = {"release": release.id, "gate": gate.name, "every": _offset(spec.every), "for": _offset(spec.duration)}
         if failed:
@@ -481,26 +488,27 @@ class Scheduler:
                 release_id=release.id,
                 target=Target.to_channel(gate.channel),
                 payload={**about, "slot": due.number, "failed": failed, "summaries": summaries},
-                key=notice_key(POSTDEPLOY_FAILED, release.id, str(due.number)),
+                key=notice_key(POSTDEPLOY_FAILED, release.id, f"{tag}{due.number}"),
                 created_at=now,
             )
-            failed_unit = f"postdeploy-failed|{due.number}"
+            failed_unit = f"postdeploy-failed|{tag}{due.number}"
             tick.add(
                 failed_unit, await self.store.claim(Claim(unit=failed_unit, change=Emit(gate.id, [notice])), release)
             )
         if due.number == series.total:
             facts = await self.store.facts(release.id)
-            runs = [v for k, v in facts.items() if k.startswith("pd|")]
+            ours = [k for k in facts if k.startswith(f"pd|{tag}") and (tag or not k.startswith("pd|deploy|"))]
+            runs = [facts[k] for k in ours]
             notice = Notice(
                 kind=POSTDEPLOY_SUMMARY,
                 gate_id=gate.id,
                 release_id=release.id,
                 target=Target.to_channel(gate.channel),
                 payload={**about, "runs": len(runs), "green": runs.count("ok"), "slots": series.total},
-                key=notice_key(POSTDEPLOY_SUMMARY, release.id),
+                key=notice_key(POSTDEPLOY_SUMMARY, release.id, *([tag.rstrip("|")] if tag else [])),
                 created_at=now,
             )
-            summary = "postdeploy|summary"
+            summary = f"postdeploy|{tag}summary"
             tick.add(summary, await self.store.claim(Claim(unit=summary, change=Emit(gate.id, [notice])), release))
         return tick
 
