@@ -110,7 +110,9 @@ class Bot:
             process_before_response=False,
         )
         membership = Membership(self.service.store, client)
-        self.events = EventService(store=self.service.store, gates=self.gates, env=self.service.env)
+        self.events = EventService(
+            store=self.service.store, gates=self.gates, env=self.service.env, evaluate=self.service.state
+        )
         self.signing = Signing(self.service, membership)
         # First, so that during a drain every request still gets an answer Slack shows.
         self.app.use(replies.answer_while_restarting(lambda: self.stopping))

@@ -5,6 +5,7 @@ Slack stand-in's renderers, a fake clock."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -15,10 +16,17 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.core.events import DeployEvent
+from bot.core.facts import Vote
+from bot.core.gateset import GateSet
 from bot.playground.standin import SlackStandIn
 from bot.services.events import EventService
+from bot.services.signing import Signing
+from bot.slack import announcements
 from bot.slack.renderers import RENDERERS
-from tests.test_scheduler import RID, T0, World, checked_world
+from tests.bot_harness import write_gate
+from tests.test_scheduler import RID, SHA, T0, World, checked_world
+
+announcements.register(RENDERERS)
 
 
 @pytest.fixture
@@ -62,3 +70,71 @@ async def test_a_deploy_reaching_100_percent_starts_the_postdeploy_window(
     (summary,) = await world.notices("postdeploy_summary")
     assert summary.created_at == deployed + timedelta(minutes=20)
     assert "20m post-deploy verification passed: 4/4 runs green" in RENDERERS.render(summary).text
+
+
+# --- a deploy to a stage that is not GO is accepted, and flagged ------------------------------------
+
+STAGED = """
+id: payments
+name: Payments API
+channel: C0DEPLOYS
+stages:
+  - {id: dark, name: Dark launch}
+  - {id: canary, name: "Canary 5%"}
+checks:
+  - id: alerting
+    name: Alerting rules
+    kind: manual
+    owner: sre
+    before: canary
+    due: 2d after dark
+  - id: dashboards
+    name: Dashboards
+    kind: manual
+    owner: sre
+    before: canary
+signoffs:
+  - {role: dev, label: Developer, users: [U0DEV]}
+  - {role: sre, label: SRE, users: [U0SRE1, U0SRE2], before: canary}
+reminders:
+  every: 2h
+  max: 3
+  timezone: UTC
+"""
+
+
+def staged_world(tmp_path: Path, redis: aioredis.Redis, standin: SlackStandIn, session: aiohttp.ClientSession) -> World:
+    return World(redis, standin, session, GateSet(write_gate(tmp_path / "gates", STAGED, "payments.yml").parent))
+
+
+def staged_events(world: World) -> EventService:
+    return EventService(
+        store=world.store, gates=world.gates, env=dict(os.environ), clock=world.clock, evaluate=world.releases.state
+    )
+
+
+async def test_a_deploy_to_a_stage_that_is_not_go_is_flagged_in_the_channel_and_on_the_card(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    world = staged_world(tmp_path, redis_client, standin, http_session)
+    await world.open()
+    events = staged_events(world)
+    await Signing(world.releases, world.membership).vote(RID, "dev", "U0DEV", Vote.APPROVE, drawn_for=SHA)
+    # Dark launch is GO (the developer signed): no flag.
+    await events.accept(DeployEvent(type="deploy", id="d1", release=RID, stage="dark launch", status="succeeded"))
+    assert await world.notices("deploy_flagged") == []
+    assert (await world.release()).deploy_flag is None
+    # The canary still waits on two manual items and the SRE sign-off: accepted, flagged once.
+    for event_id, status in (("d2", "started"), ("d3", "succeeded")):
+        await events.accept(DeployEvent(type="deploy", id=event_id, release=RID, stage="canary 1%", status=status))
+    (flag,) = await world.notices("deploy_flagged")
+    rendered = RENDERERS.render(flag)
+    assert flag.target.channel == "C0DEPLOYS"
+    assert "payments@1.4.0 deployed to Canary 5% while 3 conditions are open" in rendered.text
+    assert "Alerting rules" in json.dumps(rendered.blocks)
+    stored = await world.release()
+    assert stored.deploy_flag is not None and stored.deploy_flag["open"] == 3
+    card = json.dumps((await world.releases.state(stored)).card(world.clock.now).blocks, ensure_ascii=False)
+    assert "⚠️ Deployed to *Canary 5%* while 3 conditions were open" in card
+    audit = [e.type for e in await world.store.audit(RID)]
+    assert audit.count("deploy") == 3

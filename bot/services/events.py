@@ -20,10 +20,10 @@ Effects:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from redis.asyncio.client import Pipeline
 
@@ -31,11 +31,12 @@ from bot.core import announcements
 from bot.core.drills import DrillRun
 from bot.core.errors import Conflict, NotFound, UsageError
 from bot.core.events import CheckResultEvent, DeployEvent, DrillEvent, Event, OpenEvent, RollbackEvent
-from bot.core.gate import Drill, Gate
+from bot.core.gate import Drill, Gate, Stage
 from bot.core.gateset import GateSet
 from bot.core.masking import Masker
 from bot.core.notices import Notice
 from bot.core.release import Release, State, release_id
+from bot.core.stages import Ladder, StageVerdict
 from bot.services.drills import drill_audit, find_drill
 from bot.services.rollbacks import RolledBack, record_location, rollback_audit, rollback_change, rollback_people
 from bot.store import keys
@@ -62,6 +63,27 @@ def reaches_full(gate: Gate, stage: str) -> bool:
         return True
     last = gate.stages[-1] if gate.stages else None
     return last is not None and said in (last.id.casefold(), last.title.casefold())
+
+
+def deployed_stage(gate: Gate, said: str) -> Stage | None:
+    """The gate's rollout stage a deploy event names: its id or name ("canary"), the id as the first
+    word ("canary 1%"), or the last stage for "100%". None for a gate without stages."""
+    if not gate.stages:
+        return None
+    text = said.strip().casefold()
+    first = text.split()[0] if text.split() else ""
+    for stage in gate.stages:
+        if text in (stage.id.casefold(), stage.title.casefold()) or first == stage.id.casefold():
+            return stage
+    return gate.stages[-1] if reaches_full(gate, said) else None
+
+
+class Evaluated(Protocol):
+    @property
+    def ladder(self) -> Ladder | None: ...
+
+
+Evaluate = Callable[[Release], Awaitable[Evaluated]]
 
 
 def mark_fully_deployed(tx: Pipeline, release_id: str, at: datetime) -> None:
@@ -108,8 +130,12 @@ class EventService:
         gates: GateSet,
         env: Mapping[str, str],
         clock: Callable[[], datetime] = utcnow,
+        evaluate: Evaluate | None = None,
     ) -> None:
+        """`evaluate`: the release service's view of a release (its rollout ladder), so a deploy to
+        a stage that is not GO is flagged; without it deploys are not checked against stages."""
         self.store = store
+        self.evaluate = evaluate
         self.gatestore = GateStore(store.redis)
         self.gates = gates
         self.masker = Masker.from_env(env)
@@ -196,6 +222,7 @@ class EventService:
         facts: Callable[[Release, str | None], EventFacts],
         extra: AuditEvent | None = None,
         notices: Sequence[Notice] = (),
+        changes: Mapping[str, Any] | None = None,
     ) -> Write[EventFacts]:
         """Move the release to another commit: only while it is open (a decision is frozen)."""
         if release.state is not State.OPEN:
@@ -209,7 +236,8 @@ class EventService:
         )
 
         async def write_move(tx: Pipeline) -> EventFacts:
-            moved = await self.store.queue_update_release(tx, release, release.model_copy(update={"sha": sha}), audit)
+            after = release.model_copy(update={**(changes or {}), "sha": sha})
+            moved = await self.store.queue_update_release(tx, release, after, audit)
             if extra is not None:
                 self._audit(tx, release.id, extra)
                 if extra.data.get("full"):
@@ -270,6 +298,31 @@ class EventService:
                 **({"full": True} if fully_deployed else {}),
             },
         )
+        sha = event.sha or release.sha
+        flagged = await self._flag(gate, release, event, sha)
+        notices: list[Notice] = [progress]
+        changes: dict[str, Any] = {}
+        if flagged is not None:
+            stage, verdict = flagged
+            conditions = [c.text for c in verdict.conditions]
+            notices.append(
+                announcements.deploy_flagged(
+                    gate.id,
+                    gate.channel,
+                    release.id,
+                    event_id=f"{stage.id}@{sha or ''}",  # once per stage and commit, not per event
+                    stage=stage.title,
+                    conditions=conditions,
+                    at=now,
+                )
+            )
+            changes["deploy_flag"] = {
+                "stage": stage.title,
+                "stage_id": stage.id,
+                "sha": sha,
+                "open": len(conditions),
+                "at": now.isoformat(),
+            }
         if event.sha is not None and event.sha != release.sha:
             return self._move(
                 release,
@@ -278,17 +331,40 @@ class EventService:
                 now,
                 lambda r, moved_from: DeployRecorded(r, event.stage, event.status, moved_from, True),
                 extra=audit,
-                notices=[progress],
+                notices=notices,
+                changes=changes,
             )
 
         async def write_deploy(tx: Pipeline) -> EventFacts:
-            self._audit(tx, release.id, audit)
+            after = release
+            if changes:
+                after = await self.store.queue_update_release(tx, release, release.model_copy(update=changes), audit)
+            else:
+                self._audit(tx, release.id, audit)
             if fully_deployed:
                 mark_fully_deployed(tx, release.id, now)
-            emit(tx, Emit(gate.id, [progress]))
-            return DeployRecorded(release, event.stage, event.status, None, False)
+            emit(tx, Emit(gate.id, notices, card_of=release.id if changes else None, at=now))
+            return DeployRecorded(after, event.stage, event.status, None, False)
 
         return write_deploy
+
+    async def _flag(
+        self, gate: Gate, release: Release, event: DeployEvent, sha: str | None
+    ) -> tuple[Stage, StageVerdict] | None:
+        """The stage this deploy went to and its verdict, when that stage is not GO. Evaluated on
+        the commit deployed (a new `sha` leaves the old commit's evidence behind), under the WATCH on
+        the release: a sign-off or result landing meanwhile makes the MULTI retry."""
+        stage = deployed_stage(gate, event.stage)
+        if stage is None or self.evaluate is None or event.status == "failed":
+            return None
+        said = release.deploy_flag or {}
+        if said.get("stage_id") == stage.id and said.get("sha") == sha:
+            return None  # flagged already (the started, then the succeeded report of one deploy)
+        ladder = (await self.evaluate(release.model_copy(update={"sha": sha}))).ladder
+        verdict = ladder.get(stage.id) if ladder is not None else None
+        if verdict is None or verdict.go:
+            return None
+        return stage, verdict
 
     # --- check_result -----------------------------------------------------------------------
 
