@@ -23,8 +23,9 @@ from bot.services.events import EventService
 from bot.services.signing import Signing
 from bot.slack import announcements
 from bot.slack.renderers import RENDERERS
+from bot.store import keys
 from tests.bot_harness import write_gate
-from tests.test_scheduler import RID, SHA, T0, World, checked_world
+from tests.test_scheduler import RID, SHA, T0, World, checked_world, make_world
 
 announcements.register(RENDERERS)
 
@@ -138,3 +139,30 @@ async def test_a_deploy_to_a_stage_that_is_not_go_is_flagged_in_the_channel_and_
     assert "⚠️ Deployed to *Canary 5%* while 3 conditions were open" in card
     audit = [e.type for e in await world.store.audit(RID)]
     assert audit.count("deploy") == 3
+
+
+# --- a deploy of a new commit asks the stale signers again, in the move's MULTI ------------------
+
+
+async def test_a_deploy_of_a_new_commit_asks_the_stale_signers_again_once(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    world = make_world(tmp_path)(redis_client, standin, http_session)
+    await world.open()
+    await Signing(world.releases, world.membership).vote(RID, "sre", "U0SRE1", Vote.APPROVE, drawn_for=SHA)
+    events = EventService(
+        store=world.store, gates=world.gates, env=dict(os.environ), clock=world.clock, evaluate=world.releases.state
+    )
+    await events.accept(DeployEvent(type="deploy", id="d1", release=RID, stage="canary 1%", status="started"))
+    assert await world.notices("signoff_stale") == []  # same commit: nothing went stale
+    for event_id in ("d2", "d3"):
+        event = DeployEvent(type="deploy", id=event_id, release=RID, stage="100%", status="started", sha="fedcba9876")
+        await events.accept(event)
+    (asked,) = await world.notices("signoff_stale")
+    assert asked.target.card_thread and asked.payload["sha"] == "fedcba9876"
+    rendered = RENDERERS.render(asked)
+    assert "<@U0SRE1>: your approve as SRE is stale" in json.dumps(rendered.blocks)
+    stale = [e.data for e in await world.store.audit(RID) if e.type == "signoff_stale"]
+    assert [(d["role"], d["user"]) for d in stale] == [("sre", "U0SRE1")]
+    # The release service's own question after a move finds it asked already: no second one.
+    assert not await world.store.first_notice(RID, next(iter(await redis_client.smembers(keys.stale_notified(RID)))))

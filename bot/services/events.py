@@ -28,6 +28,7 @@ from typing import Any, Protocol, cast
 from redis.asyncio.client import Pipeline
 
 from bot.core import announcements
+from bot.core.decision import Decision
 from bot.core.drills import DrillRun
 from bot.core.errors import Conflict, NotFound, UsageError
 from bot.core.events import CheckResultEvent, DeployEvent, DrillEvent, Event, OpenEvent, RollbackEvent
@@ -79,6 +80,9 @@ def deployed_stage(gate: Gate, said: str) -> Stage | None:
 
 
 class Evaluated(Protocol):
+    @property
+    def decision(self) -> Decision: ...
+
     @property
     def ladder(self) -> Ladder | None: ...
 
@@ -211,10 +215,13 @@ class EventService:
                 return ReleaseOpened(release=existing, opened=False)
 
             return unchanged
-        return self._move(existing, event.sha, event.id, now, lambda r, moved_from: ReleaseOpened(r, False, moved_from))
+        return await self._move(
+            tx, existing, event.sha, event.id, now, lambda r, moved_from: ReleaseOpened(r, False, moved_from)
+        )
 
-    def _move(
+    async def _move(
         self,
+        tx: Pipeline,
         release: Release,
         sha: str,
         event_id: str,
@@ -234,10 +241,22 @@ class EventService:
         audit = AuditEvent(
             type="sha_moved", actor=CI_ACTOR, at=now, data={"from": release.sha, "to": sha, "event_id": event_id}
         )
+        after = release.model_copy(update={**(changes or {}), "sha": sha})
+        stale = await self._stale_signers(tx, after)
+        if stale:
+            signers = [{k: v for k, v in s.items() if k != "token"} for s in stale]
+            notices = [
+                *notices,
+                announcements.signoff_stale(release.gate_id, release.id, sha=sha, signers=signers, at=now),
+            ]
 
         async def write_move(tx: Pipeline) -> EventFacts:
-            after = release.model_copy(update={**(changes or {}), "sha": sha})
             moved = await self.store.queue_update_release(tx, release, after, audit)
+            for signer in stale:
+                # The release service's ask_stale_signers notes the same tokens: asked once, by either.
+                tx.sadd(keys.stale_notified(release.id), signer["token"])
+                data = {k: signer[k] for k in ("role", "label", "user", "reason")}
+                self._audit(tx, release.id, AuditEvent(type="signoff_stale", actor="gonogo", at=now, data=data))
             if extra is not None:
                 self._audit(tx, release.id, extra)
                 if extra.data.get("full"):
@@ -246,6 +265,32 @@ class EventService:
             return facts(moved, release.sha)
 
         return write_move
+
+    async def _stale_signers(self, tx: Pipeline, moved: Release) -> list[dict[str, str]]:
+        """The sign-offs that go stale once the release is at its new commit, not asked about yet:
+        the same question the release service asks after a move (ask_stale_signers)."""
+        if self.evaluate is None:
+            return []
+        await tx.watch(keys.stale_notified(moved.id))
+        asked = {str(t) for t in await tx.smembers(keys.stale_notified(moved.id))}
+        decision = (await self.evaluate(moved)).decision
+        found = []
+        for role in decision.roles:
+            for stale in role.stale:
+                sig = stale.signature
+                token = f"{sig.role}|{sig.user}|{sig.at.isoformat()}"
+                if token not in asked:
+                    found.append(
+                        {
+                            "token": token,
+                            "role": sig.role,
+                            "label": role.label,
+                            "user": sig.user,
+                            "vote": sig.vote.value,
+                            "reason": stale.reason,
+                        }
+                    )
+        return found
 
     @staticmethod
     async def _audited(tx: Pipeline, rid: str, type_: str) -> list[dict[str, Any]]:
@@ -324,7 +369,8 @@ class EventService:
                 "at": now.isoformat(),
             }
         if event.sha is not None and event.sha != release.sha:
-            return self._move(
+            return await self._move(
+                tx,
                 release,
                 event.sha,
                 event.id,
