@@ -5,6 +5,7 @@ Slack stand-in's renderers, a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -20,14 +21,17 @@ from bot.core.facts import Vote
 from bot.core.gateset import GateSet
 from bot.playground.standin import SlackStandIn
 from bot.services.events import EventService
+from bot.services.scheduler import ESCALATION, REMINDER, REMINDER_ANSWERED, no_zone
 from bot.services.signing import Signing
-from bot.slack import announcements
+from bot.slack import announcements, reminders
+from bot.slack.blocks import ACTION_SNOOZE
 from bot.slack.renderers import RENDERERS
 from bot.store import keys
 from tests.bot_harness import write_gate
 from tests.test_scheduler import RID, SHA, T0, World, checked_world, make_world
 
 announcements.register(RENDERERS)
+reminders.register(RENDERERS)
 
 
 @pytest.fixture
@@ -94,6 +98,7 @@ checks:
     kind: manual
     owner: sre
     before: canary
+    due: 2026-12-09
 signoffs:
   - {role: dev, label: Developer, users: [U0DEV]}
   - {role: sre, label: SRE, users: [U0SRE1, U0SRE2], before: canary}
@@ -167,3 +172,47 @@ async def test_a_deploy_of_a_new_commit_asks_the_stale_signers_again_once(
     # The release service's own question after a move finds it asked already: no second one.
     (token,) = await redis_client.smembers(keys.stale_notified(RID))
     assert not await world.store.first_notice(RID, str(token))
+
+
+# --- overdue conditions: their owners reminded like missing signers ------------------------------
+
+
+async def test_owners_of_an_overdue_condition_are_reminded_once_per_slot_up_to_max_then_told_it_is_done(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    world = staged_world(tmp_path, redis_client, standin, http_session)
+    await world.open()
+    signing = Signing(world.releases, world.membership)
+    for role, user in (("dev", "U0DEV"), ("sre", "U0SRE1"), ("sre", "U0SRE2")):
+        await signing.vote(RID, role, user, Vote.APPROVE, drawn_for=SHA)
+    replicas = [world.replica(zones=no_zone) for _ in range(3)]
+    for minutes in range(0, 12 * 60, 30):
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        await asyncio.gather(*(r.reminders_tick("payments") for r in replicas))
+    dms = await world.notices(REMINDER)
+    # Nobody is missing a sign-off; the SREs own "Dashboards", due 9 Dec (Alerting is due 2d after a
+    # dark launch that has not happened): 3 each (max), 2h apart, each slot once across replicas.
+    assert sorted((str(n.target.channel), n.payload["number"]) for n in dms) == [
+        ("U0SRE1", 1),
+        ("U0SRE1", 2),
+        ("U0SRE1", 3),
+        ("U0SRE2", 1),
+        ("U0SRE2", 2),
+        ("U0SRE2", 3),
+    ]
+    assert {n.payload["why"] for n in dms} == {"overdue"}
+    first = next(n for n in dms if n.target.channel == "U0SRE1" and n.payload["number"] == 1)
+    assert first.created_at == T0
+    rendered = RENDERERS.render(first)
+    assert "*Dashboards* on *payments@1.4.0* is overdue (due 2026-12-09)" in json.dumps(rendered.blocks)
+    actions = [e["action_id"] for b in rendered.blocks if b["type"] == "actions" for e in b["elements"]]
+    assert actions and set(actions) == {ACTION_SNOOZE}  # nothing to sign: Snooze only
+    assert await world.notices(ESCALATION) == []
+    # Done: the last DM of each owner is updated to say so, once.
+    await signing.mark_done(RID, "dashboards", "U0SRE1", "https://grafana.example/d/payments")
+    for _ in range(2):
+        await asyncio.gather(*(r.reminders_tick("payments") for r in replicas))
+    answered = await world.notices(REMINDER_ANSWERED)
+    assert sorted(str(n.target.channel) for n in answered) == ["U0SRE1", "U0SRE2"]
+    assert all(n.payload["why"] == "Dashboards is no longer overdue" for n in answered)
+    assert {n.updates for n in answered} == {n.key for n in dms if n.payload["number"] == 3}

@@ -21,7 +21,7 @@ from bot.core.errors import Conflict
 from bot.core.gate import Gate, Signoff
 from bot.core.notices import Notice, Target, notice_key
 from bot.core.release import Release, State
-from bot.core.reminding import Asked, permalink, waited_on
+from bot.core.reminding import OVERDUE_PREFIX, Asked, overdue_owners, permalink, waited_on
 from bot.core.results import Status
 from bot.core.timeplan import (
     DEFAULT_PRELAUNCH,
@@ -142,6 +142,8 @@ class Scheduler:
         if release.state is State.OPEN:
             members = {s.role: await self.members(s) for s in gate.signoffs}
             asked = waited_on(gate, state.decision, members)
+            if state.ladder is not None:
+                asked += overdue_owners(gate, state.ladder.overdue, members)
         claimed = await self.store.claimed(release.id)
         waited = {a.field for a in asked}
         # 1. DMs whose question was answered elsewhere: say so, once (no dead buttons left behind).
@@ -204,6 +206,7 @@ class Scheduler:
                 "user": person.user,
                 "why": person.why,
                 "stale_reason": person.stale_reason,
+                **({"condition": person.condition, "due": person.due} if person.why == "overdue" else {}),
                 "number": due.number,
                 "max": rules.max,
             },
@@ -212,7 +215,7 @@ class Scheduler:
         )
         writes = [Write("set", f"sent|{person.field}", json.dumps({"n": due.number, "at": _iso(now), "key": key}))]
         esc = gate.reminders.escalate_after
-        if esc is not None and due.number >= esc:
+        if esc is not None and due.number >= esc and person.why != "overdue":
             writes.append(Write("setnx", f"esc-at|{person.role}", _iso(now)))
         audit = AuditEvent(
             type="reminded",
@@ -229,6 +232,8 @@ class Scheduler:
         self, gate: Gate, release: Release, decision: Decision, who: str, sent: dict[str, Any], unit: str, now: datetime
     ) -> str:
         role, _, user = who.partition("|")
+        if role.startswith(OVERDUE_PREFIX):
+            return await self._overdue_answered(gate, release, decision, who, sent, unit, now)
         spec = next((s for s in gate.signoffs if s.role == role), None)
         label = spec.title if spec else role
         status = next((r for r in decision.roles if r.role == role), None)
@@ -257,6 +262,31 @@ class Scheduler:
         # Not bound to the release's rev: a decided or closed release is exactly when this is due.
         return await self.store.claim(claim, release, unless_moved=False)
 
+    async def _overdue_answered(
+        self, gate: Gate, release: Release, decision: Decision, who: str, sent: dict[str, Any], unit: str, now: datetime
+    ) -> str:
+        """An overdue condition's owner was reminded and it is no longer overdue (done, or the
+        release decided or closed): their DM says so."""
+        item, _, user = who.removeprefix(OVERDUE_PREFIX).partition("|")
+        check = gate.check(item)
+        title = check.title if check is not None else item
+        if release.state is not State.OPEN:
+            why = f"{release.id} is {release.state.value}"
+        else:
+            why = f"{title} is no longer overdue"
+        notice = Notice(
+            kind=REMINDER_ANSWERED,
+            gate_id=gate.id,
+            release_id=release.id,
+            target=Target.to_user(user),
+            payload={**_about(gate, release, decision), "role": item, "label": title, "why": why},
+            key=notice_key(REMINDER_ANSWERED, release.id, who, str(sent["n"])),
+            created_at=now,
+            updates=str(sent["key"]),
+        )
+        claim = Claim(unit=unit, change=Emit(gate.id, [notice]), writes=[Write("del", f"since|{who}")])
+        return await self.store.claim(claim, release, unless_moved=False)
+
     async def _escalate(
         self, gate: Gate, release: Release, asked: Sequence[Asked], facts: dict[str, str], now: datetime, tick: Tick
     ) -> None:
@@ -266,7 +296,8 @@ class Scheduler:
             return
         working = reminders.working_time(None)
         for spec in gate.signoffs:
-            people = [a for a in asked if a.role == spec.role]
+            # Escalation is about sign-offs: an overdue condition's reminders (same role) do not count.
+            people = [a for a in asked if a.role == spec.role and a.why != "overdue"]
             numbers = [json.loads(facts[f"sent|{a.field}"])["n"] for a in people if f"sent|{a.field}" in facts]
             if not numbers:
                 continue
