@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 from bot.core.events import DeployEvent
 from bot.core.facts import Vote
 from bot.core.gateset import GateSet
+from bot.core.signature import signed_headers
 from bot.playground.standin import SlackStandIn
 from bot.services.events import EventService
 from bot.services.scheduler import ESCALATION, REMINDER, REMINDER_ANSWERED, no_zone
@@ -27,7 +29,8 @@ from bot.slack import announcements, reminders
 from bot.slack.blocks import ACTION_SNOOZE
 from bot.slack.renderers import RENDERERS
 from bot.store import keys
-from tests.bot_harness import write_gate
+from tests.bot_harness import RunningBot, bot_settings, write_gate
+from tests.delivery_kit import Road
 from tests.test_scheduler import RID, SHA, T0, World, checked_world, make_world
 
 announcements.register(RENDERERS)
@@ -216,3 +219,45 @@ async def test_owners_of_an_overdue_condition_are_reminded_once_per_slot_up_to_m
     assert sorted(str(n.target.channel) for n in answered) == ["U0SRE1", "U0SRE2"]
     assert all(n.payload["why"] == "Dashboards is no longer overdue" for n in answered)
     assert {n.updates for n in answered} == {n.key for n in dms if n.payload["number"] == 3}
+
+
+# --- the running bot wires the ladder into the webhook ---------------------------------------------
+
+
+async def test_the_running_bot_flags_a_webhook_deploy_to_a_stage_that_is_not_go(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    standin: SlackStandIn,
+    http_session: aiohttp.ClientSession,
+) -> None:
+    road = Road(redis_client, standin, http_session)  # the deliverer, as in test_announcements_e2e
+    await road.outbox.register(["payments"])
+    road.start()
+    secret = "whsec-glue-0123456789abcdef"
+    gates = write_gate(tmp_path / "gates", STAGED, "payments.yml").parent
+    settings = bot_settings(
+        api_url=standin.api_url, redis_url=redis_url, gates=gates, data_dir=tmp_path / "d", GONOGO_WEBHOOK_SECRET=secret
+    )
+    bot = await RunningBot(settings).start()
+    try:
+        assert bot.session is not None
+        for event in (
+            {"type": "open", "id": "o1", "gate": "payments", "version": "1.4.0", "sha": SHA},
+            {"type": "deploy", "id": "d1", "release": RID, "stage": "canary 1%", "status": "started"},
+        ):
+            body = json.dumps(event).encode()
+            async with bot.session.post(
+                f"{bot.url}/api/events",
+                data=body,
+                headers={"Content-Type": "application/json", **signed_headers(secret, body, time.time())},
+            ) as response:
+                assert response.status == 202, await response.text()
+        flagged = await standin.wait_for(
+            "chat.postMessage", lambda c: "deployed to" in c.args.get("text", ""), timeout=20
+        )
+        assert flagged.args["channel"] == "C0DEPLOYS"
+        assert "payments@1.4.0 deployed to Canary 5% while 4 conditions are open" in flagged.args["text"]
+    finally:
+        await bot.stop()
+        await road.kill()
