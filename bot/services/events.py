@@ -398,8 +398,9 @@ class EventService:
         self, gate: Gate, release: Release, event: DeployEvent, sha: str | None
     ) -> tuple[Stage, StageVerdict] | None:
         """The stage this deploy went to and its verdict, when that stage is not GO. Evaluated on
-        the commit deployed (a new `sha` leaves the old commit's evidence behind), under the WATCH on
-        the release: a sign-off or result landing meanwhile makes the MULTI retry."""
+        the commit deployed (a new `sha` leaves the old commit's evidence behind), while the release
+        doc is WATCHed: a change to the release retries the MULTI; a sign-off or result stored
+        between this read and the MULTI (their own keys, not watched) is not seen by this flag."""
         stage = deployed_stage(gate, event.stage)
         if stage is None or self.evaluate is None or event.status == "failed":
             return None
