@@ -131,7 +131,9 @@ class Bot:
             process_before_response=False,
         )
         membership = Membership(self.service.store, client)
-        self.events = EventService(store=self.service.store, gates=self.gates, env=self.service.env)
+        self.events = EventService(
+            store=self.service.store, gates=self.gates, env=self.service.env, evaluate=self.service.state
+        )
         store, clock = self.service.store, self.service.clock
         self.signing = Signing(self.service, membership, store=store, gates=self.gates, clock=clock)
         # First, so that during a drain every request still gets an answer Slack shows.

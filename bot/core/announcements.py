@@ -25,6 +25,7 @@ ROLLBACK_OUTPUT = "rollback_output"
 ROLLBACK_VERIFY = "rollback_verify"
 DEPLOY_PROGRESS = "deploy_progress"
 DEPLOY_FLAGGED = "deploy_flagged"
+SIGNOFF_STALE = "signoff_stale"
 
 OUTPUT_TAIL = 2_500  # characters of a command's (masked) output shown in a thread
 
@@ -259,5 +260,21 @@ def deploy_flagged(
         target=Target.to_channel(channel),
         payload={"release": release_id, "stage": stage, "conditions": conditions},
         key=notice_key("deploy-flagged", release_id, event_id),
+        created_at=at,
+    )
+
+
+def signoff_stale(
+    gate_id: str, release_id: str, *, sha: str | None, signers: list[dict[str, str]], at: datetime
+) -> Notice:
+    """The signers whose sign-offs went stale when the release moved to `sha`, asked to sign again
+    in the card's thread (`signers`: [{"user", "vote", "label", "reason"}]). Once per commit."""
+    return Notice(
+        kind=SIGNOFF_STALE,
+        gate_id=gate_id,
+        release_id=release_id,
+        target=Target.to_card_thread(),
+        payload={"release": release_id, "sha": sha, "signers": signers},
+        key=notice_key("signoff-stale", release_id, sha or ""),
         created_at=at,
     )

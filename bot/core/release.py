@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -44,6 +45,9 @@ class Release(BaseModel):
     decided_verdict: Verdict | None = None
     decided_by: str | None = None
     decided_at: datetime | None = None
+    # A webhook deploy to a stage that was not GO: {"stage": name, "open": n, "at": ISO time}, shown
+    # on the card as a warning (the deploy happened: it is accepted, and said out loud).
+    deploy_flag: dict[str, Any] | None = None
     target_at: datetime | None = None  # when it is meant to ship (`/gonogo open … --at`): pre-launch posts
 
     @property

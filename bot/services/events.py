@@ -20,22 +20,24 @@ Effects:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from redis.asyncio.client import Pipeline
 
 from bot.core import announcements
+from bot.core.decision import Decision
 from bot.core.drills import DrillRun
 from bot.core.errors import Conflict, NotFound, UsageError
 from bot.core.events import CheckResultEvent, DeployEvent, DrillEvent, Event, OpenEvent, RollbackEvent
-from bot.core.gate import Drill, Gate
+from bot.core.gate import Drill, Gate, Stage
 from bot.core.gateset import GateSet
 from bot.core.masking import Masker
 from bot.core.notices import Notice
 from bot.core.release import Release, State, release_id
+from bot.core.stages import Ladder, StageVerdict
 from bot.services.drills import drill_audit, find_drill
 from bot.services.rollbacks import RolledBack, record_location, rollback_audit, rollback_change, rollback_people
 from bot.store import keys
@@ -50,6 +52,46 @@ CI_ACTOR = "ci"  # events without an actor field (open, deploy, check_result)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+FULLY_DEPLOYED = "deployed-full"  # schedule fact: when a deploy first reached 100% (ISO time)
+
+
+def reaches_full(gate: Gate, stage: str) -> bool:
+    """Whether a deploy stage means the whole fleet: "100%", or the gate's last rollout stage."""
+    said = stage.strip().casefold()
+    if said in ("100%", "100 %", "full", "full rollout", "production"):
+        return True
+    last = gate.stages[-1] if gate.stages else None
+    return last is not None and said in (last.id.casefold(), last.title.casefold())
+
+
+def deployed_stage(gate: Gate, said: str) -> Stage | None:
+    """The gate's rollout stage a deploy event names: its id or name ("canary"), the id as the first
+    word ("canary 1%"), or the last stage for "100%". None for a gate without stages."""
+    if not gate.stages:
+        return None
+    text = said.strip().casefold()
+    first = text.split()[0] if text.split() else ""
+    for stage in gate.stages:
+        if text in (stage.id.casefold(), stage.title.casefold()) or first == stage.id.casefold():
+            return stage
+    return gate.stages[-1] if reaches_full(gate, said) else None
+
+
+class Evaluated(Protocol):
+    @property
+    def decision(self) -> Decision: ...
+
+    @property
+    def ladder(self) -> Ladder | None: ...
+
+
+Evaluate = Callable[[Release], Awaitable[Evaluated]]
+
+
+def mark_fully_deployed(tx: Pipeline, release_id: str, at: datetime) -> None:
+    tx.hsetnx(keys.schedule(release_id), FULLY_DEPLOYED, at.astimezone(UTC).isoformat())
 
 
 @dataclass(frozen=True)
@@ -92,8 +134,12 @@ class EventService:
         gates: GateSet,
         env: Mapping[str, str],
         clock: Callable[[], datetime] = utcnow,
+        evaluate: Evaluate | None = None,
     ) -> None:
+        """`evaluate`: the release service's view of a release (its rollout ladder), so a deploy to
+        a stage that is not GO is flagged; without it deploys are not checked against stages."""
         self.store = store
+        self.evaluate = evaluate
         self.gatestore = GateStore(store.redis)
         self.gates = gates
         self.masker = Masker.from_env(env)
@@ -169,10 +215,13 @@ class EventService:
                 return ReleaseOpened(release=existing, opened=False)
 
             return unchanged
-        return self._move(existing, event.sha, event.id, now, lambda r, moved_from: ReleaseOpened(r, False, moved_from))
+        return await self._move(
+            tx, existing, event.sha, event.id, now, lambda r, moved_from: ReleaseOpened(r, False, moved_from)
+        )
 
-    def _move(
+    async def _move(
         self,
+        tx: Pipeline,
         release: Release,
         sha: str,
         event_id: str,
@@ -180,6 +229,7 @@ class EventService:
         facts: Callable[[Release, str | None], EventFacts],
         extra: AuditEvent | None = None,
         notices: Sequence[Notice] = (),
+        changes: Mapping[str, Any] | None = None,
     ) -> Write[EventFacts]:
         """Move the release to another commit: only while it is open (a decision is frozen)."""
         if release.state is not State.OPEN:
@@ -191,15 +241,56 @@ class EventService:
         audit = AuditEvent(
             type="sha_moved", actor=CI_ACTOR, at=now, data={"from": release.sha, "to": sha, "event_id": event_id}
         )
+        after = release.model_copy(update={**(changes or {}), "sha": sha})
+        stale = await self._stale_signers(tx, after)
+        if stale:
+            signers = [{k: v for k, v in s.items() if k != "token"} for s in stale]
+            notices = [
+                *notices,
+                announcements.signoff_stale(release.gate_id, release.id, sha=sha, signers=signers, at=now),
+            ]
 
         async def write_move(tx: Pipeline) -> EventFacts:
-            moved = await self.store.queue_update_release(tx, release, release.model_copy(update={"sha": sha}), audit)
+            moved = await self.store.queue_update_release(tx, release, after, audit)
+            for signer in stale:
+                # The release service's ask_stale_signers notes the same tokens: asked once, by either.
+                tx.sadd(keys.stale_notified(release.id), signer["token"])
+                data = {k: signer[k] for k in ("role", "label", "user", "reason")}
+                self._audit(tx, release.id, AuditEvent(type="signoff_stale", actor="gonogo", at=now, data=data))
             if extra is not None:
                 self._audit(tx, release.id, extra)
+                if extra.data.get("full"):
+                    mark_fully_deployed(tx, release.id, now)
             emit(tx, Emit(release.gate_id, notices, card_of=release.id, at=now))
             return facts(moved, release.sha)
 
         return write_move
+
+    async def _stale_signers(self, tx: Pipeline, moved: Release) -> list[dict[str, str]]:
+        """The sign-offs that go stale once the release is at its new commit, not asked about yet:
+        the same question the release service asks after a move (ask_stale_signers)."""
+        if self.evaluate is None:
+            return []
+        await tx.watch(keys.stale_notified(moved.id))
+        asked = {str(t) for t in await tx.smembers(keys.stale_notified(moved.id))}
+        decision = (await self.evaluate(moved)).decision
+        found = []
+        for role in decision.roles:
+            for stale in role.stale:
+                sig = stale.signature
+                token = f"{sig.role}|{sig.user}|{sig.at.isoformat()}"
+                if token not in asked:
+                    found.append(
+                        {
+                            "token": token,
+                            "role": sig.role,
+                            "label": role.label,
+                            "user": sig.user,
+                            "vote": sig.vote.value,
+                            "reason": stale.reason,
+                        }
+                    )
+        return found
 
     @staticmethod
     async def _audited(tx: Pipeline, rid: str, type_: str) -> list[dict[str, Any]]:
@@ -237,29 +328,90 @@ class EventService:
             first=not earlier,
             at=now,
         )
+        # Reaching 100% starts the post-deploy window (bot/services/scheduler.py postdeploy_tick):
+        # the first such instant is kept, so a replayed or repeated report does not restart it.
+        fully_deployed = event.status == "succeeded" and reaches_full(gate, event.stage)
         audit = AuditEvent(
             type="deploy",
             actor=CI_ACTOR,
             at=now,
-            data={"stage": event.stage, "status": event.status, "sha": event.sha, "event_id": event.id},
+            data={
+                "stage": event.stage,
+                "status": event.status,
+                "sha": event.sha,
+                "event_id": event.id,
+                **({"full": True} if fully_deployed else {}),
+            },
         )
+        sha = event.sha or release.sha
+        flagged = await self._flag(gate, release, event, sha)
+        notices: list[Notice] = [progress]
+        changes: dict[str, Any] = {}
+        if flagged is not None:
+            stage, verdict = flagged
+            conditions = [c.text for c in verdict.conditions]
+            notices.append(
+                announcements.deploy_flagged(
+                    gate.id,
+                    gate.channel,
+                    release.id,
+                    event_id=f"{stage.id}@{sha or ''}",  # once per stage and commit, not per event
+                    stage=stage.title,
+                    conditions=conditions,
+                    at=now,
+                )
+            )
+            changes["deploy_flag"] = {
+                "stage": stage.title,
+                "stage_id": stage.id,
+                "sha": sha,
+                "open": len(conditions),
+                "at": now.isoformat(),
+            }
         if event.sha is not None and event.sha != release.sha:
-            return self._move(
+            return await self._move(
+                tx,
                 release,
                 event.sha,
                 event.id,
                 now,
                 lambda r, moved_from: DeployRecorded(r, event.stage, event.status, moved_from, True),
                 extra=audit,
-                notices=[progress],
+                notices=notices,
+                changes=changes,
             )
 
         async def write_deploy(tx: Pipeline) -> EventFacts:
-            self._audit(tx, release.id, audit)
-            emit(tx, Emit(gate.id, [progress]))
-            return DeployRecorded(release, event.stage, event.status, None, False)
+            after = release
+            if changes:
+                after = await self.store.queue_update_release(tx, release, release.model_copy(update=changes), audit)
+            else:
+                self._audit(tx, release.id, audit)
+            if fully_deployed:
+                mark_fully_deployed(tx, release.id, now)
+            emit(tx, Emit(gate.id, notices, card_of=release.id if changes else None, at=now))
+            return DeployRecorded(after, event.stage, event.status, None, False)
 
         return write_deploy
+
+    async def _flag(
+        self, gate: Gate, release: Release, event: DeployEvent, sha: str | None
+    ) -> tuple[Stage, StageVerdict] | None:
+        """The stage this deploy went to and its verdict, when that stage is not GO. Evaluated on
+        the commit deployed (a new `sha` leaves the old commit's evidence behind), while the release
+        doc is WATCHed: a change to the release retries the MULTI; a sign-off or result stored
+        between this read and the MULTI (their own keys, not watched) is not seen by this flag."""
+        stage = deployed_stage(gate, event.stage)
+        if stage is None or self.evaluate is None or event.status == "failed":
+            return None
+        said = release.deploy_flag or {}
+        if said.get("stage_id") == stage.id and said.get("sha") == sha:
+            return None  # flagged already (the started, then the succeeded report of one deploy)
+        ladder = (await self.evaluate(release.model_copy(update={"sha": sha}))).ladder
+        verdict = ladder.get(stage.id) if ladder is not None else None
+        if verdict is None or verdict.go:
+            return None
+        return stage, verdict
 
     # --- check_result -----------------------------------------------------------------------
 

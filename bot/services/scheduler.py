@@ -14,14 +14,14 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from bot.core.decision import Decision, Verdict
 from bot.core.errors import Conflict
 from bot.core.gate import Gate, Signoff
 from bot.core.notices import Notice, Target, notice_key
 from bot.core.release import Release, State
-from bot.core.reminding import Asked, permalink, waited_on
+from bot.core.reminding import OVERDUE_PREFIX, Asked, overdue_owners, permalink, waited_on
 from bot.core.results import Status
 from bot.core.timeplan import (
     DEFAULT_PRELAUNCH,
@@ -38,6 +38,7 @@ from bot.core.timeplan import (
     window_status,
     zone_of,
 )
+from bot.services.events import FULLY_DEPLOYED
 from bot.services.releases import ReleaseService
 from bot.services.runner import run_checks
 from bot.store import keys
@@ -141,6 +142,8 @@ class Scheduler:
         if release.state is State.OPEN:
             members = {s.role: await self.members(s) for s in gate.signoffs}
             asked = waited_on(gate, state.decision, members)
+            if state.ladder is not None:
+                asked += overdue_owners(gate, state.ladder.overdue, members)
         claimed = await self.store.claimed(release.id)
         waited = {a.field for a in asked}
         # 1. DMs whose question was answered elsewhere: say so, once (no dead buttons left behind).
@@ -203,6 +206,7 @@ class Scheduler:
                 "user": person.user,
                 "why": person.why,
                 "stale_reason": person.stale_reason,
+                **({"condition": person.condition, "due": person.due} if person.why == "overdue" else {}),
                 "number": due.number,
                 "max": rules.max,
             },
@@ -211,7 +215,7 @@ class Scheduler:
         )
         writes = [Write("set", f"sent|{person.field}", json.dumps({"n": due.number, "at": _iso(now), "key": key}))]
         esc = gate.reminders.escalate_after
-        if esc is not None and due.number >= esc:
+        if esc is not None and due.number >= esc and person.why != "overdue":
             writes.append(Write("setnx", f"esc-at|{person.role}", _iso(now)))
         audit = AuditEvent(
             type="reminded",
@@ -228,6 +232,8 @@ class Scheduler:
         self, gate: Gate, release: Release, decision: Decision, who: str, sent: dict[str, Any], unit: str, now: datetime
     ) -> str:
         role, _, user = who.partition("|")
+        if role.startswith(OVERDUE_PREFIX):
+            return await self._overdue_answered(gate, release, decision, who, sent, unit, now)
         spec = next((s for s in gate.signoffs if s.role == role), None)
         label = spec.title if spec else role
         status = next((r for r in decision.roles if r.role == role), None)
@@ -256,6 +262,31 @@ class Scheduler:
         # Not bound to the release's rev: a decided or closed release is exactly when this is due.
         return await self.store.claim(claim, release, unless_moved=False)
 
+    async def _overdue_answered(
+        self, gate: Gate, release: Release, decision: Decision, who: str, sent: dict[str, Any], unit: str, now: datetime
+    ) -> str:
+        """An overdue condition's owner was reminded and it is no longer overdue (done, or the
+        release decided or closed): their DM says so."""
+        item, _, user = who.removeprefix(OVERDUE_PREFIX).partition("|")
+        check = gate.check(item)
+        title = check.title if check is not None else item
+        if release.state is not State.OPEN:
+            why = f"{release.id} is {release.state.value}"
+        else:
+            why = f"{title} is no longer overdue"
+        notice = Notice(
+            kind=REMINDER_ANSWERED,
+            gate_id=gate.id,
+            release_id=release.id,
+            target=Target.to_user(user),
+            payload={**_about(gate, release, decision), "role": item, "label": title, "why": why},
+            key=notice_key(REMINDER_ANSWERED, release.id, who, str(sent["n"])),
+            created_at=now,
+            updates=str(sent["key"]),
+        )
+        claim = Claim(unit=unit, change=Emit(gate.id, [notice]), writes=[Write("del", f"since|{who}")])
+        return await self.store.claim(claim, release, unless_moved=False)
+
     async def _escalate(
         self, gate: Gate, release: Release, asked: Sequence[Asked], facts: dict[str, str], now: datetime, tick: Tick
     ) -> None:
@@ -265,7 +296,8 @@ class Scheduler:
             return
         working = reminders.working_time(None)
         for spec in gate.signoffs:
-            people = [a for a in asked if a.role == spec.role]
+            # Escalation is about sign-offs: an overdue condition's reminders (same role) do not count.
+            people = [a for a in asked if a.role == spec.role and a.why != "overdue"]
             numbers = [json.loads(facts[f"sent|{a.field}"])["n"] for a in people if f"sent|{a.field}" in facts]
             if not numbers:
                 continue
@@ -439,27 +471,33 @@ class Scheduler:
         return tick
 
     async def postdeploy_tick(self, gate_id: str) -> Tick:
-        """After `decide` with GO: the listed checks on `postdeploy.every` for `postdeploy.for`, each
-        slot once. Results are not the release's (a decided release is frozen): they are counted in
-        its schedule facts. Posts only on failure, and once at the end with the tally."""
+        """After `decide` with GO, or once a deploy reported over the webhook reached 100%: the
+        listed checks on `postdeploy.every` for `postdeploy.for`, each slot once. Results are not
+        the release's (a decided release is frozen): they are counted in its schedule facts. Posts
+        only on failure, and once at the end with the tally.
+
+        Where the window starts: the deploy reaching 100% when one was reported (that is when the
+        code is live everywhere), else the GO decision. A deploy after a GO restarts the window
+        from the deploy, as its own series (units and tallies tagged `deploy|`), so the slots the
+        GO's series already claimed do not swallow it."""
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate
         release = await self._open_release(gate_id)
         spec = gate.postdeploy
-        if (
-            spec is None
-            or release is None
-            or release.state is not State.DECIDED
-            or release.decided_verdict is not Verdict.GO
-            or release.decided_at is None
-        ):
+        if spec is None or release is None or release.state not in (State.OPEN, State.DECIDED):
             return tick
+        deployed = _when(cast(str | None, await self.store.redis.hget(keys.schedule(release.id), FULLY_DEPLOYED)))
+        decided_go = release.decided_verdict is Verdict.GO and release.state is State.DECIDED
+        start = deployed or (release.decided_at if decided_go else None)
+        if start is None:
+            return tick
+        tag = "deploy|" if deployed else ""
         now = self.clock()
-        series = postdeploy_series(release.decided_at, spec.every, spec.duration)
+        series = postdeploy_series(start, spec.every, spec.duration)
         due = series.current(now)
-        if due is None or f"postdeploy|{due.number}" in await self.store.claimed(release.id):
+        if due is None or f"postdeploy|{tag}{due.number}" in await self.store.claimed(release.id):
             return tick
-        unit = f"postdeploy|{due.number}"
+        unit = f"postdeploy|{tag}{due.number}"
         outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id)), release)
         tick.add(unit, outcome)
         if outcome != "claimed":
@@ -470,7 +508,7 @@ class Scheduler:
         )
         results = await run_checks(specs, ctx, masker=self.releases.masker)
         failed = sorted(r.check_id for r in results if r.status not in (Status.PASS, Status.WARN))
-        await self.store.redis.hset(keys.schedule(release.id), f"pd|{due.number}", ",".join(failed) or "ok")
+        await self.store.redis.hset(keys.schedule(release.id), f"pd|{tag}{due.number}", ",".join(failed) or "ok")
         now = self.clock()
         about = {"release": release.id, "gate": gate.name, "every": _offset(spec.every), "for": _offset(spec.duration)}
         if failed:
@@ -481,26 +519,27 @@ class Scheduler:
                 release_id=release.id,
                 target=Target.to_channel(gate.channel),
                 payload={**about, "slot": due.number, "failed": failed, "summaries": summaries},
-                key=notice_key(POSTDEPLOY_FAILED, release.id, str(due.number)),
+                key=notice_key(POSTDEPLOY_FAILED, release.id, f"{tag}{due.number}"),
                 created_at=now,
             )
-            failed_unit = f"postdeploy-failed|{due.number}"
+            failed_unit = f"postdeploy-failed|{tag}{due.number}"
             tick.add(
                 failed_unit, await self.store.claim(Claim(unit=failed_unit, change=Emit(gate.id, [notice])), release)
             )
         if due.number == series.total:
             facts = await self.store.facts(release.id)
-            runs = [v for k, v in facts.items() if k.startswith("pd|")]
+            ours = [k for k in facts if k.startswith(f"pd|{tag}") and (tag or not k.startswith("pd|deploy|"))]
+            runs = [facts[k] for k in ours]
             notice = Notice(
                 kind=POSTDEPLOY_SUMMARY,
                 gate_id=gate.id,
                 release_id=release.id,
                 target=Target.to_channel(gate.channel),
                 payload={**about, "runs": len(runs), "green": runs.count("ok"), "slots": series.total},
-                key=notice_key(POSTDEPLOY_SUMMARY, release.id),
+                key=notice_key(POSTDEPLOY_SUMMARY, release.id, *([tag.rstrip("|")] if tag else [])),
                 created_at=now,
             )
-            summary = "postdeploy|summary"
+            summary = f"postdeploy|{tag}summary"
             tick.add(summary, await self.store.claim(Claim(unit=summary, change=Emit(gate.id, [notice])), release))
         return tick
 

@@ -139,6 +139,21 @@ def render_deploy_flagged(notice: Notice) -> Message:
     )
 
 
+def render_signoff_stale(notice: Notice) -> Message:
+    signers = [s for s in notice.payload.get("signers") or [] if isinstance(s, Mapping)]
+    lines = [
+        f"{user_ref(_s(s, 'user'))}: your {escape(_s(s, 'vote'))} as {escape(_s(s, 'label'))}"
+        f" is stale ({escape(_s(s, 'reason'))})"
+        for s in signers
+    ]
+    plain = "; ".join(
+        f"{_who_plain(_s(s, 'user'))}: your {_s(s, 'vote')} as {_s(s, 'label')} is stale" for s in signers
+    )
+    return message(
+        _plain("Please review and sign again: ", plain), [section("Please review and sign again:\n" + "\n".join(lines))]
+    )
+
+
 KINDS: dict[str, Renderer] = {
     a.DRILL_STARTED: render_drill_started,
     a.DRILL_RESULT: render_drill_result,
@@ -150,6 +165,7 @@ KINDS: dict[str, Renderer] = {
     a.ROLLBACK_VERIFY: render_rollback_verify,
     a.DEPLOY_PROGRESS: render_deploy_progress,
     a.DEPLOY_FLAGGED: render_deploy_flagged,
+    a.SIGNOFF_STALE: render_signoff_stale,
 }
 
 

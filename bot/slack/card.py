@@ -233,6 +233,13 @@ def stages_section(view: CardView) -> SectionBlock | None:
     target = ladder.target
     if target.id != ladder.current:
         lines.append(f"Next: `/gonogo promote {escape(view.release.id)} {escape(target.id)}`")
+    flag = view.release.deploy_flag
+    if flag:
+        n = int(flag.get("open", 0))
+        lines.append(
+            f"⚠️ Deployed to *{escape(str(flag.get('stage', '')))}* while {n} condition{'s' if n != 1 else ''}"
+            f" {'were' if n != 1 else 'was'} open"
+        )
     if ladder.overdue:
         names = ", ".join(escape(cut(one_line(c.text.removesuffix(" is overdue")), 60)) for c in ladder.overdue[:5])
         more = f" +{len(ladder.overdue) - 5} more" if len(ladder.overdue) > 5 else ""

@@ -48,6 +48,21 @@ def _card_link(notice: Notice) -> str:
 
 def render_reminder(notice: Notice) -> Message:
     release, label = escape(str(_p(notice, "release"))), escape(str(_p(notice, "label")))
+    rid, role = str(_p(notice, "release")), str(_p(notice, "role"))
+    if _p(notice, "why") == "overdue":
+        condition, due = escape(str(_p(notice, "condition"))), escape(str(_p(notice, "due")))
+        ask = f"*{condition}* on *{release}* is overdue (due {due}): it is yours to do as *{label}*."
+        text = f"{_p(notice, 'condition')} on {_p(notice, 'release')} is overdue: it is yours as {_p(notice, 'label')}"
+        snoozes = [button(label_, ACTION_SNOOZE, f"{rid}|{choice}") for choice, label_ in SNOOZES]
+        return message(
+            text,
+            [
+                section(ask),
+                section(_why_now(notice)),
+                context(f"{_card_link(notice)} · reminder {_p(notice, 'number')} of at most {_p(notice, 'max')}"),
+                ActionsBlock(block_id=f"overdue|{role}"[:255], elements=snoozes),
+            ],
+        )
     if _p(notice, "why") == "stale":
         reason = escape(str(_p(notice, "stale_reason")))
         ask = f"Your sign-off on *{release}* as *{label}* went stale ({reason}): please review and sign again."
@@ -55,7 +70,6 @@ def render_reminder(notice: Notice) -> Message:
     else:
         ask = f"*{release}* is waiting for your sign-off as *{label}*."
         text = f"{release} is waiting for your sign-off as {label}"
-    rid, role = str(_p(notice, "release")), str(_p(notice, "role"))
     elements = signoff_buttons(rid, role, str(_p(notice, "label")), str(_p(notice, "sha")) or None)
     elements += [button(label_, ACTION_SNOOZE, f"{rid}|{choice}") for choice, label_ in SNOOZES]
     blocks: list[Block] = [
