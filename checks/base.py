@@ -15,7 +15,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import regex
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.core.durations import Duration
@@ -39,6 +38,8 @@ class PatternTimeout(Exception):
 
 def pattern_problem(pattern: str) -> str | None:
     """Why a gate's regex does not compile, or None."""
+    import regex  # here, not at import: only gates that have patterns pay for it
+
     try:
         regex.compile(pattern)
     except (regex.error, ValueError) as exc:
@@ -49,6 +50,8 @@ def pattern_problem(pattern: str) -> str | None:
 def pattern_search(pattern: str, text: str, budget_s: float = PATTERN_BUDGET_S) -> bool:
     """Whether `pattern` matches somewhere in `text`; PatternTimeout past the budget. Blocking: call
     it in a thread (`asyncio.to_thread`), `concurrent=True` releases the GIL while it matches."""
+    import regex
+
     try:
         return regex.search(pattern, text, timeout=budget_s, concurrent=True) is not None
     except TimeoutError:

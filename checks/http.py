@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import operator
 import os
 import re
-import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -118,6 +116,8 @@ _MISSING = object()
 
 def describe_client_error(exc: aiohttp.ClientError) -> str:
     """A short reason for a failed request, without aiohttp's repr noise."""
+    import socket
+
     import aiohttp
 
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -326,7 +326,9 @@ def _not_followed(location: str, following: bool) -> tuple[str, str]:
 
 
 async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
-    import aiohttp  # here, not at import: loading gates must not pay for it
+    import asyncio  # here, not at import: loading gates must not pay for it
+
+    import aiohttp
 
     started = ctx.clock()
     headers = dict(spec.request_headers)
