@@ -67,7 +67,9 @@ class Severity(StrEnum):
 class SpecBase(BaseModel):
     """Fields every check has, whatever its kind."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: specs are validated as part of `Gate` (one validator, built on first use);
+    # a spec validated on its own builds its validator then.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str = Field(pattern=CHECK_ID_PATTERN, description="Unique within the gate: [a-z0-9_.-]")
     name: str | None = Field(default=None, description="Shown on the card; defaults to the id")

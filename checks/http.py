@@ -40,7 +40,7 @@ def header_rule_problem(rule: str) -> str | None:
 
 
 class Expect(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     status: int | list[int] = 200
     json_: dict[str, Any] | None = Field(

@@ -53,7 +53,7 @@ def parse_expectation(text: str) -> tuple[str, float]:
 
 
 class BasicAuth(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     username: str
     password_env: str = Field(description="Env var holding the password")
 

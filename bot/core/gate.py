@@ -32,7 +32,9 @@ __all__ = ["Gate", "Severity"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a part of the gate is validated as part of `Gate`, whose validator is built
+    # once, on first use; building one per part at import would only slow down start-up.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _before() -> Any:
