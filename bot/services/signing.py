@@ -18,7 +18,7 @@ from datetime import datetime
 
 from slack_sdk.errors import SlackApiError
 
-from bot.core.decision import Level, mention
+from bot.core.decision import Level
 from bot.core.errors import Conflict, Forbidden, NotFound, UsageError
 from bot.core.facts import (
     ManualMark,
@@ -31,6 +31,7 @@ from bot.core.facts import (
 )
 from bot.core.gate import Gate, Signoff
 from bot.core.loader import LoadedGate
+from bot.core.mentions import mention
 from bot.core.release import Release, State
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
