@@ -23,6 +23,7 @@ from bot.core.errors import ConfigError, GonogoError
 if TYPE_CHECKING:
     from datetime import datetime
 
+    import aiohttp
     from rich.console import Console
 
     from bot.core.gate import Gate
@@ -312,7 +313,6 @@ def _windows(args: argparse.Namespace) -> int:
 async def _check(args: argparse.Namespace) -> int:
     # Only what starting the checks needs; the decision and its rendering are imported once
     # they are done (importing while checks run would stall the loop they are timed on).
-    import aiohttp
     from rich.console import Console
 
     from bot.core.loader import load_gate
@@ -345,7 +345,7 @@ async def _check(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     # With --release, the checks judge the release's commit (the github check asks for its runs).
     facts = await _release_facts(args.release, gate.id) if args.release else None
-    async with aiohttp.ClientSession() as session:
+    async with _http_session(any(type(spec).uses_http for spec in specs)) as session:
         ctx = CheckContext(
             session=session, base_dir=args.workdir or Path.cwd(), env=env, sha=facts[1].sha if facts else None
         )
@@ -394,6 +394,18 @@ async def _check(args: argparse.Namespace) -> int:
             console.print(ladder_text(ladder, stage.id))
         console.print(verdict_text(decision))
     return decision.verdict.exit_code
+
+
+@contextlib.asynccontextmanager
+async def _http_session(needed: bool) -> AsyncIterator[aiohttp.ClientSession | None]:
+    """A session when some check talks HTTP; else none, and aiohttp (0.1 s to import) stays unloaded."""
+    if not needed:
+        yield None
+        return
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -84,6 +84,10 @@ class SpecBase(BaseModel):
         default=None, ge=0, le=1, description="A scored check passes only at or above this score (0..1)"
     )
 
+    # Whether running it needs the run's HTTP session (`ctx.http`). A run without such checks
+    # opens no session, and `gonogo check` does not even import aiohttp for it.
+    uses_http: ClassVar[bool] = False
+
     @property
     def title(self) -> str:
         return self.name or self.id
@@ -119,11 +123,17 @@ def _utcnow() -> datetime:
 class CheckContext:
     """Everything a check may touch besides its spec. Built once per run by the caller."""
 
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession | None = None  # what `ctx.http` gives checks whose kind `uses_http`
     base_dir: Path = field(default_factory=Path.cwd)  # relative paths in the gate resolve here
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     clock: Callable[[], datetime] = _utcnow
     sha: str | None = None  # the release's commit: checks judge that commit, not whatever is newest
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self.session is None:  # the caller left it out although a check `uses_http`: a bug of ours
+            raise RuntimeError("this run has no HTTP session")
+        return self.session
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()

@@ -95,6 +95,7 @@ class Spec(SpecBase):
     )
 
     default_timeout: ClassVar[timedelta] = timedelta(seconds=30)
+    uses_http: ClassVar[bool] = True
 
 
 # Enough for any health endpoint; a bigger body is read no further so a misconfigured URL
@@ -353,7 +354,7 @@ async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
     url, method, data = spec.url, spec.method, spec.body.encode() if spec.body is not None else None
     try:
         for hop in range(MAX_REDIRECTS + 1):
-            async with ctx.session.request(
+            async with ctx.http.request(
                 method,
                 url,
                 headers=headers,
