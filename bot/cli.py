@@ -1,9 +1,9 @@
 """`gonogo` command line: check, validate, windows, drill, notify, schema, serve, export, playground,
 preview.
 
-It starts fast (`--help` and `validate` in well under 150 ms, `check` at its first check within
-300 ms): each command imports what it needs when it runs. Redis, Slack, rich, aiohttp and the
-evidence renderers stay out of start-up; bench/cli_start.py measures it.
+It starts fast: each command imports what it needs when it runs. Redis, Slack, rich, aiohttp
+(unless a check talks HTTP), the decision engine and the evidence renderers stay out of start-up,
+and loading a gate imports neither asyncio nor the time logic; bench/cli_start.py measures it.
 """
 
 from __future__ import annotations
