@@ -1,9 +1,9 @@
 """`gonogo` command line: check, validate, windows, drill, notify, schema, serve, export, playground,
 preview.
 
-It starts fast (`--help` and `validate` in well under 150 ms, `check` at its first check within
-300 ms): each command imports what it needs when it runs. Redis, Slack, rich, aiohttp and the
-evidence renderers stay out of start-up; bench/cli_start.py measures it.
+It starts fast: each command imports what it needs when it runs. Redis, Slack, rich, aiohttp
+(unless a check talks HTTP), the decision engine and the evidence renderers stay out of start-up,
+and loading a gate imports neither asyncio nor the time logic; bench/cli_start.py measures it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot import logs
 from bot.core.errors import ConfigError, GonogoError
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    import aiohttp
     from rich.console import Console
 
     from bot.core.gate import Gate
@@ -152,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     if extra and args.command != "notify":
         build_parser().parse_args(argv)  # the usual "unrecognized arguments" error, exit 2
-    # The CLI's stdout is the report; logs go to stderr, warnings only unless asked for.
+    # The CLI's stdout is the report; logs go to stderr, warnings only unless asked for. (Imported
+    # here: `--help` and usage errors exit before, without paying for logging.)
+    from bot import logs
+
     logs.configure(os.environ.get("GONOGO_LOG_LEVEL", "WARNING"))
     try:
         if args.command == "check":
@@ -205,6 +208,7 @@ def _serve() -> int:
 
     from pydantic import ValidationError
 
+    from bot import logs
     from bot.server import serve
     from bot.settings import Settings
 
@@ -226,6 +230,7 @@ def _serve() -> int:
 def _playground(args: argparse.Namespace) -> int:
     import asyncio
 
+    from bot import logs
     from bot.playground.run import Options, run
     from bot.settings import Settings
 
@@ -312,7 +317,6 @@ def _windows(args: argparse.Namespace) -> int:
 async def _check(args: argparse.Namespace) -> int:
     # Only what starting the checks needs; the decision and its rendering are imported once
     # they are done (importing while checks run would stall the loop they are timed on).
-    import aiohttp
     from rich.console import Console
 
     from bot.core.loader import load_gate
@@ -345,7 +349,7 @@ async def _check(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     # With --release, the checks judge the release's commit (the github check asks for its runs).
     facts = await _release_facts(args.release, gate.id) if args.release else None
-    async with aiohttp.ClientSession() as session:
+    async with _http_session(any(type(spec).uses_http for spec in specs)) as session:
         ctx = CheckContext(
             session=session, base_dir=args.workdir or Path.cwd(), env=env, sha=facts[1].sha if facts else None
         )
@@ -394,6 +398,18 @@ async def _check(args: argparse.Namespace) -> int:
             console.print(ladder_text(ladder, stage.id))
         console.print(verdict_text(decision))
     return decision.verdict.exit_code
+
+
+@contextlib.asynccontextmanager
+async def _http_session(needed: bool) -> AsyncIterator[aiohttp.ClientSession | None]:
+    """A session when some check talks HTTP; else none, and aiohttp (0.1 s to import) stays unloaded."""
+    if not needed:
+        yield None
+        return
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @contextlib.asynccontextmanager

@@ -1,7 +1,9 @@
 """The check kinds, registered in one explicit dict.
 
 Adding a kind: write `checks/<kind>.py` with `Spec` and `run`, then add it to `AnyCheckSpec`
-and `REGISTRY` below. Nothing is discovered implicitly.
+and `REGISTRY` below. Nothing is discovered implicitly. Every gate load imports these modules, so
+they import what only running a check needs (asyncio, aiohttp, regex) inside `run`; a kind that
+talks HTTP sets `uses_http = True` on its Spec and uses `ctx.http`.
 """
 
 from __future__ import annotations

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-import regex
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.core.durations import Duration
@@ -39,6 +38,8 @@ class PatternTimeout(Exception):
 
 def pattern_problem(pattern: str) -> str | None:
     """Why a gate's regex does not compile, or None."""
+    import regex  # here, not at import: only gates that have patterns pay for it
+
     try:
         regex.compile(pattern)
     except (regex.error, ValueError) as exc:
@@ -49,6 +50,8 @@ def pattern_problem(pattern: str) -> str | None:
 def pattern_search(pattern: str, text: str, budget_s: float = PATTERN_BUDGET_S) -> bool:
     """Whether `pattern` matches somewhere in `text`; PatternTimeout past the budget. Blocking: call
     it in a thread (`asyncio.to_thread`), `concurrent=True` releases the GIL while it matches."""
+    import regex
+
     try:
         return regex.search(pattern, text, timeout=budget_s, concurrent=True) is not None
     except TimeoutError:
@@ -64,7 +67,9 @@ class Severity(StrEnum):
 class SpecBase(BaseModel):
     """Fields every check has, whatever its kind."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: specs are validated as part of `Gate` (one validator, built on first use);
+    # a spec validated on its own builds its validator then.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str = Field(pattern=CHECK_ID_PATTERN, description="Unique within the gate: [a-z0-9_.-]")
     name: str | None = Field(default=None, description="Shown on the card; defaults to the id")
@@ -78,6 +83,10 @@ class SpecBase(BaseModel):
     pass_score: float | None = Field(
         default=None, ge=0, le=1, description="A scored check passes only at or above this score (0..1)"
     )
+
+    # Whether running it needs the run's HTTP session (`ctx.http`). A run without such checks
+    # opens no session, and `gonogo check` does not even import aiohttp for it.
+    uses_http: ClassVar[bool] = False
 
     @property
     def title(self) -> str:
@@ -114,11 +123,17 @@ def _utcnow() -> datetime:
 class CheckContext:
     """Everything a check may touch besides its spec. Built once per run by the caller."""
 
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession | None = None  # what `ctx.http` gives checks whose kind `uses_http`
     base_dir: Path = field(default_factory=Path.cwd)  # relative paths in the gate resolve here
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     clock: Callable[[], datetime] = _utcnow
     sha: str | None = None  # the release's commit: checks judge that commit, not whatever is newest
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self.session is None:  # the caller left it out although a check `uses_http`: a bug of ours
+            raise RuntimeError("this run has no HTTP session")
+        return self.session
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()

@@ -6,7 +6,6 @@ worker thread: a slow network mount must not stall the event loop that runs the 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
 from dataclasses import dataclass
@@ -99,6 +98,8 @@ def _over_age(age: float, limit: timedelta) -> str:
 
 
 async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
+    import asyncio  # here, not at import: loading gates must not pay for it
+
     started = ctx.clock()
     path = ctx.resolve(spec.path)
     label = spec.path

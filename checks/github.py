@@ -38,6 +38,7 @@ class Spec(SpecBase):
     token_env: str = "GITHUB_TOKEN"
 
     default_timeout: ClassVar[timedelta] = timedelta(seconds=30)
+    uses_http: ClassVar[bool] = True
 
 
 API_VERSION = "2022-11-28"
@@ -156,7 +157,7 @@ class _Api:
         import aiohttp  # here, not at import: loading gates must not pay for it
 
         try:
-            async with self.ctx.session.get(
+            async with self.ctx.http.get(
                 self.spec.api_url.rstrip("/") + path,
                 params=params,
                 headers=self.headers,

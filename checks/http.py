@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import operator
 import os
 import re
-import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -42,7 +40,7 @@ def header_rule_problem(rule: str) -> str | None:
 
 
 class Expect(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     status: int | list[int] = 200
     json_: dict[str, Any] | None = Field(
@@ -97,6 +95,7 @@ class Spec(SpecBase):
     )
 
     default_timeout: ClassVar[timedelta] = timedelta(seconds=30)
+    uses_http: ClassVar[bool] = True
 
 
 # Enough for any health endpoint; a bigger body is read no further so a misconfigured URL
@@ -118,6 +117,8 @@ _MISSING = object()
 
 def describe_client_error(exc: aiohttp.ClientError) -> str:
     """A short reason for a failed request, without aiohttp's repr noise."""
+    import socket
+
     import aiohttp
 
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -326,7 +327,9 @@ def _not_followed(location: str, following: bool) -> tuple[str, str]:
 
 
 async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
-    import aiohttp  # here, not at import: loading gates must not pay for it
+    import asyncio  # here, not at import: loading gates must not pay for it
+
+    import aiohttp
 
     started = ctx.clock()
     headers = dict(spec.request_headers)
@@ -351,7 +354,7 @@ async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
     url, method, data = spec.url, spec.method, spec.body.encode() if spec.body is not None else None
     try:
         for hop in range(MAX_REDIRECTS + 1):
-            async with ctx.session.request(
+            async with ctx.http.request(
                 method,
                 url,
                 headers=headers,

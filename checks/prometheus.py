@@ -53,7 +53,7 @@ def parse_expectation(text: str) -> tuple[str, float]:
 
 
 class BasicAuth(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     username: str
     password_env: str = Field(description="Env var holding the password")
 
@@ -72,6 +72,7 @@ class Spec(SpecBase):
     )
 
     default_timeout: ClassVar[timedelta] = timedelta(seconds=30)
+    uses_http: ClassVar[bool] = True
 
     @field_validator("expect")
     @classmethod
@@ -303,7 +304,7 @@ async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
     try:
         headers = _credentials(spec, ctx.env)
         try:
-            async with ctx.session.get(
+            async with ctx.http.get(
                 endpoint,
                 # `timeout` makes Prometheus give up evaluating too, instead of burning CPU on a
                 # query nobody waits for any more (it reads a bare number as seconds).

@@ -21,7 +21,7 @@ from bot.core.results import CheckResult, Status
 
 
 class _Score(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     max: float = Field(gt=0, description="The value that scores 1.0 (e.g. 10 for a x/10 grade)")
 

@@ -7,10 +7,8 @@ does), so that a failure names one clear reason ("connection refused") instead o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import socket
 import time
 from datetime import timedelta
 from typing import ClassVar, Literal
@@ -37,6 +35,8 @@ def target(host: str, port: int) -> str:
 
 def describe_os_error(exc: OSError) -> str:
     """ "connection refused", "network is unreachable": the errno's words, not asyncio's repr."""
+    import socket
+
     if exc.errno is not None and not isinstance(exc, socket.gaierror):
         text = os.strerror(exc.errno)
     else:
@@ -50,6 +50,9 @@ def _latency(took: float) -> str:
 
 async def _connect_any(host: str, port: int) -> None:
     """Connect to the first address of `host` that accepts, then close; raise the last error."""
+    import asyncio
+    import socket
+
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))  # unique, resolver order kept
@@ -73,6 +76,9 @@ async def _connect_any(host: str, port: int) -> None:
 
 
 async def run(spec: Spec, ctx: CheckContext) -> CheckResult:
+    import asyncio  # here, not at import: loading gates must not pay for it
+    import socket
+
     started = ctx.clock()
     where = target(spec.host, spec.port)
     limit = spec.timeout or Spec.default_timeout

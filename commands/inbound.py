@@ -9,8 +9,8 @@ logs it. (Escaping happens once on the way out, in bot/slack/blocks.py.)
 
 from __future__ import annotations
 
-from bot.core.decision import literal
 from bot.core.masking import Masker
+from bot.core.mentions import literal
 from bot.slack.blocks import drop_controls
 
 

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from bot.core.decision import DecisionInput, Verdict, decide, mention
+from bot.core.decision import DecisionInput, Verdict, decide
 from bot.core.facts import DrillResult, Signature, Vote
 from bot.core.gate import Gate
 from bot.core.loader import load_gate
+from bot.core.mentions import mention
 from bot.core.release import Release, RunRecord, State
 from bot.core.results import CheckResult, Status
 from bot.slack.blocks import ACTION_REFRESH, ACTION_RUN, escape, reason_mrkdwn

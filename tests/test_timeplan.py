@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.core.timeplan import (
-    DailySpan,
     FreezePeriod,
     ReminderRules,
     WindowRules,
@@ -26,9 +25,6 @@ from bot.core.timeplan import (
     next_working_morning,
     open_periods,
     outlook,
-    parse_days,
-    parse_hours,
-    parse_window,
     postdeploy_series,
     prelaunch_due,
     prelaunch_posts,
@@ -36,6 +32,7 @@ from bot.core.timeplan import (
     snooze_until,
     window_status,
 )
+from bot.core.wallclock import DailySpan, parse_days, parse_hours, parse_window
 
 MADRID = ZoneInfo("Europe/Madrid")
 TOKYO = ZoneInfo("Asia/Tokyo")

@@ -14,7 +14,6 @@ Rules common to every policy:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -33,6 +32,7 @@ from bot.core.facts import (
     staleness,
 )
 from bot.core.gate import Gate, RiskScorePolicy, Signoff, ThresholdPolicy
+from bot.core.mentions import literal, mention
 from bot.core.results import CheckResult, Status
 from bot.core.timeplan import WindowStatus
 from checks.base import Severity, SpecBase
@@ -62,21 +62,6 @@ class Level(StrEnum):
 
 
 _ORDER = {Level.BLOCKING: 0, Level.RISK: 1, Level.WARNING: 2, Level.INFO: 3}
-
-
-def mention(user: str) -> str:
-    """A user reference inside reason text; renderers turn it into <@U…> or @U…."""
-    return "{@" + user + "}"
-
-
-MENTION = re.compile(r"\{@([A-Z0-9]+)\}")
-_TOKEN_START = re.compile(r"\{@(?=[A-Z0-9]+\})")
-
-
-def literal(text: str) -> str:
-    """Outside text (check output, what people type, gate titles) put into reason text: a `{@U…}`
-    in it stays text (a word joiner breaks it); only the bot's own `mention` tokens become mentions."""
-    return _TOKEN_START.sub("{@\u2060", text)
 
 
 class _Out(BaseModel):

@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from bot.core.decision import MENTION, Decision, Verdict
+from bot.core.decision import Decision, Verdict
 from bot.core.durations import format_duration
 from bot.core.facts import DrillResult, RiskAcceptance, Signature
 from bot.core.gate import Gate
 from bot.core.loader import LoadedGate
+from bot.core.mentions import MENTION
 from bot.core.release import Release, RunRecord
 from bot.core.results import CheckResult, Status
 from bot.core.stages import Ladder, ladder_json

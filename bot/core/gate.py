@@ -10,26 +10,19 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bot.core.durations import Duration
-from bot.core.timeplan import (
-    DAYS,
-    DEFAULT_PRELAUNCH,
-    FreezePeriod,
-    ReminderRules,
-    WindowRules,
-    WindowStatus,
-    WorkingTime,
-    parse_hours,
-    parse_window,
-    window_status,
-    zone_of,
-)
+from bot.core.wallclock import DAYS, DEFAULT_PRELAUNCH, parse_hours, parse_window, zone_of
 from checks import AnyCheckSpec
 from checks.base import CHECK_ID_PATTERN, Severity
+
+if TYPE_CHECKING:
+    # The time logic behind windows and reminders is imported where it is used: loading and
+    # validating a gate needs only the spellings (bot/core/wallclock.py).
+    from bot.core.timeplan import FreezePeriod, ReminderRules, WindowRules, WindowStatus, WorkingTime
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 _SLACK_TARGET = re.compile(r"^[CGUW][A-Z0-9]{2,}$")  # escalate_to: a channel or user id rather than a role
@@ -39,7 +32,9 @@ __all__ = ["Gate", "Severity"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a part of the gate is validated as part of `Gate`, whose validator is built
+    # once, on first use; building one per part at import would only slow down start-up.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _before() -> Any:
@@ -270,12 +265,16 @@ class Reminders(_Model):
         return self
 
     def rules(self) -> ReminderRules:
+        from bot.core.timeplan import ReminderRules
+
         return ReminderRules(
             every=self.every, first_after=self.first_after, max=self.max, escalate_after=self.escalate_after
         )
 
     def working_time(self, person_tz: str | None = None) -> WorkingTime:
         """A person's working time: their Slack zone when it is a known one, else the gate's `timezone`."""
+        from bot.core.timeplan import WorkingTime
+
         try:
             zone = zone_of(person_tz) if person_tz else zone_of(self.timezone)
         except ValueError:
@@ -306,6 +305,8 @@ class Freeze(_Model):
         return self
 
     def period(self) -> FreezePeriod:
+        from bot.core.timeplan import FreezePeriod
+
         return FreezePeriod(start=self.start, end=self.end, reason=self.reason)
 
 
@@ -322,6 +323,8 @@ class Windows(_Model):
     timezone: Zone = "UTC"
 
     def rules(self) -> WindowRules:
+        from bot.core.timeplan import WindowRules
+
         return WindowRules(
             zone=zone_of(self.timezone),
             allow=tuple(parse_window(a) for a in self.allow),
@@ -423,6 +426,8 @@ class Gate(_Model):
 
     def window_at(self, at: datetime) -> WindowStatus | None:
         """Whether a deploy may happen at `at`; None when the gate has no `windows`."""
+        from bot.core.timeplan import window_status
+
         return window_status(self.windows.rules(), at) if self.windows else None
 
     @property

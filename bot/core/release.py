@@ -9,8 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.core.decision import Verdict, mention
+from bot.core.decision import Verdict
 from bot.core.errors import CommitMoved, Conflict, UsageError
+from bot.core.mentions import mention
 
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 SHA = re.compile(r"^[0-9a-f]{7,40}$")

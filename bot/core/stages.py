@@ -18,9 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.core.decision import MENTION, Decision, DecisionInput, Level, Reason, Verdict, decide
+from bot.core.decision import Decision, DecisionInput, Level, Reason, Verdict, decide
 from bot.core.due import Due
 from bot.core.gate import Gate, RiskScorePolicy, Stage
+from bot.core.mentions import MENTION
 
 _NOTHING_REACHED: Mapping[str, datetime] = MappingProxyType({})
 

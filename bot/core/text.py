@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-from bot.core.decision import MENTION
 from bot.core.durations import format_duration
+from bot.core.mentions import MENTION
 
 SECTION_LIMIT = 3000  # Slack's section text limit; the default chunk size
 

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from bot.core.decision import Decision, mention
+from bot.core.decision import Decision
 from bot.core.errors import Conflict, Forbidden
 from bot.core.evidence import build_bundle, stages_section
 from bot.core.evidence_markdown import render_markdown
 from bot.core.gateset import GateSet
+from bot.core.mentions import mention
 from bot.core.notices import DECISION_RECORD, Notice, Target
 from bot.core.release import Release, State, check_sha
 from bot.services.membership import Membership

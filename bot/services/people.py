@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.core.decision import DecisionInput, literal, mention
+from bot.core.decision import DecisionInput
 from bot.core.facts import (
     DrillResult,
     ManualMark,
@@ -21,6 +21,7 @@ from bot.core.facts import (
     Signature,
 )
 from bot.core.gate import Gate
+from bot.core.mentions import literal, mention
 from bot.core.results import CheckResult, Status
 from bot.store.gatestore import GateStore
 from bot.store.store import Fact, Store

@@ -22,13 +22,14 @@ from typing import Any
 
 import aiohttp
 
-from bot.core.decision import Decision, Level, Reason, Verdict, decide, mention
+from bot.core.decision import Decision, Level, Reason, Verdict, decide
 from bot.core.drills import OperationLease
 from bot.core.errors import Conflict, NotFound, Restarting, StoreUnavailable, UsageError
 from bot.core.facts import ManualMark, passing_blockers
 from bot.core.gateset import GateSet
 from bot.core.loader import LoadedGate
 from bot.core.masking import Masker
+from bot.core.mentions import mention
 from bot.core.notices import THREAD_MESSAGE, Notice, Target, notice_key
 from bot.core.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
 from bot.core.results import CheckResult, Status, split_by_commit

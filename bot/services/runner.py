@@ -13,9 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
-from bot.core.decision import literal
 from bot.core.durations import format_duration
 from bot.core.masking import Masker, truncate_line, truncate_tail
+from bot.core.mentions import literal
 from bot.core.results import CheckResult, Status
 from checks import run_check
 from checks.base import CheckContext, SpecBase

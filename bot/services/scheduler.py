@@ -24,7 +24,6 @@ from bot.core.release import Release, State
 from bot.core.reminding import OVERDUE_PREFIX, Asked, overdue_owners, permalink, waited_on
 from bot.core.results import Status
 from bot.core.timeplan import (
-    DEFAULT_PRELAUNCH,
     SnoozeChoice,
     WorkingTime,
     format_instant,
@@ -36,8 +35,8 @@ from bot.core.timeplan import (
     recheck_series,
     snooze_until,
     window_status,
-    zone_of,
 )
+from bot.core.wallclock import DEFAULT_PRELAUNCH, zone_of
 from bot.services.events import FULLY_DEPLOYED
 from bot.services.releases import ReleaseService
 from bot.services.runner import run_checks

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.core.decision import Level, mention
+from bot.core.decision import Level
 from bot.core.errors import Conflict, Forbidden, NotFound, UsageError
 from bot.core.facts import (
     ManualMark,
@@ -30,6 +30,7 @@ from bot.core.facts import (
 from bot.core.gate import Gate, Signoff
 from bot.core.gateset import GateSet
 from bot.core.loader import LoadedGate
+from bot.core.mentions import mention
 from bot.core.notices import CHANNEL_MESSAGE, Target
 from bot.core.release import Release, State
 from bot.services.membership import Membership

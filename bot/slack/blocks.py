@@ -18,8 +18,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.core.decision import MENTION
 from bot.core.durations import humanize_age
+from bot.core.mentions import MENTION
 from bot.core.text import SECTION_LIMIT, cut
 
 ACTION_RUN = "gonogo_run"
