@@ -171,16 +171,7 @@ class GateStore:
         """Oldest first."""
         async with self._guard():
             raw = cast(list[tuple[str, dict[str, str]]], await self.redis.xrange(keys.gate_audit(gate_id), count=count))
-        return [
-            AuditEntry(
-                id=entry_id,
-                type=fields["type"],
-                actor=fields["actor"],
-                at=datetime.fromisoformat(fields["at"]),
-                data=json.loads(fields.get("data", "{}")),
-            )
-            for entry_id, fields in raw
-        ]
+        return [AuditEntry.from_stream(entry_id, fields) for entry_id, fields in raw]
 
     async def decided_at(self, release_id: str, page: int = 200) -> datetime | None:
         """When the release was last decided (its newest `decided` audit entry); None if never."""

@@ -58,6 +58,17 @@ class AuditEvent(BaseModel):
 class AuditEntry(AuditEvent):
     id: str  # the stream entry id
 
+    @classmethod
+    def from_stream(cls, entry_id: str, fields: Mapping[str, str]) -> AuditEntry:
+        """One entry of an audit stream (a release's or a gate's), as `AuditEvent.fields` wrote it."""
+        return cls(
+            id=entry_id,
+            type=fields["type"],
+            actor=fields["actor"],
+            at=datetime.fromisoformat(fields["at"]),
+            data=json.loads(fields.get("data", "{}")),
+        )
+
 
 # KEYS: open pointer, release doc, release index, audit. ARGV: id, doc json, score, audit fields...
 _OPEN = """
@@ -891,16 +902,7 @@ class Store:
         """Oldest first."""
         async with self._guard():
             raw = cast(list[tuple[str, dict[str, str]]], await self.redis.xrange(keys.audit(release_id), count=count))
-        return [
-            AuditEntry(
-                id=entry_id,
-                type=fields["type"],
-                actor=fields["actor"],
-                at=datetime.fromisoformat(fields["at"]),
-                data=json.loads(fields.get("data", "{}")),
-            )
-            for entry_id, fields in raw
-        ]
+        return [AuditEntry.from_stream(entry_id, fields) for entry_id, fields in raw]
 
 
 def _flat(fields: Mapping[str, str]) -> list[str]:
