@@ -4,7 +4,6 @@ vote and updates the card; Snooze answers and is stored; the DM is updated once 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -75,15 +74,15 @@ async def test_approve_and_snooze_from_the_dm(
         url = standin.new_response_url()
         await bot.command("open payments 1.4.0 abc1234 --at 2026-12-01T10:00Z", response_url=url, user="U0OPEN")
         card_post = await standin.wait_for("chat.postMessage", lambda c: c.args.get("channel") == CHANNEL)
+
         # The refresher then stores where the card is on the release (a new revision); a tick that
         # read the release before that has its claims refused, to be made at the next tick. Wait.
-        deadline = asyncio.get_running_loop().time() + 15
-        while True:
-            stored = json.loads(str(await redis_client.get(keys.release(RID))))
-            if stored.get("card_ts") or asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(0.05)
-        assert stored["card_ts"] and stored["target_at"].startswith("2026-12-01T10:00")
+        async def located() -> dict[str, Any] | None:
+            doc: dict[str, Any] = json.loads(str(await redis_client.get(keys.release(RID))))
+            return doc if doc.get("card_ts") else None
+
+        stored: dict[str, Any] = await until(located)
+        assert stored["target_at"].startswith("2026-12-01T10:00")
 
         slack = AsyncWebClient(token=DEFAULT_BOT_TOKEN, base_url=standin.api_url, session=http_session)
         store = Store(redis_client)
