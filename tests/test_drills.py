@@ -9,21 +9,23 @@ import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core import announcements
 from bot.core.decision import Verdict, decide
 from bot.core.drills import DrillRun, OperationLease
 from bot.core.errors import Conflict, Forbidden, UsageError
 from bot.core.gate import Gate
 from bot.core.loader import load_gate
 from bot.core.masking import MASK
+from bot.core.notices import Notice
 from bot.core.release import Release, RunLease, State
-from bot.services.drills import DrillService
+from bot.services.drills import INTERRUPTED, DrillService
 from bot.services.membership import Membership
 from bot.services.people import load_people
 from bot.store import keys
@@ -284,3 +286,25 @@ def test_a_rollback_without_a_command_is_announce_and_verify(tmp_path: Path) -> 
     )
     rollback = load_gate(path).gate.rollback
     assert rollback is not None and rollback.run is None
+
+
+async def test_a_drill_stopped_mid_way_is_recorded_as_interrupted_and_its_message_updated(
+    drills: DrillService, gate: Gate, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """SIGTERM's last resort cancels a drill still running: the "🔥 started" message must not stay
+    as it is, and the run is not a pass (its outcome is unknown)."""
+    started = await drills.begin(gate, "gated", "U0SRE", announce=True)
+    task = asyncio.create_task(drills.finish(started))
+    await wait_for_file(tmp_path / "started")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    [latest] = await drills.history("payments", "gated", 1)
+    assert (latest.passed, latest.summary, latest.run_id) == (False, INTERRUPTED, started.run_id)
+    raw = cast(list[tuple[str, dict[str, str]]], await redis_client.xrange(keys.outbox("payments")))
+    notices = [Notice.from_json(fields["notice"]) for _, fields in raw if "notice" in fields]
+    [result] = [n for n in notices if n.kind == announcements.DRILL_RESULT]
+    assert result.updates == announcements.drill_key("payments", started.run_id)  # the start message
+    assert result.payload["passed"] is False and result.payload["summary"] == INTERRUPTED
+    assert await redis_client.exists(keys.operation_lease("payments")) == 0  # the gate is free again

@@ -96,6 +96,25 @@ async def run_drill(
     )
 
 
+INTERRUPTED = "interrupted: gonogo stopped before the drill finished; run it again"
+
+
+def interrupted_run(started: DrillStarted, began: datetime, now: datetime) -> DrillRun:
+    """A drill the bot stopped mid-way: not a pass (its outcome is unknown)."""
+    return DrillRun(
+        gate_id=started.gate.id,
+        drill_id=started.drill.id,
+        run_id=started.run_id,
+        passed=False,
+        summary=INTERRUPTED,
+        started_at=began,
+        finished_at=now,
+        duration_s=round(max((now - began).total_seconds(), 0.0), 3),
+        by=started.actor,
+        source=started.source,
+    )
+
+
 def drill_audit(run: DrillRun) -> AuditEvent:
     return AuditEvent(
         type="drill",
@@ -195,19 +214,24 @@ class DrillService:
         keeper = asyncio.create_task(self._keep_lease(gate_id, token))
         try:
             ctx = CheckContext(session=self.session, base_dir=self.base_dir, env=self.env, clock=self.clock)
-            run = await run_drill(
-                started.gate,
-                started.drill,
-                ctx,
-                self.masker,
-                actor=started.actor,
-                source=started.source,
-                run_id=started.run_id,
-            )
-            if started.announced:
-                await self.store.watched_write([keys.open_release(gate_id)], self._announced(started, run))
-            else:
-                await self.store.record_drill_run(run, drill_audit(run))
+            began = self.clock()
+            try:
+                run = await run_drill(
+                    started.gate,
+                    started.drill,
+                    ctx,
+                    self.masker,
+                    actor=started.actor,
+                    source=started.source,
+                    run_id=started.run_id,
+                )
+            except asyncio.CancelledError:
+                # Stopped (SIGTERM's last resort): the command's process group is killed on the way
+                # out; record that it did not finish, so "🔥 started" does not stay forever and no
+                # earlier pass is mistaken for this run's outcome. Shielded: we are being cancelled.
+                await asyncio.shield(self._record(started, interrupted_run(started, began, self.clock())))
+                raise
+            await self._record(started, run)
             log.info(
                 "drill finished",
                 extra={"gate": gate_id, "drill": run.drill_id, "passed": run.passed, "duration_s": run.duration_s},
@@ -217,6 +241,12 @@ class DrillService:
             keeper.cancel()
             with contextlib.suppress(StoreUnavailable):
                 await self.store.release_operation(gate_id, token)
+
+    async def _record(self, started: DrillStarted, run: DrillRun) -> None:
+        if started.announced:
+            await self.store.watched_write([keys.open_release(started.gate.id)], self._announced(started, run))
+        else:
+            await self.store.record_drill_run(run, drill_audit(run))
 
     def _announced(self, started: DrillStarted, run: DrillRun) -> Callable[[Pipeline], Awaitable[Write[None]]]:
         """Record the run, say its result (an update of the start message, the output in its
