@@ -3,29 +3,35 @@ run for real, the release moved to rolled_back and audited with the time since i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core import announcements
 from bot.core.errors import Conflict, Forbidden
 from bot.core.gateset import GateSet
 from bot.core.masking import MASK
+from bot.core.notices import Notice
 from bot.core.release import Release, State
 from bot.services.drills import DrillService
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
-from bot.services.rollbacks import RollbackService
+from bot.services.rollbacks import INTERRUPTED, RollbackService
+from bot.store import keys
 from bot.store.gatestore import GateStore
 from bot.store.store import AuditEvent, Store
 from tests.bot_harness import write_gate
+from tests.delivery_kit import until
 
 PY = sys.executable
 T0 = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -61,7 +67,9 @@ signoffs:
 drills:
   - {{id: redis-down, run: ["true"]}}
 rollback:
-  run: ["{PY}", "-c", "import os; print('rolled back with', os.environ.get('SLACK_BOT_TOKEN', 'no token'), '{TOKEN}')"]
+  run: ["{PY}", "-c", "import os, pathlib, time; hold = pathlib.Path('{tmp_path}/hold'); \\
+    pathlib.Path('{tmp_path}/begun').touch(); [time.sleep(0.05) for _ in range(400) if hold.exists()]; \\
+    print('rolled back with', os.environ.get('SLACK_BOT_TOKEN', 'no token'), '{TOKEN}')"]
   allowed_roles: [sre]
   verify: health
 """
@@ -130,3 +138,44 @@ async def test_a_failing_verify_is_reported_and_the_release_is_still_rolled_back
     assert done.status == "failed" and done.verify is not None and done.verify.status.value == "fail"
     assert done.release.state is State.ROLLED_BACK
     assert (await service.releases.store.results(RID))["health"].status.value == "fail"
+
+
+async def test_a_rollback_stopped_mid_way_says_so_and_a_later_attempt_is_announced_again(
+    service: RollbackService, tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
+    """SIGTERM's last resort cancels a rollback still running: the release does not move (whether the
+    service is rolled back is unknown), the audit and the announcement's thread say it was interrupted,
+    and a new attempt after the first was posted gets its own announcement (not deduplicated away)."""
+    (tmp_path / "hold").touch()
+    started = await service.begin(RID, "U0SRE", "bad deploy", run_command=True, announce=True)
+    assert started.attempt is None
+    task = asyncio.create_task(service.execute(started))
+    await until(lambda: (tmp_path / "begun").exists(), timeout=20)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    release = await service.releases.store.get_release(RID)
+    assert release is not None and release.state is State.DECIDED
+    assert [e.type for e in await service.releases.store.audit(RID)][-1] == "rollback_interrupted"
+    first_key = announcements.rollback_key(RID)
+    outputs = [n for n in await queued(redis_client) if n.kind == announcements.ROLLBACK_OUTPUT]
+    assert [(n.payload["summary"], n.target.thread_of) for n in outputs] == [(INTERRUPTED, first_key)]
+    assert await service.gatestore.current_operation("payments") is None
+
+    await redis_client.set(keys.delivered("payments", first_key), "1700000000.000100")  # the deliverer posted it
+    (tmp_path / "hold").unlink()
+    again = await service.begin(RID, "U0SRE", "bad deploy, again", run_command=True, announce=True)
+    assert again.attempt is not None
+    done = await service.execute(again)
+    assert done.release.state is State.ROLLED_BACK
+    notices = await queued(redis_client)
+    [second] = [n for n in notices if n.kind == announcements.ROLLBACK_STARTED and n.key != first_key]
+    assert second.payload["reason"] == "bad deploy, again"
+    outputs = [n for n in notices if n.kind == announcements.ROLLBACK_OUTPUT and n.target.thread_of == second.key]
+    assert [n.payload["passed"] for n in outputs] == [True]
+
+
+async def queued(redis_client: aioredis.Redis) -> list[Notice]:
+    raw = cast(list[tuple[str, dict[str, str]]], await redis_client.xrange(keys.outbox("payments")))
+    return [Notice.from_json(fields["notice"]) for _, fields in raw]

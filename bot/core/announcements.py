@@ -123,8 +123,14 @@ def drill_reported(
     return [started, *finished]
 
 
-def rollback_key(release_id: str) -> str:
-    return notice_key("rollback", release_id)
+def rollback_key(release_id: str, attempt: str | None = None) -> str:
+    """The announcement of a release's rollback. A later attempt (the first one's process died before
+    it finished, after its announcement was posted) has its own, or it would be deduplicated away."""
+    return notice_key("rollback", release_id, attempt) if attempt else notice_key("rollback", release_id)
+
+
+def _attempt(parts: tuple[str, ...], attempt: str | None) -> tuple[str, ...]:
+    return (*parts, attempt) if attempt else parts
 
 
 def rollback_started(
@@ -137,10 +143,11 @@ def rollback_started(
     record: dict[str, Any],
     people: Iterable[str],
     at: datetime,
+    attempt: str | None = None,
 ) -> list[Notice]:
     """The announcement, and in its thread the release's signers and opener, each named once.
     `record`: where the decision record is ({"channel", "ts"} of the card, when posted)."""
-    key = rollback_key(release_id)
+    key = rollback_key(release_id, attempt)
     named = sorted(set(people))
     out = [
         Notice(
@@ -162,7 +169,7 @@ def rollback_started(
                 release_id=release_id,
                 target=Target.to_thread_of(channel, key),
                 payload={"release": release_id, "people": named},
-                key=notice_key("rollback-people", release_id),
+                key=notice_key(*_attempt(("rollback-people", release_id), attempt)),
                 created_at=at,
             )
         )
@@ -185,15 +192,23 @@ def rollback_step(
 
 
 def rollback_output(
-    gate_id: str, channel: str, release_id: str, *, passed: bool, summary: str, details: str, at: datetime
+    gate_id: str,
+    channel: str,
+    release_id: str,
+    *,
+    passed: bool,
+    summary: str,
+    details: str,
+    at: datetime,
+    attempt: str | None = None,
 ) -> Notice:
     return Notice(
         kind=ROLLBACK_OUTPUT,
         gate_id=gate_id,
         release_id=release_id,
-        target=Target.to_thread_of(channel, rollback_key(release_id)),
+        target=Target.to_thread_of(channel, rollback_key(release_id, attempt)),
         payload={"passed": passed, "summary": summary, "output": tail(details)},
-        key=notice_key("rollback-output", release_id),
+        key=notice_key(*_attempt(("rollback-output", release_id), attempt)),
         created_at=at,
     )
 
@@ -208,14 +223,15 @@ def rollback_verified(
     summary: str,
     after_s: float,
     at: datetime,
+    attempt: str | None = None,
 ) -> Notice:
     return Notice(
         kind=ROLLBACK_VERIFY,
         gate_id=gate_id,
         release_id=release_id,
-        target=Target.to_thread_of(channel, rollback_key(release_id)),
+        target=Target.to_thread_of(channel, rollback_key(release_id, attempt)),
         payload={"check": check, "passed": passed, "summary": summary, "after_s": after_s},
-        key=notice_key("rollback-verify", release_id),
+        key=notice_key(*_attempt(("rollback-verify", release_id), attempt)),
         created_at=at,
     )
 

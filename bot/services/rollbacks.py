@@ -40,7 +40,7 @@ from bot.services.releases import ReleaseService
 from bot.services.runner import run_one
 from bot.store import keys
 from bot.store.gatestore import GateStore, Write
-from bot.store.outbox import Emit, emit
+from bot.store.outbox import Emit, Outbox, emit
 from bot.store.store import AUDIT_MAXLEN, AuditEvent
 from checks import command
 from checks.base import CheckContext
@@ -132,6 +132,10 @@ class RollbackStarted:
     lease: OperationLease
     decided_at: datetime | None
     announced: bool = False  # the start was announced: output and verify go into its thread
+    attempt: str | None = None  # set when an earlier attempt's announcement was posted already
+
+
+INTERRUPTED = "interrupted: gonogo stopped before the rollback finished; check the service, then roll back again"
 
 
 class RollbackService:
@@ -174,7 +178,11 @@ class RollbackService:
             token=secrets.token_hex(16), kind="rollback", subject=release.id, actor=actor, started_at=self.clock()
         )
         says = None
+        attempt = None
         if announce:
+            if await Outbox(self.gatestore.redis).delivered_ts(gate.id, announcements.rollback_key(release.id)):
+                # An earlier attempt died before it finished: announce this one in its own right.
+                attempt = lease.token[:12]
             notices = announcements.rollback_started(
                 gate.id,
                 gate.channel,
@@ -184,6 +192,7 @@ class RollbackService:
                 record=record_location(release),
                 people=await rollback_people(self.gatestore.redis, release),
                 at=lease.started_at,
+                attempt=attempt,
             )
             says = Emit(gate.id, notices)
         holder = await self.gatestore.acquire_operation(gate.id, lease, LEASE_TTL_MS, says)
@@ -198,6 +207,7 @@ class RollbackService:
             lease=lease,
             decided_at=await self.gatestore.decided_at(release.id),
             announced=announce,
+            attempt=attempt,
         )
 
     async def execute(self, started: RollbackStarted) -> RolledBack:
@@ -209,23 +219,29 @@ class RollbackService:
         try:
             ctx = CheckContext(session=self.releases.session, env=self.releases.env, clock=self.clock)
             ran: CheckResult | None = None
-            if started.run_command and gate.rollback.run is not None:
-                spec = command.Spec(
-                    id="rollback",
-                    name=f"Rollback of {release.id}",
-                    run=gate.rollback.run,
-                    shell=gate.rollback.shell,
-                    cwd=gate.rollback.cwd,
-                    timeout=gate.rollback.timeout,
-                    env=gate.rollback.env,
-                    pass_env=gate.rollback.pass_env,
-                )
-                ran = await run_one(spec, ctx, self.releases.masker)
-            verified: CheckResult | None = None
-            check = gate.check(gate.rollback.verify) if gate.rollback.verify else None
-            if check is not None:
-                verified = await run_one(check, ctx, self.releases.masker)
-                await self.releases.store.save_result(release.id, verified)
+            try:
+                if started.run_command and gate.rollback.run is not None:
+                    spec = command.Spec(
+                        id="rollback",
+                        name=f"Rollback of {release.id}",
+                        run=gate.rollback.run,
+                        shell=gate.rollback.shell,
+                        cwd=gate.rollback.cwd,
+                        timeout=gate.rollback.timeout,
+                        env=gate.rollback.env,
+                        pass_env=gate.rollback.pass_env,
+                    )
+                    ran = await run_one(spec, ctx, self.releases.masker)
+                verified: CheckResult | None = None
+                check = gate.check(gate.rollback.verify) if gate.rollback.verify else None
+                if check is not None:
+                    verified = await run_one(check, ctx, self.releases.masker)
+                    await self.releases.store.save_result(release.id, verified)
+            except asyncio.CancelledError:
+                # Stopped (SIGTERM's last resort) mid-way: whether the service is rolled back is
+                # unknown, so the release does not move; the thread and the audit say so.
+                await asyncio.shield(self._interrupted(started))
+                raise
             return await self._finish(started, ran, verified)
         finally:
             keeper.cancel()
@@ -284,6 +300,29 @@ class RollbackService:
 
         return await self.gatestore.watched_write([keys.release(rid)], prepare)
 
+    async def _interrupted(self, started: RollbackStarted) -> None:
+        """Audit (and, announced, say in its thread) that the rollback stopped before it finished."""
+        now, rid = self.clock(), started.release.id
+        event = AuditEvent(type="rollback_interrupted", actor=started.actor, at=now, data={"reason": started.reason})
+        notices = []
+        if started.announced:
+            notices.append(
+                announcements.rollback_output(
+                    started.gate.id,
+                    started.gate.channel,
+                    rid,
+                    passed=False,
+                    summary=INTERRUPTED,
+                    details="",
+                    at=now,
+                    attempt=started.attempt,
+                )
+            )
+        async with self.gatestore.redis.pipeline(transaction=True) as tx:
+            tx.xadd(keys.audit(rid), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            emit(tx, Emit(started.gate.id, notices, card_of=rid, at=now))
+            await tx.execute()
+
     @staticmethod
     def _notices(
         started: RollbackStarted, ran: CheckResult | None, verified: CheckResult | None, now: datetime
@@ -301,6 +340,7 @@ class RollbackService:
                     summary=ran.summary,
                     details=ran.details,
                     at=now,
+                    attempt=started.attempt,
                 )
             )
         if verified is not None:
@@ -315,6 +355,7 @@ class RollbackService:
                     summary=verified.summary,
                     after_s=max(after, 0.0),
                     at=now,
+                    attempt=started.attempt,
                 )
             )
         return out
