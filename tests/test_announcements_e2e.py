@@ -203,6 +203,8 @@ async def test_slack_failing_then_recovering_and_a_restarted_deliverer_post_ever
         await until(lambda: len(sent_ok(standin, "chat.update")) == 3, timeout=30)
     finally:
         await fresh.kill()
-    tops = top_level(standin)
+    # The release's card may be posted too (by whichever road got through first): count the drills.
+    tops = [m for m in top_level(standin) if "fire drill" in m["text"].lower()]
     assert len(tops) == 3 and all("✅ PASSED" in m["text"] for m in tops)
-    assert len(sent_ok(standin, "chat.postMessage")) == 3
+    drills = [c for c in sent_ok(standin, "chat.postMessage") if "fire drill" in str(c.args.get("text", "")).lower()]
+    assert len(drills) == 3
