@@ -5,6 +5,7 @@ updated), exactly once across replicas, kills and restarts, freeze announcements
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections import Counter
@@ -37,6 +38,7 @@ from bot.store.schedule import ScheduleStore
 from bot.store.store import AuditEvent, Store
 from tests.bot_harness import write_gate
 from tests.delivery_kit import Road, until
+from tests.fault_proxy import FaultProxy
 
 reminders.register(RENDERERS)
 
@@ -90,10 +92,13 @@ class World:
         )
         self.membership = Membership(self.store, self.slack)
 
-    def replica(self, zones: Callable[[str], object] | None = None) -> Scheduler:
+    def replica(
+        self, zones: Callable[[str], object] | None = None, *, redis: aioredis.Redis | None = None
+    ) -> Scheduler:
+        """A scheduler replica; `redis`: its own connection (e.g. through a FaultProxy, to kill it)."""
         return Scheduler(
             releases=self.releases,
-            store=ScheduleStore(self.redis),
+            store=ScheduleStore(redis or self.redis),
             members=self.membership.members,
             zones=zones or SlackZones(self.slack, self.redis),  # type: ignore[arg-type]
             clock=self.clock,
@@ -487,6 +492,70 @@ async def test_recheck_runs_each_slot_once_and_posts_only_when_the_verdict_chang
         (3, "GO", "NO-GO"),
     ]
     assert all(n.target.card_thread for n in changes)
+
+
+@contextlib.asynccontextmanager
+async def doomed_replica(world: World, redis_url: str) -> AsyncIterator[tuple[Scheduler, FaultProxy]]:
+    """A replica whose Redis connection goes through a FaultProxy, so a test can kill it just
+    before (cut_before) or just after (lose_answer_after) one of its claims."""
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    async with FaultProxy(port) as proxy:
+        client = aioredis.Redis.from_url(proxy.url, decode_responses=True)
+        try:
+            yield world.replica(redis=client), proxy
+        finally:
+            await client.aclose(close_connection_pool=True)
+
+
+async def kill_when(task: asyncio.Task[object], event: asyncio.Event) -> None:
+    await until(event.is_set)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_recheck_killed_between_the_run_and_its_post_the_post_still_comes_once(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    standin: SlackStandIn,
+    http_session: aiohttp.ClientSession,
+) -> None:
+    world, _flag = checked_world(tmp_path, redis_client, standin, http_session, "recheck: {every: 15m}")
+    await world.open()
+    world.clock.now = T0 + timedelta(minutes=15)
+    async with doomed_replica(world, redis_url) as (doomed, proxy):
+        proxy.cut_before(b"recheck-settled|1")  # the run is recorded, then the replica dies
+        await kill_when(asyncio.create_task(doomed.recheck_tick("payments")), proxy.cut)
+    assert len(await world.store.runs(RID)) == 1 and await world.notices("recheck_changed") == []
+    world.clock.now = T0 + timedelta(minutes=16)
+    replicas = [world.replica() for _ in range(2)]
+    await asyncio.gather(*(r.recheck_tick("payments") for r in replicas))
+    (changed,) = await world.notices("recheck_changed")
+    assert (changed.payload["slot"], changed.payload["before"], changed.payload["after"]) == (1, "NO-GO", "GO")
+    assert len(await world.store.runs(RID)) == 1  # settled from the dead replica's run, not run again
+
+
+async def test_recheck_claimed_by_a_replica_that_died_is_run_by_another(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    standin: SlackStandIn,
+    http_session: aiohttp.ClientSession,
+) -> None:
+    world, _flag = checked_world(tmp_path, redis_client, standin, http_session, "recheck: {every: 15m}")
+    await world.open()
+    world.clock.now = T0 + timedelta(minutes=15)
+    async with doomed_replica(world, redis_url) as (doomed, proxy):
+        proxy.lose_answer_after(b"recheck|1")  # the slot is claimed, then the replica dies
+        await kill_when(asyncio.create_task(doomed.recheck_tick("payments")), proxy.lost)
+    survivor = world.replica()
+    assert (await survivor.recheck_tick("payments")).claimed == []  # its claimer may still be starting it
+    assert await world.store.runs(RID) == []
+    world.clock.now = T0 + timedelta(minutes=16)
+    assert (await survivor.recheck_tick("payments")).claimed == ["recheck-settled|1"]
+    assert len(await world.store.runs(RID)) == 1
+    (changed,) = await world.notices("recheck_changed")
+    assert (changed.payload["slot"], changed.payload["after"]) == (1, "GO")
 
 
 async def test_postdeploy_runs_the_checks_after_a_go_and_posts_the_summary_once(

@@ -24,6 +24,7 @@ from bot.core.release import Release, State
 from bot.core.reminding import OVERDUE_PREFIX, Asked, overdue_owners, permalink, waited_on
 from bot.core.results import Status
 from bot.core.timeplan import (
+    Series,
     SnoozeChoice,
     WorkingTime,
     format_instant,
@@ -59,6 +60,9 @@ POSTDEPLOY_FAILED = "postdeploy_failed"
 POSTDEPLOY_SUMMARY = "postdeploy_summary"
 SCHEDULED_ACTOR = "gonogo"
 
+RECHECK_PENDING = "rc|"  # rc|<n>: slot n claimed, its run not settled yet ({before, at})
+RECHECK_GRACE = timedelta(minutes=1)  # a claimer alive takes the run lock at once; one tick later it died
+RECHECK_RUNS_LOOKED_AT = 20
 RECENT_RELEASES = 5  # closed releases whose reminder DMs may still need "answered" updates
 FREEZE_LOOKBACK = timedelta(days=1)
 
@@ -429,45 +433,104 @@ class Scheduler:
     async def recheck_tick(self, gate_id: str) -> Tick:
         """The current slot of `recheck.every` since the release opened: claimed once, then the
         checks run through the release's run lock (a run under way: the slot counts as done). Posts
-        in the card's thread only when the verdict changed."""
+        in the card's thread only when the verdict changed.
+
+        The slot's claim also writes `rc|<n>` (the verdict before it): a pending fact that stays
+        until the slot is settled, by whichever replica sees its run recorded first (the post, if
+        the verdict changed, and the fact's removal are one claim). A replica that dies after the
+        run and before the post leaves the post to the next tick; one that dies before its run
+        leaves the run to it (docs/scheduling.md)."""
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate
         release = await self._open_release(gate_id)
         # A decided release is frozen (no run may change its evidence): re-checks are for open ones.
         if gate.recheck is None or release is None or release.state is not State.OPEN:
             return tick
+        series = recheck_series(release.opened_at, gate.recheck.every)
+        facts = await self.store.facts(release.id)
+        for name in sorted((k for k in facts if k.startswith(RECHECK_PENDING)), key=lambda k: int(k.split("|")[1])):
+            pending = json.loads(facts[name])
+            await self._settle_recheck(gate, release, series, int(name.split("|")[1]), pending, tick)
         now = self.clock()
-        due = recheck_series(release.opened_at, gate.recheck.every).current(now)
+        due = series.current(now)
         if due is None or f"recheck|{due.number}" in await self.store.claimed(release.id):
             return tick
         before = (await self.releases.state(release)).decision.verdict
         unit = f"recheck|{due.number}"
         audit = AuditEvent(type="recheck", actor=SCHEDULED_ACTOR, at=now, data={"slot": due.number})
-        outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id), audit=audit), release)
+        pending = {"before": before.value, "at": _iso(now)}
+        writes = [Write("set", f"{RECHECK_PENDING}{due.number}", json.dumps(pending))]
+        outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id), writes=writes, audit=audit), release)
         tick.add(unit, outcome)
-        if outcome != "claimed":
-            return tick
-        try:
-            record = await self.releases.run_and_wait(release, SCHEDULED_ACTOR)
-        except Conflict as exc:
-            log.info("re-check skipped: a run is under way", extra={"release": release.id, "why": str(exc)})
-            return tick
-        if record is None or record.verdict == before:
-            return tick
-        changed = f"recheck-changed|{due.number}"
-        notice = Notice(
-            kind=RECHECK_CHANGED,
-            gate_id=gate.id,
-            release_id=release.id,
-            target=Target.to_card_thread(),
-            payload={"release": release.id, "before": before.value, "after": record.verdict.value, "slot": due.number},
-            key=notice_key(RECHECK_CHANGED, release.id, str(due.number)),
-            created_at=self.clock(),
-        )
-        # The run itself moved the release (its card): this notice is about that run, whatever came after.
-        change = Claim(unit=changed, change=Emit(gate.id, [notice]))
-        tick.add(changed, await self.store.claim(change, release, unless_moved=False))
+        if outcome == "claimed":
+            await self._run_recheck(gate, release, series, due.number, pending, tick)
         return tick
+
+    async def _run_recheck(
+        self, gate: Gate, release: Release, series: Series, number: int, pending: dict[str, str], tick: Tick
+    ) -> None:
+        try:
+            await self.releases.run_and_wait(release, SCHEDULED_ACTOR)
+        except Conflict as exc:  # a run is under way (or the release moved on): it stands for this slot
+            log.info("re-check skipped: a run is under way", extra={"release": release.id, "why": str(exc)})
+            await self._recheck_settled(gate, release, number, None, None, tick)
+            return
+        await self._settle_recheck(gate, release, series, number, pending, tick, rerun=False)
+
+    async def _settle_recheck(
+        self,
+        gate: Gate,
+        release: Release,
+        series: Series,
+        number: int,
+        pending: dict[str, str],
+        tick: Tick,
+        *,
+        rerun: bool = True,
+    ) -> None:
+        """Settle slot `number` from the first scheduled run that started inside it after its claim:
+        post if its verdict differs from the one before. Without such a run: wait while a run
+        holds the lock or the claimer may still be starting it; re-run it when its claimer died
+        (RECHECK_GRACE after the claim, lock free); give up once the next slot is due (it runs
+        anyway)."""
+        claimed_at = datetime.fromisoformat(pending["at"])
+        end = series.at(number + 1)
+        runs = await self.releases.store.runs(release.id, count=RECHECK_RUNS_LOOKED_AT)
+        ours = [r for r in runs if r.actor == SCHEDULED_ACTOR and claimed_at <= r.started_at < end]
+        if ours:
+            record = min(ours, key=lambda r: r.started_at)
+            await self._recheck_settled(gate, release, number, Verdict(pending["before"]), record.verdict, tick)
+            return
+        now = self.clock()
+        if not rerun or await self.releases.store.current_run(release.id) is not None:
+            return  # the run is under way (or just refused): the next tick settles it
+        if now >= end:
+            await self._recheck_settled(gate, release, number, None, None, tick)  # the next slot re-checks
+        elif now - claimed_at >= RECHECK_GRACE:
+            log.info("re-check slot claimed but not run: running it", extra={"release": release.id, "slot": number})
+            await self._run_recheck(gate, release, series, number, pending, tick)
+
+    async def _recheck_settled(
+        self, gate: Gate, release: Release, number: int, before: Verdict | None, after: Verdict | None, tick: Tick
+    ) -> None:
+        notices = []
+        if before is not None and after is not None and before != after:
+            payload = {"release": release.id, "before": before.value, "after": after.value, "slot": number}
+            notices.append(
+                Notice(
+                    kind=RECHECK_CHANGED,
+                    gate_id=gate.id,
+                    release_id=release.id,
+                    target=Target.to_card_thread(),
+                    payload=payload,
+                    key=notice_key(RECHECK_CHANGED, release.id, str(number)),
+                    created_at=self.clock(),
+                )
+            )
+        unit = f"recheck-settled|{number}"
+        claim = Claim(unit=unit, change=Emit(gate.id, notices), writes=[Write("del", f"{RECHECK_PENDING}{number}")])
+        # The run itself moved the release (its card): this settles that run, whatever came after.
+        tick.add(unit, await self.store.claim(claim, release, unless_moved=False))
 
     async def postdeploy_tick(self, gate_id: str) -> Tick:
         """After `decide` with GO, or once a deploy reported over the webhook reached 100%: the
