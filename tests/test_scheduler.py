@@ -597,6 +597,68 @@ async def test_postdeploy_posts_a_failure_and_a_summary_that_says_so(
     assert "20m post-deploy verification ended: 3/4 runs green" in RENDERERS.render(summary).text
 
 
+async def decided_go(world: World) -> None:
+    current = await world.release()
+    decided = current.model_copy(update={"state": State.DECIDED, "decided_verdict": Verdict.GO, "decided_at": T0})
+    await world.store.update_release(current, decided, AuditEvent(type="decided", actor="U0X", at=T0))
+
+
+async def test_postdeploy_slot_claimed_by_a_replica_that_died_is_run_by_another_and_counted(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    standin: SlackStandIn,
+    http_session: aiohttp.ClientSession,
+) -> None:
+    extra = "postdeploy: {every: 5m, for: 30m, checks: [health]}"
+    world, _flag = checked_world(tmp_path, redis_client, standin, http_session, extra)
+    await world.open()
+    await decided_go(world)
+    survivor = world.replica()
+    for slot in range(1, 8):
+        world.clock.now = T0 + timedelta(minutes=5 * slot)
+        if slot in (3, 6):  # the claim of slot 3 (and of the last, 6) lands, then its replica dies
+            async with doomed_replica(world, redis_url) as (doomed, proxy):
+                proxy.lose_answer_after(f"postdeploy|{slot}".encode())
+                await kill_when(asyncio.create_task(doomed.postdeploy_tick("payments")), proxy.lost)
+        tick = await survivor.postdeploy_tick("payments")
+        if slot == 6:
+            assert tick.claimed == []  # the last slot is someone's: no summary while it may still run
+    world.clock.now = T0 + timedelta(minutes=45)
+    assert (await survivor.postdeploy_tick("payments")).claimed == [
+        "postdeploy|6|try2",
+        "postdeploy-done|6",
+        "postdeploy|summary",
+    ]
+    (summary,) = await world.notices("postdeploy_summary")
+    assert "30m post-deploy verification passed: 6/6 runs green" in RENDERERS.render(summary).text
+
+
+async def test_postdeploy_slot_never_run_after_its_takeovers_is_counted_as_missed(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    standin: SlackStandIn,
+    http_session: aiohttp.ClientSession,
+) -> None:
+    extra = "postdeploy: {every: 5m, for: 10m, checks: [health]}"
+    world, _flag = checked_world(tmp_path, redis_client, standin, http_session, extra)
+    await world.open()
+    await decided_go(world)
+    world.clock.now = T0 + timedelta(minutes=5)
+    await world.replica().postdeploy_tick("payments")
+    for attempt, minutes in enumerate((10, 20, 30), start=1):  # slot 2 and both of its takeovers die
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        async with doomed_replica(world, redis_url) as (doomed, proxy):
+            proxy.lose_answer_after(b"postdeploy|2" if attempt == 1 else f"postdeploy|2|try{attempt}".encode())
+            await kill_when(asyncio.create_task(doomed.postdeploy_tick("payments")), proxy.lost)
+    world.clock.now = T0 + timedelta(minutes=40)
+    tick = await world.replica().postdeploy_tick("payments")
+    assert tick.claimed == ["postdeploy-lost|2", "postdeploy|summary"]
+    (summary,) = await world.notices("postdeploy_summary")
+    assert "10m post-deploy verification ended: 1/1 runs green, 1 slot(s) missed" in RENDERERS.render(summary).text
+
+
 async def test_jobs_have_fixed_ids_from_the_gates_and_a_tick_claims(world: World) -> None:
     from bot.scheduling import Jobs, job_specs, run_job
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from bot.core.decision import Decision, Verdict
 from bot.core.errors import Conflict
@@ -63,6 +63,9 @@ SCHEDULED_ACTOR = "gonogo"
 RECHECK_PENDING = "rc|"  # rc|<n>: slot n claimed, its run not settled yet ({before, at})
 RECHECK_GRACE = timedelta(minutes=1)  # a claimer alive takes the run lock at once; one tick later it died
 RECHECK_RUNS_LOOKED_AT = 20
+POSTDEPLOY_TRIES = 3  # a slot whose replica died is taken over this often, then counted as missed
+POSTDEPLOY_MIN_LEASE = timedelta(minutes=2)  # a slot's lease: twice `every`, at least this
+LOST = "lost"  # pd|<n> of a slot given up
 RECENT_RELEASES = 5  # closed releases whose reminder DMs may still need "answered" updates
 FREEZE_LOOKBACK = timedelta(days=1)
 
@@ -541,69 +544,145 @@ class Scheduler:
         Where the window starts: the deploy reaching 100% when one was reported (that is when the
         code is live everywhere), else the GO decision. A deploy after a GO restarts the window
         from the deploy, as its own series (units and tallies tagged `deploy|`), so the slots the
-        GO's series already claimed do not swallow it."""
+        GO's series already claimed do not swallow it.
+
+        A slot's claim leaves a lease (`pd-run|<n>`); its outcome (and its failure post) is one
+        claim that removes it. A slot whose lease expired without an outcome (its replica died) is
+        taken over by the next tick, up to POSTDEPLOY_TRIES times, then counted as missed: the
+        summary waits until every claimed slot has an outcome, so its tally is true."""
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate
         release = await self._open_release(gate_id)
         spec = gate.postdeploy
         if spec is None or release is None or release.state not in (State.OPEN, State.DECIDED):
             return tick
-        deployed = _when(cast(str | None, await self.store.redis.hget(keys.schedule(release.id), FULLY_DEPLOYED)))
+        facts = await self.store.facts(release.id)
+        deployed = _when(facts.get(FULLY_DEPLOYED))
         decided_go = release.decided_verdict is Verdict.GO and release.state is State.DECIDED
         start = deployed or (release.decided_at if decided_go else None)
         if start is None:
             return tick
-        tag = "deploy|" if deployed else ""
+        run = _PostdeployRun(
+            gate, release, "deploy|" if deployed else "", postdeploy_series(start, spec.every, spec.duration)
+        )
         now = self.clock()
-        series = postdeploy_series(start, spec.every, spec.duration)
-        due = series.current(now)
-        if due is None or f"postdeploy|{tag}{due.number}" in await self.store.claimed(release.id):
+        due = run.series.current(now)
+        if due is None:
             return tick
-        unit = f"postdeploy|{tag}{due.number}"
-        outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id)), release)
-        tick.add(unit, outcome)
-        if outcome != "claimed":
-            return tick
+        claimed = await self.store.claimed(release.id)
+        # 1. Slots claimed by a replica that died: take them over once their lease expired.
+        lease = max(2 * spec.every, POSTDEPLOY_MIN_LEASE)
+        for name, raw in sorted(facts.items()):
+            if not name.startswith(f"pd-run|{run.tag}") or (not run.tag and name.startswith("pd-run|deploy|")):
+                continue
+            number = int(name.rsplit("|", 1)[1])
+            taken = json.loads(raw)
+            if f"pd|{run.tag}{number}" in facts or now - datetime.fromisoformat(taken["at"]) < lease:
+                continue
+            tries = int(taken["try"]) + 1
+            if tries > POSTDEPLOY_TRIES:
+                unit = f"postdeploy-lost|{run.tag}{number}"
+                writes = [Write("set", f"pd|{run.tag}{number}", LOST), Write("del", name)]
+                tick.add(unit, await self.store.claim(Claim(unit, Emit(gate.id), writes), release))
+                continue
+            unit = f"postdeploy|{run.tag}{number}|try{tries}"
+            writes = [Write("set", name, json.dumps({"at": _iso(now), "try": tries}))]
+            outcome = await self.store.claim(Claim(unit, Emit(gate.id), writes), release)
+            tick.add(unit, outcome)
+            if outcome == "claimed":
+                log.info("post-deploy slot claimed but not run: running it", extra={"release": release.id})
+                await self._postdeploy_run(run, number, tick)
+        # 2. The current slot.
+        unit = f"postdeploy|{run.tag}{due.number}"
+        if unit not in claimed:
+            writes = [Write("set", f"pd-run|{run.tag}{due.number}", json.dumps({"at": _iso(now), "try": 1}))]
+            outcome = await self.store.claim(Claim(unit, Emit(gate.id), writes), release)
+            tick.add(unit, outcome)
+            if outcome == "claimed":
+                await self._postdeploy_run(run, due.number, tick)
+        # 3. The summary, once the series is over and no claimed slot is still running.
+        if due.number == run.series.total and f"postdeploy|{run.tag}summary" not in claimed:
+            await self._postdeploy_summary(run, tick)
+        return tick
+
+    async def _postdeploy_run(self, run: _PostdeployRun, number: int, tick: Tick) -> None:
+        gate, release, spec = run.gate, run.release, run.gate.postdeploy
+        assert spec is not None
         specs = [c for c in gate.checks if c.id in set(spec.checks)]
         ctx = CheckContext(
             session=self.releases.session, env=self.releases.env, clock=self.releases.clock, sha=release.sha
         )
         results = await run_checks(specs, ctx, masker=self.releases.masker)
         failed = sorted(r.check_id for r in results if r.status not in (Status.PASS, Status.WARN))
-        await self.store.redis.hset(keys.schedule(release.id), f"pd|{tag}{due.number}", ",".join(failed) or "ok")
-        now = self.clock()
-        about = {"release": release.id, "gate": gate.name, "every": _offset(spec.every), "for": _offset(spec.duration)}
+        notices = []
         if failed:
             summaries = {r.check_id: r.summary for r in results if r.check_id in failed}
-            notice = Notice(
-                kind=POSTDEPLOY_FAILED,
-                gate_id=gate.id,
-                release_id=release.id,
-                target=Target.to_channel(gate.channel),
-                payload={**about, "slot": due.number, "failed": failed, "summaries": summaries},
-                key=notice_key(POSTDEPLOY_FAILED, release.id, f"{tag}{due.number}"),
-                created_at=now,
+            notices.append(
+                Notice(
+                    kind=POSTDEPLOY_FAILED,
+                    gate_id=gate.id,
+                    release_id=release.id,
+                    target=Target.to_channel(gate.channel),
+                    payload={**run.about, "slot": number, "failed": failed, "summaries": summaries},
+                    key=notice_key(POSTDEPLOY_FAILED, release.id, f"{run.tag}{number}"),
+                    created_at=self.clock(),
+                )
             )
-            failed_unit = f"postdeploy-failed|{tag}{due.number}"
-            tick.add(
-                failed_unit, await self.store.claim(Claim(unit=failed_unit, change=Emit(gate.id, [notice])), release)
-            )
-        if due.number == series.total:
-            facts = await self.store.facts(release.id)
-            ours = [k for k in facts if k.startswith(f"pd|{tag}") and (tag or not k.startswith("pd|deploy|"))]
-            runs = [facts[k] for k in ours]
-            notice = Notice(
-                kind=POSTDEPLOY_SUMMARY,
-                gate_id=gate.id,
-                release_id=release.id,
-                target=Target.to_channel(gate.channel),
-                payload={**about, "runs": len(runs), "green": runs.count("ok"), "slots": series.total},
-                key=notice_key(POSTDEPLOY_SUMMARY, release.id, *([tag.rstrip("|")] if tag else [])),
-                created_at=now,
-            )
-            summary = f"postdeploy|{tag}summary"
-            tick.add(summary, await self.store.claim(Claim(unit=summary, change=Emit(gate.id, [notice])), release))
-        return tick
+        # The outcome, its failure post and the end of the lease in one step: the first run of the
+        # slot to finish counts (a takeover racing a slow original cannot count it twice).
+        unit = f"postdeploy-done|{run.tag}{number}"
+        writes = [
+            Write("set", f"pd|{run.tag}{number}", ",".join(failed) or "ok"),
+            Write("del", f"pd-run|{run.tag}{number}"),
+        ]
+        tick.add(unit, await self.store.claim(Claim(unit, Emit(gate.id, notices), writes), release, unless_moved=False))
+
+    async def _postdeploy_summary(self, run: _PostdeployRun, tick: Tick) -> None:
+        facts = await self.store.facts(run.release.id)
+
+        def ours(prefix: str) -> list[str]:
+            return [
+                k
+                for k in facts
+                if k.startswith(f"{prefix}{run.tag}") and (run.tag or not k.startswith(f"{prefix}deploy|"))
+            ]
+
+        if ours("pd-run|"):
+            return  # a slot is still running (or its lease has yet to expire): the tally would lie
+        outcomes = [facts[k] for k in ours("pd|")]
+        runs = [o for o in outcomes if o != LOST]
+        notice = Notice(
+            kind=POSTDEPLOY_SUMMARY,
+            gate_id=run.gate.id,
+            release_id=run.release.id,
+            target=Target.to_channel(run.gate.channel),
+            payload={**run.about, "runs": len(runs), "green": runs.count("ok"), "slots": run.series.total},
+            key=notice_key(POSTDEPLOY_SUMMARY, run.release.id, *([run.tag.rstrip("|")] if run.tag else [])),
+            created_at=self.clock(),
+        )
+        unit = f"postdeploy|{run.tag}summary"
+        tick.add(unit, await self.store.claim(Claim(unit=unit, change=Emit(run.gate.id, [notice])), run.release))
+
+
+@dataclass(frozen=True)
+class _PostdeployRun:
+    """One post-deploy series of a release: `tag` tells a deploy's series from a GO's."""
+
+    gate: Gate
+    release: Release
+    tag: str
+    series: Series
+
+    @property
+    def about(self) -> dict[str, Any]:
+        spec = self.gate.postdeploy
+        assert spec is not None
+        return {
+            "release": self.release.id,
+            "gate": self.gate.name,
+            "every": _offset(spec.every),
+            "for": _offset(spec.duration),
+        }
 
 
 def _offset(value: timedelta) -> str:
