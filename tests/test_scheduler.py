@@ -558,6 +558,39 @@ async def test_recheck_claimed_by_a_replica_that_died_is_run_by_another(
     assert (changed.payload["slot"], changed.payload["after"]) == (1, "GO")
 
 
+@pytest.mark.parametrize("until_", ["decided", "closed"])
+async def test_recheck_until_closed_keeps_checking_a_decided_release_without_changing_its_decision(
+    tmp_path: Path,
+    redis_client: aioredis.Redis,
+    standin: SlackStandIn,
+    http_session: aiohttp.ClientSession,
+    until_: str,
+) -> None:
+    extra = f"recheck: {{every: 15m, until: {until_}}}"
+    world, flag = checked_world(tmp_path, redis_client, standin, http_session, extra)
+    await world.open()
+    await decided_go(world)
+    replicas = [world.replica() for _ in range(3)]
+    for slot, failing in ((1, "0"), (2, "1"), (3, "1"), (4, "0")):
+        flag.write_text(failing)
+        world.clock.now = T0 + timedelta(minutes=15 * slot)
+        await asyncio.gather(*(r.recheck_tick("payments") for r in replicas))
+    changes = await world.notices("recheck_changed")
+    after = await world.release()
+    assert after.state is State.DECIDED and after.decided_verdict is Verdict.GO  # frozen
+    assert await world.store.runs(RID) == [] and await world.store.results(RID) == {}  # no evidence stored
+    if until_ == "decided":
+        assert changes == [] and await ScheduleStore(world.redis).claimed(RID) == set()
+        return
+    assert [(n.payload["slot"], n.payload["before"], n.payload["after"]) for n in changes] == [
+        (2, "GO", "NO-GO"),  # the first time the checks would decide otherwise
+        (4, "NO-GO", "GO"),  # and when they would decide as decided again
+    ]
+    text = RENDERERS.render(changes[0]).text
+    assert "would now say" in text and "NO-GO" in text and "The decision (GO) stands" in text
+    assert len([u for u in await ScheduleStore(world.redis).claimed(RID) if u.startswith("recheck|")]) == 4
+
+
 async def test_postdeploy_runs_the_checks_after_a_go_and_posts_the_summary_once(
     tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
 ) -> None:

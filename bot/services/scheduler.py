@@ -22,7 +22,7 @@ from bot.core.gate import Gate, Signoff
 from bot.core.notices import Notice, Target, notice_key
 from bot.core.release import Release, State
 from bot.core.reminding import OVERDUE_PREFIX, Asked, overdue_owners, permalink, waited_on
-from bot.core.results import Status
+from bot.core.results import CheckResult, Status
 from bot.core.timeplan import (
     Series,
     SnoozeChoice,
@@ -61,6 +61,7 @@ POSTDEPLOY_SUMMARY = "postdeploy_summary"
 SCHEDULED_ACTOR = "gonogo"
 
 RECHECK_PENDING = "rc|"  # rc|<n>: slot n claimed, its run not settled yet ({before, at})
+RECHECK_FROZEN = "rc-frozen"  # the verdict re-checks of a decided release last told the thread
 RECHECK_GRACE = timedelta(minutes=1)  # a claimer alive takes the run lock at once; one tick later it died
 RECHECK_RUNS_LOOKED_AT = 20
 POSTDEPLOY_TRIES = 3  # a slot whose replica died is taken over this often, then counted as missed
@@ -446,8 +447,11 @@ class Scheduler:
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate
         release = await self._open_release(gate_id)
-        # A decided release is frozen (no run may change its evidence): re-checks are for open ones.
-        if gate.recheck is None or release is None or release.state is not State.OPEN:
+        if gate.recheck is None or release is None:
+            return tick
+        if release.state is State.DECIDED and gate.recheck.until == "closed":
+            return await self._recheck_decided(gate, release, tick)
+        if release.state is not State.OPEN:
             return tick
         series = recheck_series(release.opened_at, gate.recheck.every)
         facts = await self.store.facts(release.id)
@@ -535,6 +539,64 @@ class Scheduler:
         # The run itself moved the release (its card): this settles that run, whatever came after.
         tick.add(unit, await self.store.claim(claim, release, unless_moved=False))
 
+    async def _recheck_decided(self, gate: Gate, release: Release, tick: Tick) -> Tick:
+        """`until: closed` on a decided release: its decision is frozen, so the checks run without
+        being stored, and the thread hears only when they would now decide otherwise than the last
+        time it was told (at first: than the decision). The decision itself never changes."""
+        assert gate.recheck is not None
+        decided = release.decided_verdict or release.last_verdict
+        now = self.clock()
+        due = recheck_series(release.opened_at, gate.recheck.every).current(now)
+        if decided is None or due is None or f"recheck|{due.number}" in await self.store.claimed(release.id):
+            return tick
+        unit = f"recheck|{due.number}"
+        audit = AuditEvent(type="recheck", actor=SCHEDULED_ACTOR, at=now, data={"slot": due.number, "frozen": True})
+        outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id), audit=audit), release)
+        tick.add(unit, outcome)
+        if outcome != "claimed":
+            return tick
+        results = await self._run_unrecorded(gate, release, [c.id for c in gate.checks])
+        would = (await self.releases.state(release, overlay={r.check_id: r for r in results})).decision
+        told = Verdict((await self.store.facts(release.id)).get(RECHECK_FROZEN, decided.value))
+        notices = []
+        if would.verdict != told:
+            payload = {
+                "release": release.id,
+                "before": told.value,
+                "after": would.verdict.value,
+                "slot": due.number,
+                "decided": decided.value,
+                "blocking": [r.text for r in would.blocking][:8],
+            }
+            key = notice_key(RECHECK_CHANGED, release.id, str(due.number))
+            notices.append(
+                Notice(
+                    kind=RECHECK_CHANGED,
+                    gate_id=gate.id,
+                    release_id=release.id,
+                    target=Target.to_card_thread(),
+                    payload=payload,
+                    key=key,
+                    created_at=self.clock(),
+                )
+            )
+        # What the checks would decide now, and the post saying so, in one step. A replica dying
+        # before it loses nothing: the next slot compares with the same `told` and posts then.
+        settled = f"recheck-settled|{due.number}"
+        claim = Claim(settled, Emit(gate.id, notices), [Write("set", RECHECK_FROZEN, would.verdict.value)])
+        tick.add(settled, await self.store.claim(claim, release, unless_moved=False))
+        return tick
+
+    async def _run_unrecorded(self, gate: Gate, release: Release, check_ids: Sequence[str]) -> list[CheckResult]:
+        """Run some of the gate's checks on the release's commit without storing them as its evidence
+        (a decided release is frozen): post-deploy runs and re-checks after the decision."""
+        specs = [c for c in gate.checks if c.id in set(check_ids)]
+        ctx = CheckContext(
+            session=self.releases.session, env=self.releases.env, clock=self.releases.clock, sha=release.sha
+        )
+        results = await run_checks(specs, ctx, masker=self.releases.masker)
+        return [r.model_copy(update={"sha": release.sha}) for r in results]
+
     async def postdeploy_tick(self, gate_id: str) -> Tick:
         """After `decide` with GO, or once a deploy reported over the webhook reached 100%: the
         listed checks on `postdeploy.every` for `postdeploy.for`, each slot once. Results are not
@@ -608,11 +670,7 @@ class Scheduler:
     async def _postdeploy_run(self, run: _PostdeployRun, number: int, tick: Tick) -> None:
         gate, release, spec = run.gate, run.release, run.gate.postdeploy
         assert spec is not None
-        specs = [c for c in gate.checks if c.id in set(spec.checks)]
-        ctx = CheckContext(
-            session=self.releases.session, env=self.releases.env, clock=self.releases.clock, sha=release.sha
-        )
-        results = await run_checks(specs, ctx, masker=self.releases.masker)
+        results = await self._run_unrecorded(gate, release, spec.checks)
         failed = sorted(r.check_id for r in results if r.status not in (Status.PASS, Status.WARN))
         notices = []
         if failed:
