@@ -518,11 +518,21 @@ class Scheduler:
             await self._run_recheck(gate, release, series, number, pending, tick)
 
     async def _recheck_settled(
-        self, gate: Gate, release: Release, number: int, before: Verdict | None, after: Verdict | None, tick: Tick
+        self,
+        gate: Gate,
+        release: Release,
+        number: int,
+        before: Verdict | None,
+        after: Verdict | None,
+        tick: Tick,
+        writes: Sequence[Write] = (),
+        **extra: Any,
     ) -> None:
+        """Settle re-check slot `number` in one claim: its writes, and the thread's post when the
+        verdict went from `before` to another `after`."""
         notices = []
         if before is not None and after is not None and before != after:
-            payload = {"release": release.id, "before": before.value, "after": after.value, "slot": number}
+            payload = {"release": release.id, "before": before.value, "after": after.value, "slot": number, **extra}
             notices.append(
                 Notice(
                     kind=RECHECK_CHANGED,
@@ -535,7 +545,8 @@ class Scheduler:
                 )
             )
         unit = f"recheck-settled|{number}"
-        claim = Claim(unit=unit, change=Emit(gate.id, notices), writes=[Write("del", f"{RECHECK_PENDING}{number}")])
+        writes = [*writes, Write("del", f"{RECHECK_PENDING}{number}")]
+        claim = Claim(unit=unit, change=Emit(gate.id, notices), writes=writes)
         # The run itself moved the release (its card): this settles that run, whatever came after.
         tick.add(unit, await self.store.claim(claim, release, unless_moved=False))
 
@@ -558,33 +569,13 @@ class Scheduler:
         results = await self._run_unrecorded(gate, release, [c.id for c in gate.checks])
         would = (await self.releases.state(release, overlay={r.check_id: r for r in results})).decision
         told = Verdict((await self.store.facts(release.id)).get(RECHECK_FROZEN, decided.value))
-        notices = []
-        if would.verdict != told:
-            payload = {
-                "release": release.id,
-                "before": told.value,
-                "after": would.verdict.value,
-                "slot": due.number,
-                "decided": decided.value,
-                "blocking": [r.text for r in would.blocking][:8],
-            }
-            key = notice_key(RECHECK_CHANGED, release.id, str(due.number))
-            notices.append(
-                Notice(
-                    kind=RECHECK_CHANGED,
-                    gate_id=gate.id,
-                    release_id=release.id,
-                    target=Target.to_card_thread(),
-                    payload=payload,
-                    key=key,
-                    created_at=self.clock(),
-                )
-            )
         # What the checks would decide now, and the post saying so, in one step. A replica dying
         # before it loses nothing: the next slot compares with the same `told` and posts then.
-        settled = f"recheck-settled|{due.number}"
-        claim = Claim(settled, Emit(gate.id, notices), [Write("set", RECHECK_FROZEN, would.verdict.value)])
-        tick.add(settled, await self.store.claim(claim, release, unless_moved=False))
+        blocking = [r.text for r in would.blocking][:8]
+        frozen = [Write("set", RECHECK_FROZEN, would.verdict.value)]
+        await self._recheck_settled(
+            gate, release, due.number, told, would.verdict, tick, frozen, decided=decided.value, blocking=blocking
+        )
         return tick
 
     async def _run_unrecorded(self, gate: Gate, release: Release, check_ids: Sequence[str]) -> list[CheckResult]:
