@@ -263,6 +263,35 @@ async def test_escalation_after_n_unanswered_reminders_then_at_most_daily(
     assert "after 2 reminders" in text and "<@U0SRE1>, <@U0SRE2>" in text
 
 
+async def test_escalation_counting_restarts_when_the_quorum_is_met_then_lost_again(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    extra = "  escalate_after: 2\n  escalate_to: C0ESCAL"
+    world = make_world(tmp_path, extra=extra)(redis_client, standin, http_session)
+    await world.open()
+    scheduler = world.replica()
+    signing = Signing(world.releases, world.membership, store=world.store, gates=world.gates, clock=world.clock)
+
+    async def sre_escalations_until(hours: float) -> list[Notice]:
+        while world.clock.now < T0 + timedelta(hours=hours):
+            await scheduler.reminders_tick("payments")
+            world.clock.now += timedelta(minutes=15)
+        return [n for n in await world.notices(ESCALATION) if n.payload["role"] == "sre"]
+
+    assert len(await sre_escalations_until(2.5)) == 1  # after reminders 1 and 2
+    await signing.vote(RID, "sre", "U0SRE1", Vote.APPROVE, drawn_for=SHA)  # quorum met: the ask is over
+    assert len(await sre_escalations_until(3)) == 1
+    current = await world.release()  # the sign-off goes stale: a new ask of the sre role
+    await world.store.update_release(
+        current, current.model_copy(update={"sha": "def5678"}), AuditEvent(type="sha_moved", actor="U0X", at=T0)
+    )
+    assert len(await sre_escalations_until(5.5)) == 1  # one reminder of the new ask (at 4h): not yet
+    second = (await sre_escalations_until(6.5))[1:]  # its second (at 6h): escalated again, not a day later
+    assert [(n.payload["number"], n.payload["reminders"], n.created_at) for n in second] == [
+        (2, 2, T0 + timedelta(hours=6))
+    ]
+
+
 async def test_escalation_to_a_role_dms_its_members(
     tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
 ) -> None:

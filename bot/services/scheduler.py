@@ -199,6 +199,10 @@ class Scheduler:
         )
         if due is None or due.at > now or int(facts.get(f"count|{person.user}", 0)) >= rules.max:
             return
+        # `ask`: reminders since this person was last asked anew (the role unmet again, the sign-off
+        # stale again): what escalation counts, while `n` keeps naming units uniquely.
+        last_at = _when(sent.get("at"))
+        ask = int(sent.get("ask", sent["n"])) + 1 if last_at is not None and last_at >= since else 1
         unit = f"remind|{person.field}|{due.number}"
         key = notice_key(REMINDER, release.id, person.field, str(due.number))
         notice = Notice(
@@ -220,9 +224,10 @@ class Scheduler:
             key=key,
             created_at=now,
         )
-        writes = [Write("set", f"sent|{person.field}", json.dumps({"n": due.number, "at": _iso(now), "key": key}))]
+        sent_now = {"n": due.number, "at": _iso(now), "key": key, "ask": ask}
+        writes = [Write("set", f"sent|{person.field}", json.dumps(sent_now))]
         esc = gate.reminders.escalate_after
-        if esc is not None and due.number >= esc and person.why != "overdue":
+        if esc is not None and ask >= esc and person.why != "overdue":
             writes.append(Write("setnx", f"esc-at|{person.role}", _iso(now)))
         audit = AuditEvent(
             type="reminded",
@@ -305,21 +310,24 @@ class Scheduler:
         for spec in gate.signoffs:
             # Escalation is about sign-offs: an overdue condition's reminders (same role) do not count.
             people = [a for a in asked if a.role == spec.role and a.why != "overdue"]
-            numbers = [json.loads(facts[f"sent|{a.field}"])["n"] for a in people if f"sent|{a.field}" in facts]
-            if not numbers:
-                continue
             esc = json.loads(facts.get(f"esc|{spec.role}", '{"n": 0}'))
+            if not people:
+                await self._escalation_over(gate, release, spec.role, facts, tick)
+                continue
+            numbers = [_unanswered(facts, a.field) for a in people]
+            in_ask = int(esc.get("ask", esc["n"]))
             due = next_escalation(
                 reminders.escalate_after,
                 unanswered=max(numbers),
                 threshold_reached_at=_when(facts.get(f"esc-at|{spec.role}")),
-                sent=int(esc["n"]),
-                last_sent_at=_when(esc.get("at")),
+                sent=in_ask,
+                last_sent_at=_when(esc.get("at")) if in_ask else None,
                 working=working,
             )
             if due is None or due.at > now:
                 continue
-            unit = f"escalate|{spec.role}|{due.number}"
+            number = int(esc["n"]) + 1  # escalations of every ask, so each unit has its own name
+            unit = f"escalate|{spec.role}|{number}"
             to = reminders.escalate_to
             role_to = next((s for s in gate.signoffs if s.role == to), None)
             targets = sorted(await self.members(role_to)) if role_to is not None else [to]
@@ -329,7 +337,7 @@ class Scheduler:
                 "label": spec.title,
                 "asked": sorted(a.user for a in people),
                 "reminders": max(numbers),
-                "number": due.number,
+                "number": number,
             }
             notices = [
                 Notice(
@@ -338,15 +346,29 @@ class Scheduler:
                     release_id=release.id,
                     target=Target.to_channel(t),
                     payload=payload,
-                    key=notice_key(ESCALATION, release.id, spec.role, str(due.number), t),
+                    key=notice_key(ESCALATION, release.id, spec.role, str(number), t),
                     created_at=now,
                 )
                 for t in targets
             ]
-            writes = [Write("set", f"esc|{spec.role}", json.dumps({"n": due.number, "at": _iso(now)}))]
+            writes = [Write("set", f"esc|{spec.role}", json.dumps({"n": number, "at": _iso(now), "ask": due.number}))]
             audit = AuditEvent(type="escalated", actor="gonogo", at=now, data={"role": spec.role, "to": to})
             claim = Claim(unit=unit, change=Emit(gate.id, notices), writes=writes, audit=audit)
             tick.add(unit, await self.store.claim(claim, release))
+
+    async def _escalation_over(
+        self, gate: Gate, release: Release, role: str, facts: dict[str, str], tick: Tick
+    ) -> None:
+        """Nobody of `role` is waited on any more (its quorum met): the ask is over. If it reached the
+        threshold, counting restarts for the next ask (the role unmet again, a sign-off gone stale)."""
+        reached = facts.get(f"esc-at|{role}")
+        if reached is None:
+            return
+        esc = json.loads(facts.get(f"esc|{role}", '{"n": 0}'))
+        writes = [Write("del", f"esc-at|{role}"), Write("set", f"esc|{role}", json.dumps({"n": esc["n"], "ask": 0}))]
+        writes += [Write("del", k) for k in facts if k.startswith(f"since|{role}|")]
+        unit = f"esc-reset|{role}|{reached}"
+        tick.add(unit, await self.store.claim(Claim(unit, Emit(gate.id), writes), release))
 
     # --- snooze -------------------------------------------------------------------------------------
 
@@ -732,6 +754,17 @@ class _PostdeployRun:
             "every": _offset(spec.every),
             "for": _offset(spec.duration),
         }
+
+
+def _unanswered(facts: dict[str, str], field: str) -> int:
+    """Reminders to one person in the current ask: those sent since they were (again) waited on."""
+    raw = facts.get(f"sent|{field}")
+    since = _when(facts.get(f"since|{field}"))
+    if raw is None or since is None:
+        return 0
+    sent = json.loads(raw)
+    at = _when(sent.get("at"))
+    return int(sent.get("ask", sent["n"])) if at is not None and at >= since else 0
 
 
 def _offset(value: timedelta) -> str:
