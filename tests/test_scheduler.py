@@ -397,6 +397,27 @@ async def test_a_replica_killed_mid_tick_leaves_the_rest_to_another(world: World
     assert set((await world.dm_counts()).values()) == {1}
 
 
+async def test_a_claim_refused_because_the_release_moved_is_retried_within_the_same_tick(world: World) -> None:
+    await world.open()
+    moved = asyncio.Event()
+
+    async def card_stored_meanwhile(user: str) -> str | None:
+        if not moved.is_set():  # between the tick's read of the release and its first claim
+            moved.set()
+            current = await world.release()
+            relocated = current.model_copy(update={"card_ts": "1700000000.000200"})
+            await world.store.update_release(current, relocated, AuditEvent(type="card", actor="gonogo", at=T0))
+        return None
+
+    tick = await world.replica(card_stored_meanwhile).reminders_tick("payments")
+    assert moved.is_set()
+    assert sorted(tick.claimed) == ["remind|dev|U0DEV|1", "remind|sre|U0SRE1|1", "remind|sre|U0SRE2|1"]
+    assert tick.moved == []
+    assert {n.payload["card"] for n in await world.notices(REMINDER)} == {
+        "https://slack.com/archives/C0DEPLOYS/p1700000000000200"  # decided on the fresh read
+    }
+
+
 async def test_after_a_restart_the_next_reminder_is_on_time_and_none_repeats(world: World) -> None:
     await world.open()
     await world.replica().reminders_tick("payments")

@@ -67,6 +67,7 @@ RECHECK_RUNS_LOOKED_AT = 20
 POSTDEPLOY_TRIES = 3  # a slot whose replica died is taken over this often, then counted as missed
 POSTDEPLOY_MIN_LEASE = timedelta(minutes=2)  # a slot's lease: twice `every`, at least this
 LOST = "lost"  # pd|<n> of a slot given up
+CLAIM_ATTEMPTS = 3  # reads and claims of one tick when the release keeps moving under it
 RECENT_RELEASES = 5  # closed releases whose reminder DMs may still need "answered" updates
 FREEZE_LOOKBACK = timedelta(days=1)
 
@@ -96,9 +97,29 @@ class Tick:
 
     claimed: list[str] = field(default_factory=list)
     taken: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)  # refused: the release changed after it was read
 
     def add(self, unit: str, outcome: str) -> None:
-        (self.claimed if outcome == "claimed" else self.taken).append(unit)
+        {"claimed": self.claimed, "moved": self.moved}.get(outcome, self.taken).append(unit)
+
+
+TickBody = Callable[[str], Awaitable[Tick]]
+
+
+async def retried(body: TickBody, gate_id: str) -> Tick:
+    """Run a tick again at once, from a fresh read, while a claim was refused because the release
+    moved between the tick's read and its claim (e.g. the card refresher stored the card's
+    location): the work is due now, not at the next tick. Bounded: a release that keeps moving
+    is left to the next tick. Units claimed by an earlier attempt are not due in a later one."""
+    total = Tick()
+    for _ in range(CLAIM_ATTEMPTS):
+        tick = await body(gate_id)
+        total.claimed += tick.claimed
+        total.taken += tick.taken
+        total.moved = tick.moved
+        if not tick.moved:
+            break
+    return total
 
 
 class Scheduler:
@@ -131,6 +152,9 @@ class Scheduler:
     # --- reminders and escalation -----------------------------------------------------------------
 
     async def reminders_tick(self, gate_id: str) -> Tick:
+        return await retried(self._reminders_once, gate_id)
+
+    async def _reminders_once(self, gate_id: str) -> Tick:
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate
         if gate.reminders is None:
@@ -416,6 +440,9 @@ class Scheduler:
         return tick
 
     async def prelaunch_tick(self, gate_id: str) -> Tick:
+        return await retried(self._prelaunch_once, gate_id)
+
+    async def _prelaunch_once(self, gate_id: str) -> Tick:
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate
         offsets = gate.prelaunch.before if gate.prelaunch is not None else list(DEFAULT_PRELAUNCH)
@@ -457,6 +484,9 @@ class Scheduler:
         return await self.releases.store.get_release(open_id) if open_id else None
 
     async def recheck_tick(self, gate_id: str) -> Tick:
+        return await retried(self._recheck_once, gate_id)
+
+    async def _recheck_once(self, gate_id: str) -> Tick:
         """The current slot of `recheck.every` since the release opened: claimed once, then the
         checks run through the release's run lock (a run under way: the slot counts as done). Posts
         in the card's thread only when the verdict changed.
@@ -611,6 +641,9 @@ class Scheduler:
         return [r.model_copy(update={"sha": release.sha}) for r in results]
 
     async def postdeploy_tick(self, gate_id: str) -> Tick:
+        return await retried(self._postdeploy_once, gate_id)
+
+    async def _postdeploy_once(self, gate_id: str) -> Tick:
         """After `decide` with GO, or once a deploy reported over the webhook reached 100%: the
         listed checks on `postdeploy.every` for `postdeploy.for`, each slot once. Results are not
         the release's (a decided release is frozen): they are counted in its schedule facts. Posts
