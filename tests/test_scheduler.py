@@ -302,6 +302,25 @@ async def test_escalation_to_a_role_dms_its_members(
     assert sorted(str(n.target.channel) for n in dev) == ["U0SRE1", "U0SRE2"]
 
 
+async def test_an_overdue_condition_of_a_gate_without_stages_gets_its_owners_reminded(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    extra = "checks:\n  - {id: dashboards, name: Dashboards, kind: manual, owner: dev, due: 2026-12-09}"
+    world = make_world(tmp_path, extra=extra)(redis_client, standin, http_session)
+    assert not world.gates.get("payments").gate.stages
+    await world.open()
+    signing = Signing(world.releases, world.membership, store=world.store, gates=world.gates, clock=world.clock)
+    await signing.vote(RID, "dev", "U0DEV", Vote.APPROVE, drawn_for=SHA)
+    tick = await world.replica().reminders_tick("payments")
+    assert "remind|due:dashboards|U0DEV|1" in tick.claimed  # signed, but owns an overdue item
+    (dm,) = [n for n in await world.notices(REMINDER) if n.target.channel == "U0DEV"]
+    assert (dm.payload["why"], dm.payload["condition"], dm.payload["due"]) == ("overdue", "Dashboards", "2026-12-09")
+    await signing.mark_done(RID, "dashboards", "U0DEV", "https://grafana.example/d/payments")
+    world.clock.now = T0 + timedelta(minutes=1)
+    tick = await world.replica().reminders_tick("payments")
+    assert tick.claimed == ["answered|due:dashboards|U0DEV|1"]
+
+
 # --- stopping, and the DM updated --------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from bot.core.notices import Notice, Target, notice_key
 from bot.core.release import Release, State
 from bot.core.reminding import OVERDUE_PREFIX, Asked, overdue_owners, permalink, waited_on
 from bot.core.results import CheckResult, Status
+from bot.core.stages import overdue
 from bot.core.timeplan import (
     Series,
     SnoozeChoice,
@@ -174,7 +175,11 @@ class Scheduler:
             members = {s.role: await self.members(s) for s in gate.signoffs}
             asked = waited_on(gate, state.decision, members)
             if state.ladder is not None:
-                asked += overdue_owners(gate, state.ladder.overdue, members)
+                late = state.ladder.overdue
+            else:  # a gate without stages: manual items may still have a `due` date (`on:` only)
+                inp = state.people.decision_input(gate, now, state.results, release.sha)
+                late = overdue(gate, inp, release.stages_reached)
+            asked += overdue_owners(gate, late, members)
         claimed = await self.store.claimed(release.id)
         waited = {a.field for a in asked}
         # 1. DMs whose question was answered elsewhere: say so, once (no dead buttons left behind).
