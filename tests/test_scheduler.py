@@ -516,6 +516,36 @@ async def test_prelaunch_posts_24h_and_1h_before_the_target(world: World) -> Non
     assert "ships in 1h" in text and "NO-GO" in text
 
 
+async def test_prelaunch_posts_follow_a_changed_target_without_repeating_an_offset(world: World) -> None:
+    target = T0 + timedelta(days=2)
+    await world.open(target=target)
+    replicas = [world.replica() for _ in range(2)]
+    claimed: list[tuple[timedelta, list[str]]] = []
+
+    async def retarget(to: datetime) -> None:
+        current = await world.release()
+        moved = current.model_copy(update={"target_at": to})
+        await world.store.update_release(current, moved, AuditEvent(type="target_set", actor="U0OPEN", at=T0))
+
+    for minutes in range(0, 5 * 24 * 60, 30):
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        if world.clock.now == target - timedelta(hours=23):
+            await retarget(target + timedelta(minutes=30))  # a small adjustment: 24h is not repeated
+        if world.clock.now == target - timedelta(hours=20):
+            await retarget(target + timedelta(days=2))  # postponed: 24h before the new time again
+        for tick in await asyncio.gather(*(r.prelaunch_tick("payments") for r in replicas)):
+            if tick.claimed:
+                claimed.append((world.clock.now - T0, tick.claimed))
+    later = T0 + timedelta(days=4)
+    assert claimed == [
+        (timedelta(days=1), ["prelaunch|24h"]),
+        (later - timedelta(hours=24) - T0, [f"prelaunch|24h|{later.isoformat()}"]),
+        (later - timedelta(hours=1) - T0, ["prelaunch|1h"]),
+    ]
+    posts = await world.notices(PRELAUNCH)
+    assert [p.payload["target"] for p in posts] == ["Sat 12 Dec 10:00 UTC"] + ["Mon 14 Dec 10:00 UTC"] * 2
+
+
 # --- scheduled re-checks and post-deploy verification --------------------------------------------------
 
 CHECKED = """

@@ -459,9 +459,22 @@ class Scheduler:
         post = prelaunch_due(release.target_at, now, offsets)
         if post is None:
             return tick
-        unit = f"prelaunch|{_offset(post.before)}"
-        if unit in await self.store.claimed(release.id):
-            return tick
+        offset = _offset(post.before)
+        unit = f"prelaunch|{offset}"
+        claimed = await self.store.claimed(release.id)
+        if unit in claimed:
+            # Posted already, for this target time or an earlier one (a posted offset without `pl|`
+            # was posted by an older version, for this target). A target moved since gets the
+            # offset again only when its new moment is more than half the offset after that post
+            # (postponed by a day: "ships in 24h" again; by 30 minutes: not repeated).
+            raw = (await self.store.facts(release.id)).get(f"pl|{offset}")
+            last = json.loads(raw) if raw else {"target": _iso(release.target_at), "at": _iso(post.at)}
+            stale = post.at > datetime.fromisoformat(last["at"]) + post.before / 2
+            if last["target"] == _iso(release.target_at) or not stale:
+                return tick
+            unit = f"prelaunch|{offset}|{_iso(release.target_at)}"
+            if unit in claimed:
+                return tick
         state = await self.releases.state(release)
         zone = gate.reminders.working_time(None).zone if gate.reminders else zone_of("UTC")
         notice = Notice(
@@ -475,11 +488,13 @@ class Scheduler:
                 "target": format_instant(release.target_at, zone),
                 "checklist": list(gate.prelaunch.checklist) if gate.prelaunch else [],
             },
-            key=notice_key(PRELAUNCH, release.id, _offset(post.before)),
+            key=notice_key(PRELAUNCH, release.id, *unit.split("|")[1:]),
             created_at=now,
         )
-        audit = AuditEvent(type="prelaunch_posted", actor="gonogo", at=now, data={"before": _offset(post.before)})
-        tick.add(unit, await self.store.claim(Claim(unit=unit, change=Emit(gate.id, [notice]), audit=audit), release))
+        audit = AuditEvent(type="prelaunch_posted", actor="gonogo", at=now, data={"before": offset})
+        writes = [Write("set", f"pl|{offset}", json.dumps({"target": _iso(release.target_at), "at": _iso(now)}))]
+        claim = Claim(unit=unit, change=Emit(gate.id, [notice]), writes=writes, audit=audit)
+        tick.add(unit, await self.store.claim(claim, release))
         return tick
 
     # --- re-checks and post-deploy verification ---------------------------------------------------
