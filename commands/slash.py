@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -60,6 +61,13 @@ def _roles(service: ReleaseService, release: Release) -> str:
     return ", ".join(titles) or "the gate has none"
 
 
+def _target_note(release: Release, at: datetime | None) -> str:
+    """What `open … --at` did to an open release's target time."""
+    if at is None or release.target_at != at:
+        return ""
+    return f" Target time set to {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC: the pre-launch posts follow it."
+
+
 def _page(args: tuple[str, ...]) -> int | None:
     """`history <release> [N | --page N]`."""
     rest = [a for a in args[1:] if a != "--page"]
@@ -105,8 +113,11 @@ async def dispatch(
         elif opened == "moved":
             await ephemeral(
                 respond,
-                f"Moved {escape(release.id)} to commit `{release.short_sha}`: results and sign-offs start afresh.",
+                f"Moved {escape(release.id)} to commit `{release.short_sha}`: results and sign-offs start afresh."
+                + _target_note(release, parsed.at),
             )
+        elif opened == "retargeted":
+            await ephemeral(respond, f"{escape(release.id)} is open.{_target_note(release, parsed.at)}")
         else:
             await ephemeral(
                 respond, f"{escape(release.id)} is already open: `/gonogo status {escape_code(release.id)}`."

@@ -2,7 +2,9 @@
 
 `lose_answer_after(pattern)`: the next command containing `pattern` is delivered to Redis, which
 executes it, but its answer (and everything after it on that connection) never comes back, as
-when a connection drops after sending. Other connections are untouched.
+when a connection drops after sending. `cut_before(pattern)`: the next command containing
+`pattern` never reaches Redis (nor anything after it on that connection), as when the process
+died just before sending it. Other connections are untouched.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ class FaultProxy:
         self.target_port = target_port
         self.port = free_port()
         self._pattern: bytes | None = None
+        self._cut: bytes | None = None
         self.lost = asyncio.Event()  # set once an answer was swallowed
+        self.cut = asyncio.Event()  # set once a command was held back
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -28,6 +32,9 @@ class FaultProxy:
 
     def lose_answer_after(self, pattern: bytes) -> None:
         self._pattern = pattern
+
+    def cut_before(self, pattern: bytes) -> None:
+        self._cut = pattern
 
     async def __aenter__(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -47,6 +54,10 @@ class FaultProxy:
 
         async def upstream() -> None:
             while data := await client_in.read(65536):
+                if self._cut is not None and self._cut in data:
+                    self._cut = None
+                    self.cut.set()
+                    await asyncio.Event().wait()  # this connection sends nothing more
                 if self._pattern is not None and self._pattern in data:
                     self._pattern = None
                     mute.set()

@@ -5,6 +5,7 @@ updated), exactly once across replicas, kills and restarts, freeze announcements
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections import Counter
@@ -37,6 +38,7 @@ from bot.store.schedule import ScheduleStore
 from bot.store.store import AuditEvent, Store
 from tests.bot_harness import write_gate
 from tests.delivery_kit import Road, until
+from tests.fault_proxy import FaultProxy
 
 reminders.register(RENDERERS)
 
@@ -90,10 +92,13 @@ class World:
         )
         self.membership = Membership(self.store, self.slack)
 
-    def replica(self, zones: Callable[[str], object] | None = None) -> Scheduler:
+    def replica(
+        self, zones: Callable[[str], object] | None = None, *, redis: aioredis.Redis | None = None
+    ) -> Scheduler:
+        """A scheduler replica; `redis`: its own connection (e.g. through a FaultProxy, to kill it)."""
         return Scheduler(
             releases=self.releases,
-            store=ScheduleStore(self.redis),
+            store=ScheduleStore(redis or self.redis),
             members=self.membership.members,
             zones=zones or SlackZones(self.slack, self.redis),  # type: ignore[arg-type]
             clock=self.clock,
@@ -258,6 +263,35 @@ async def test_escalation_after_n_unanswered_reminders_then_at_most_daily(
     assert "after 2 reminders" in text and "<@U0SRE1>, <@U0SRE2>" in text
 
 
+async def test_escalation_counting_restarts_when_the_quorum_is_met_then_lost_again(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    extra = "  escalate_after: 2\n  escalate_to: C0ESCAL"
+    world = make_world(tmp_path, extra=extra)(redis_client, standin, http_session)
+    await world.open()
+    scheduler = world.replica()
+    signing = Signing(world.releases, world.membership, store=world.store, gates=world.gates, clock=world.clock)
+
+    async def sre_escalations_until(hours: float) -> list[Notice]:
+        while world.clock.now < T0 + timedelta(hours=hours):
+            await scheduler.reminders_tick("payments")
+            world.clock.now += timedelta(minutes=15)
+        return [n for n in await world.notices(ESCALATION) if n.payload["role"] == "sre"]
+
+    assert len(await sre_escalations_until(2.5)) == 1  # after reminders 1 and 2
+    await signing.vote(RID, "sre", "U0SRE1", Vote.APPROVE, drawn_for=SHA)  # quorum met: the ask is over
+    assert len(await sre_escalations_until(3)) == 1
+    current = await world.release()  # the sign-off goes stale: a new ask of the sre role
+    await world.store.update_release(
+        current, current.model_copy(update={"sha": "def5678"}), AuditEvent(type="sha_moved", actor="U0X", at=T0)
+    )
+    assert len(await sre_escalations_until(5.5)) == 1  # one reminder of the new ask (at 4h): not yet
+    second = (await sre_escalations_until(6.5))[1:]  # its second (at 6h): escalated again, not a day later
+    assert [(n.payload["number"], n.payload["reminders"], n.created_at) for n in second] == [
+        (2, 2, T0 + timedelta(hours=6))
+    ]
+
+
 async def test_escalation_to_a_role_dms_its_members(
     tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
 ) -> None:
@@ -266,6 +300,25 @@ async def test_escalation_to_a_role_dms_its_members(
     await world.replica().reminders_tick("payments")
     dev = [n for n in await world.notices(ESCALATION) if n.payload["role"] == "dev"]
     assert sorted(str(n.target.channel) for n in dev) == ["U0SRE1", "U0SRE2"]
+
+
+async def test_an_overdue_condition_of_a_gate_without_stages_gets_its_owners_reminded(
+    tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    extra = "checks:\n  - {id: dashboards, name: Dashboards, kind: manual, owner: dev, due: 2026-12-09}"
+    world = make_world(tmp_path, extra=extra)(redis_client, standin, http_session)
+    assert not world.gates.get("payments").gate.stages
+    await world.open()
+    signing = Signing(world.releases, world.membership, store=world.store, gates=world.gates, clock=world.clock)
+    await signing.vote(RID, "dev", "U0DEV", Vote.APPROVE, drawn_for=SHA)
+    tick = await world.replica().reminders_tick("payments")
+    assert "remind|due:dashboards|U0DEV|1" in tick.claimed  # signed, but owns an overdue item
+    (dm,) = [n for n in await world.notices(REMINDER) if n.target.channel == "U0DEV"]
+    assert (dm.payload["why"], dm.payload["condition"], dm.payload["due"]) == ("overdue", "Dashboards", "2026-12-09")
+    await signing.mark_done(RID, "dashboards", "U0DEV", "https://grafana.example/d/payments")
+    world.clock.now = T0 + timedelta(minutes=1)
+    tick = await world.replica().reminders_tick("payments")
+    assert tick.claimed == ["answered|due:dashboards|U0DEV|1"]
 
 
 # --- stopping, and the DM updated --------------------------------------------------------------------
@@ -363,6 +416,27 @@ async def test_a_replica_killed_mid_tick_leaves_the_rest_to_another(world: World
     assert set((await world.dm_counts()).values()) == {1}
 
 
+async def test_a_claim_refused_because_the_release_moved_is_retried_within_the_same_tick(world: World) -> None:
+    await world.open()
+    moved = asyncio.Event()
+
+    async def card_stored_meanwhile(user: str) -> str | None:
+        if not moved.is_set():  # between the tick's read of the release and its first claim
+            moved.set()
+            current = await world.release()
+            relocated = current.model_copy(update={"card_ts": "1700000000.000200"})
+            await world.store.update_release(current, relocated, AuditEvent(type="card", actor="gonogo", at=T0))
+        return None
+
+    tick = await world.replica(card_stored_meanwhile).reminders_tick("payments")
+    assert moved.is_set()
+    assert sorted(tick.claimed) == ["remind|dev|U0DEV|1", "remind|sre|U0SRE1|1", "remind|sre|U0SRE2|1"]
+    assert tick.moved == []
+    assert {n.payload["card"] for n in await world.notices(REMINDER)} == {
+        "https://slack.com/archives/C0DEPLOYS/p1700000000000200"  # decided on the fresh read
+    }
+
+
 async def test_after_a_restart_the_next_reminder_is_on_time_and_none_repeats(world: World) -> None:
     await world.open()
     await world.replica().reminders_tick("payments")
@@ -442,6 +516,36 @@ async def test_prelaunch_posts_24h_and_1h_before_the_target(world: World) -> Non
     assert "ships in 1h" in text and "NO-GO" in text
 
 
+async def test_prelaunch_posts_follow_a_changed_target_without_repeating_an_offset(world: World) -> None:
+    target = T0 + timedelta(days=2)
+    await world.open(target=target)
+    replicas = [world.replica() for _ in range(2)]
+    claimed: list[tuple[timedelta, list[str]]] = []
+
+    async def retarget(to: datetime) -> None:
+        current = await world.release()
+        moved = current.model_copy(update={"target_at": to})
+        await world.store.update_release(current, moved, AuditEvent(type="target_set", actor="U0OPEN", at=T0))
+
+    for minutes in range(0, 5 * 24 * 60, 30):
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        if world.clock.now == target - timedelta(hours=23):
+            await retarget(target + timedelta(minutes=30))  # a small adjustment: 24h is not repeated
+        if world.clock.now == target - timedelta(hours=20):
+            await retarget(target + timedelta(days=2))  # postponed: 24h before the new time again
+        for tick in await asyncio.gather(*(r.prelaunch_tick("payments") for r in replicas)):
+            if tick.claimed:
+                claimed.append((world.clock.now - T0, tick.claimed))
+    later = T0 + timedelta(days=4)
+    assert claimed == [
+        (timedelta(days=1), ["prelaunch|24h"]),
+        (later - timedelta(hours=24) - T0, [f"prelaunch|24h|{later.isoformat()}"]),
+        (later - timedelta(hours=1) - T0, ["prelaunch|1h"]),
+    ]
+    posts = await world.notices(PRELAUNCH)
+    assert [p.payload["target"] for p in posts] == ["Sat 12 Dec 10:00 UTC"] + ["Mon 14 Dec 10:00 UTC"] * 2
+
+
 # --- scheduled re-checks and post-deploy verification --------------------------------------------------
 
 CHECKED = """
@@ -489,6 +593,103 @@ async def test_recheck_runs_each_slot_once_and_posts_only_when_the_verdict_chang
     assert all(n.target.card_thread for n in changes)
 
 
+@contextlib.asynccontextmanager
+async def doomed_replica(world: World, redis_url: str) -> AsyncIterator[tuple[Scheduler, FaultProxy]]:
+    """A replica whose Redis connection goes through a FaultProxy, so a test can kill it just
+    before (cut_before) or just after (lose_answer_after) one of its claims."""
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    async with FaultProxy(port) as proxy:
+        client = aioredis.Redis.from_url(proxy.url, decode_responses=True)
+        try:
+            yield world.replica(redis=client), proxy
+        finally:
+            await client.aclose(close_connection_pool=True)
+
+
+async def kill_when(task: asyncio.Task[object], event: asyncio.Event) -> None:
+    await until(event.is_set)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_recheck_killed_between_the_run_and_its_post_the_post_still_comes_once(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    standin: SlackStandIn,
+    http_session: aiohttp.ClientSession,
+) -> None:
+    world, _flag = checked_world(tmp_path, redis_client, standin, http_session, "recheck: {every: 15m}")
+    await world.open()
+    world.clock.now = T0 + timedelta(minutes=15)
+    async with doomed_replica(world, redis_url) as (doomed, proxy):
+        proxy.cut_before(b"recheck-settled|1")  # the run is recorded, then the replica dies
+        await kill_when(asyncio.create_task(doomed.recheck_tick("payments")), proxy.cut)
+    assert len(await world.store.runs(RID)) == 1 and await world.notices("recheck_changed") == []
+    world.clock.now = T0 + timedelta(minutes=16)
+    replicas = [world.replica() for _ in range(2)]
+    await asyncio.gather(*(r.recheck_tick("payments") for r in replicas))
+    (changed,) = await world.notices("recheck_changed")
+    assert (changed.payload["slot"], changed.payload["before"], changed.payload["after"]) == (1, "NO-GO", "GO")
+    assert len(await world.store.runs(RID)) == 1  # settled from the dead replica's run, not run again
+
+
+async def test_recheck_claimed_by_a_replica_that_died_is_run_by_another(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    standin: SlackStandIn,
+    http_session: aiohttp.ClientSession,
+) -> None:
+    world, _flag = checked_world(tmp_path, redis_client, standin, http_session, "recheck: {every: 15m}")
+    await world.open()
+    world.clock.now = T0 + timedelta(minutes=15)
+    async with doomed_replica(world, redis_url) as (doomed, proxy):
+        proxy.lose_answer_after(b"recheck|1")  # the slot is claimed, then the replica dies
+        await kill_when(asyncio.create_task(doomed.recheck_tick("payments")), proxy.lost)
+    survivor = world.replica()
+    assert (await survivor.recheck_tick("payments")).claimed == []  # its claimer may still be starting it
+    assert await world.store.runs(RID) == []
+    world.clock.now = T0 + timedelta(minutes=16)
+    assert (await survivor.recheck_tick("payments")).claimed == ["recheck-settled|1"]
+    assert len(await world.store.runs(RID)) == 1
+    (changed,) = await world.notices("recheck_changed")
+    assert (changed.payload["slot"], changed.payload["after"]) == (1, "GO")
+
+
+@pytest.mark.parametrize("until_", ["decided", "closed"])
+async def test_recheck_until_closed_keeps_checking_a_decided_release_without_changing_its_decision(
+    tmp_path: Path,
+    redis_client: aioredis.Redis,
+    standin: SlackStandIn,
+    http_session: aiohttp.ClientSession,
+    until_: str,
+) -> None:
+    extra = f"recheck: {{every: 15m, until: {until_}}}"
+    world, flag = checked_world(tmp_path, redis_client, standin, http_session, extra)
+    await world.open()
+    await decided_go(world)
+    replicas = [world.replica() for _ in range(3)]
+    for slot, failing in ((1, "0"), (2, "1"), (3, "1"), (4, "0")):
+        flag.write_text(failing)
+        world.clock.now = T0 + timedelta(minutes=15 * slot)
+        await asyncio.gather(*(r.recheck_tick("payments") for r in replicas))
+    changes = await world.notices("recheck_changed")
+    after = await world.release()
+    assert after.state is State.DECIDED and after.decided_verdict is Verdict.GO  # frozen
+    assert await world.store.runs(RID) == [] and await world.store.results(RID) == {}  # no evidence stored
+    if until_ == "decided":
+        assert changes == [] and await ScheduleStore(world.redis).claimed(RID) == set()
+        return
+    assert [(n.payload["slot"], n.payload["before"], n.payload["after"]) for n in changes] == [
+        (2, "GO", "NO-GO"),  # the first time the checks would decide otherwise
+        (4, "NO-GO", "GO"),  # and when they would decide as decided again
+    ]
+    text = RENDERERS.render(changes[0]).text
+    assert "would now say" in text and "NO-GO" in text and "The decision (GO) stands" in text
+    assert len([u for u in await ScheduleStore(world.redis).claimed(RID) if u.startswith("recheck|")]) == 4
+
+
 async def test_postdeploy_runs_the_checks_after_a_go_and_posts_the_summary_once(
     tmp_path: Path, redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
 ) -> None:
@@ -526,6 +727,68 @@ async def test_postdeploy_posts_a_failure_and_a_summary_that_says_so(
     assert failed.payload["slot"] == 2 and failed.payload["failed"] == ["health"]
     (summary,) = await world.notices("postdeploy_summary")
     assert "20m post-deploy verification ended: 3/4 runs green" in RENDERERS.render(summary).text
+
+
+async def decided_go(world: World) -> None:
+    current = await world.release()
+    decided = current.model_copy(update={"state": State.DECIDED, "decided_verdict": Verdict.GO, "decided_at": T0})
+    await world.store.update_release(current, decided, AuditEvent(type="decided", actor="U0X", at=T0))
+
+
+async def test_postdeploy_slot_claimed_by_a_replica_that_died_is_run_by_another_and_counted(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    standin: SlackStandIn,
+    http_session: aiohttp.ClientSession,
+) -> None:
+    extra = "postdeploy: {every: 5m, for: 30m, checks: [health]}"
+    world, _flag = checked_world(tmp_path, redis_client, standin, http_session, extra)
+    await world.open()
+    await decided_go(world)
+    survivor = world.replica()
+    for slot in range(1, 8):
+        world.clock.now = T0 + timedelta(minutes=5 * slot)
+        if slot in (3, 6):  # the claim of slot 3 (and of the last, 6) lands, then its replica dies
+            async with doomed_replica(world, redis_url) as (doomed, proxy):
+                proxy.lose_answer_after(f"postdeploy|{slot}".encode())
+                await kill_when(asyncio.create_task(doomed.postdeploy_tick("payments")), proxy.lost)
+        tick = await survivor.postdeploy_tick("payments")
+        if slot == 6:
+            assert tick.claimed == []  # the last slot is someone's: no summary while it may still run
+    world.clock.now = T0 + timedelta(minutes=45)
+    assert (await survivor.postdeploy_tick("payments")).claimed == [
+        "postdeploy|6|try2",
+        "postdeploy-done|6",
+        "postdeploy|summary",
+    ]
+    (summary,) = await world.notices("postdeploy_summary")
+    assert "30m post-deploy verification passed: 6/6 runs green" in RENDERERS.render(summary).text
+
+
+async def test_postdeploy_slot_never_run_after_its_takeovers_is_counted_as_missed(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    standin: SlackStandIn,
+    http_session: aiohttp.ClientSession,
+) -> None:
+    extra = "postdeploy: {every: 5m, for: 10m, checks: [health]}"
+    world, _flag = checked_world(tmp_path, redis_client, standin, http_session, extra)
+    await world.open()
+    await decided_go(world)
+    world.clock.now = T0 + timedelta(minutes=5)
+    await world.replica().postdeploy_tick("payments")
+    for attempt, minutes in enumerate((10, 20, 30), start=1):  # slot 2 and both of its takeovers die
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        async with doomed_replica(world, redis_url) as (doomed, proxy):
+            proxy.lose_answer_after(b"postdeploy|2" if attempt == 1 else f"postdeploy|2|try{attempt}".encode())
+            await kill_when(asyncio.create_task(doomed.postdeploy_tick("payments")), proxy.lost)
+    world.clock.now = T0 + timedelta(minutes=40)
+    tick = await world.replica().postdeploy_tick("payments")
+    assert tick.claimed == ["postdeploy-lost|2", "postdeploy|summary"]
+    (summary,) = await world.notices("postdeploy_summary")
+    assert "10m post-deploy verification ended: 1/1 runs green, 1 slot(s) missed" in RENDERERS.render(summary).text
 
 
 async def test_jobs_have_fixed_ids_from_the_gates_and_a_tick_claims(world: World) -> None:

@@ -75,8 +75,8 @@ async def test_approve_and_snooze_from_the_dm(
         await bot.command("open payments 1.4.0 abc1234 --at 2026-12-01T10:00Z", response_url=url, user="U0OPEN")
         card_post = await standin.wait_for("chat.postMessage", lambda c: c.args.get("channel") == CHANNEL)
 
-        # The refresher then stores where the card is on the release (a new revision); a tick that
-        # read the release before that has its claims refused, to be made at the next tick. Wait.
+        # The refresher then stores where the card is on the release (a new revision): wait for it,
+        # so the DM's link below is the stored one (a tick racing it retries its claims at once).
         async def located() -> dict[str, Any] | None:
             doc: dict[str, Any] = json.loads(str(await redis_client.get(keys.release(RID))))
             return doc if doc.get("card_ts") else None
@@ -133,4 +133,41 @@ async def test_approve_and_snooze_from_the_dm(
         assert not [b for b in dm["blocks"] if b["type"] == "actions"]
     finally:
         await road.kill()
+        await bot.stop()
+
+
+async def test_open_again_with_at_sets_the_target_time_authorised_and_audited(
+    standin: SlackStandIn,
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    gates_dir = write_gate(tmp_path / "gates", GATE, "payments.yml").parent
+    settings = bot_settings(api_url=standin.api_url, redis_url=redis_url, gates=gates_dir, data_dir=tmp_path / "d")
+    bot = await RunningBot(settings).start()
+    try:
+        await bot.command("open payments 1.4.0 abc1234", response_url=standin.new_response_url(), user="U0OPEN")
+
+        async def target() -> str | None:
+            doc: dict[str, Any] = json.loads(str(await redis_client.get(keys.release(RID))))
+            return doc.get("target_at")
+
+        assert await target() is None
+        url = standin.new_response_url()
+        await bot.command("open payments 1.4.0 --at 2026-12-02T10:00Z", response_url=url, user="U0STRANGER")
+        assert (
+            "or a member of a role of gate payments can change the target time"
+            in (await reply_to(standin, url))["text"]
+        )
+        assert await target() is None
+        url = standin.new_response_url()
+        await bot.command("open payments 1.4.0 --at 2026-12-02T11:00+01:00", response_url=url, user="U0SRE")
+        answer = (await reply_to(standin, url))["text"]
+        assert "Target time set to 2026-12-02 10:00 UTC: the pre-launch posts follow it." in answer
+        assert str(await target()).startswith("2026-12-02T10:00")
+        audit = {e.type: e for e in await Store(redis_client).audit(RID)}
+        assert audit["refused"].actor == "U0STRANGER" and audit["refused"].data["action"] == "set target time"
+        assert audit["target_set"].actor == "U0SRE"
+        assert audit["target_set"].data == {"from": None, "to": "2026-12-02T10:00:00+00:00"}
+    finally:
         await bot.stop()

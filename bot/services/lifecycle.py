@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bot.core.decision import Decision
@@ -27,7 +27,7 @@ from bot.store.store import AuditEvent, Store
 
 log = logging.getLogger("gonogo.lifecycle")
 
-Opened = Literal["opened", "moved", "unchanged"]
+Opened = Literal["opened", "moved", "retargeted", "unchanged"]
 Upload = Callable[..., Awaitable[Any]]  # files_upload_v2(channel=, thread_ts=, content=, filename=, title=)
 
 
@@ -142,37 +142,54 @@ class Lifecycle:
         self, gate_id: str, version: str, sha: str | None, actor: str, *, target_at: datetime | None = None
     ) -> tuple[Release, Opened]:
         """`/gonogo open`: open a release (with its target time, for pre-launch posts), or move the open
-        one to another commit."""
+        one to another commit and/or give it a (new) target time."""
         release, opened = await self.releases.open(gate_id, version, sha, actor, target_at=target_at)
         if opened:
             return release, "opened"
-        if sha is None or check_sha(sha) == release.sha:
-            return release, "unchanged"
-        return await self.move_commit(release, sha, actor), "moved"
+        outcome: Opened = "unchanged"
+        if sha is not None and check_sha(sha) != release.sha:
+            release, outcome = await self.move_commit(release, sha, actor), "moved"
+        if target_at is not None and target_at != release.target_at:
+            release = await self.set_target(release, target_at, actor)
+            outcome = "moved" if outcome == "moved" else "retargeted"
+        return release, outcome
+
+    async def set_target(self, release: Release, target_at: datetime, actor: str) -> Release:
+        """Give an open release a (new) target time: authorised like a commit move, audited with the
+        old and new time; pre-launch posts follow it (bot/services/scheduler.py prelaunch)."""
+        if release.state is not State.OPEN:
+            raise release.refusal()
+        target_at = target_at.astimezone(UTC)
+        data = {"from": release.target_at.isoformat() if release.target_at else None, "to": target_at.isoformat()}
+        await self._may_change(release, actor, "set target time", data, f"change the target time of {release.id}")
+        return await self.releases.update_release(
+            release,
+            lambda r: r.model_copy(update={"target_at": target_at}),
+            AuditEvent(type="target_set", actor=actor, at=self.clock(), data=data),
+            expect=(State.OPEN,),
+        )
 
     async def move_commit(self, release: Release, sha: str, actor: str) -> Release:
         """Moving a release to another commit is authorised (its opener, or a member of any role of
         the gate) and refused once it is decided (checked again in the write)."""
         if release.state is not State.OPEN:
             raise release.refusal()
-        gate = self.gates.get(release.gate_id).gate
-        if actor != release.opened_by:
-            roles = [role for role in gate.signoffs if actor in await self.membership.members(role)]
-            if not roles:
-                await self.store.append_audit(
-                    release.id,
-                    AuditEvent(
-                        type="refused",
-                        actor=actor,
-                        at=self.clock(),
-                        data={"action": "move commit", "from": release.sha, "to": sha},
-                    ),
-                )
-                raise Forbidden(
-                    f"only {mention(release.opened_by)} (who opened it) or a member of a role of gate {gate.id}"
-                    f" can move {release.id} to another commit"
-                )
+        data = {"from": release.sha, "to": sha}
+        await self._may_change(release, actor, "move commit", data, f"move {release.id} to another commit")
         return await self.releases.move_commit(release, sha, actor)
+
+    async def _may_change(self, release: Release, actor: str, action: str, data: dict[str, Any], doing: str) -> None:
+        """Its opener, or a member of any role of the gate, may change an open release (`doing` it);
+        a refusal is audited."""
+        gate = self.gates.get(release.gate_id).gate
+        if actor == release.opened_by or any([actor in await self.membership.members(r) for r in gate.signoffs]):
+            return
+        await self.store.append_audit(
+            release.id, AuditEvent(type="refused", actor=actor, at=self.clock(), data={"action": action, **data})
+        )
+        raise Forbidden(
+            f"only {mention(release.opened_by)} (who opened it) or a member of a role of gate {gate.id} can {doing}"
+        )
 
     async def close(self, release_id: str, user: str) -> Release:
         return await self._move(release_id, user, State.CLOSED, "closed", "close")

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -386,10 +386,13 @@ class ReleaseService:
         reported = await GateStore(self.store.redis).external_results(release.id)
         return passing_blockers(gate, with_external_results(gate, merged, reported, release.sha, self.clock()))
 
-    async def state(self, release: Release) -> ReleaseState:
+    async def state(self, release: Release, *, overlay: Mapping[str, CheckResult] | None = None) -> ReleaseState:
+        """`overlay`: results decided on as if stored (a scheduled re-check of a decided release asks
+        what the frozen decision would be with them, without storing them)."""
         loaded = self.gates.get(release.gate_id)
         # Only results of the release's commit count; the others are shown as such.
-        results, outdated = split_by_commit(await self.store.results(release.id), release.sha)
+        stored = await self.store.results(release.id)
+        results, outdated = split_by_commit({**stored, **(overlay or {})}, release.sha)
         running = await self.store.current_run(release.id)
         runs = await self.store.runs(release.id, count=1)
         people = await self.people(release.id)

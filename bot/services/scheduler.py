@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from bot.core.decision import Decision, Verdict
 from bot.core.errors import Conflict
@@ -22,8 +22,10 @@ from bot.core.gate import Gate, Signoff
 from bot.core.notices import Notice, Target, notice_key
 from bot.core.release import Release, State
 from bot.core.reminding import OVERDUE_PREFIX, Asked, overdue_owners, permalink, waited_on
-from bot.core.results import Status
+from bot.core.results import CheckResult, Status
+from bot.core.stages import overdue
 from bot.core.timeplan import (
+    Series,
     SnoozeChoice,
     WorkingTime,
     format_instant,
@@ -59,6 +61,14 @@ POSTDEPLOY_FAILED = "postdeploy_failed"
 POSTDEPLOY_SUMMARY = "postdeploy_summary"
 SCHEDULED_ACTOR = "gonogo"
 
+RECHECK_PENDING = "rc|"  # rc|<n>: slot n claimed, its run not settled yet ({before, at})
+RECHECK_FROZEN = "rc-frozen"  # the verdict re-checks of a decided release last told the thread
+RECHECK_GRACE = timedelta(minutes=1)  # a claimer alive takes the run lock at once; one tick later it died
+RECHECK_RUNS_LOOKED_AT = 20
+POSTDEPLOY_TRIES = 3  # a slot whose replica died is taken over this often, then counted as missed
+POSTDEPLOY_MIN_LEASE = timedelta(minutes=2)  # a slot's lease: twice `every`, at least this
+LOST = "lost"  # pd|<n> of a slot given up
+CLAIM_ATTEMPTS = 3  # reads and claims of one tick when the release keeps moving under it
 RECENT_RELEASES = 5  # closed releases whose reminder DMs may still need "answered" updates
 FREEZE_LOOKBACK = timedelta(days=1)
 
@@ -88,9 +98,29 @@ class Tick:
 
     claimed: list[str] = field(default_factory=list)
     taken: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)  # refused: the release changed after it was read
 
     def add(self, unit: str, outcome: str) -> None:
-        (self.claimed if outcome == "claimed" else self.taken).append(unit)
+        {"claimed": self.claimed, "moved": self.moved}.get(outcome, self.taken).append(unit)
+
+
+TickBody = Callable[[str], Awaitable[Tick]]
+
+
+async def retried(body: TickBody, gate_id: str) -> Tick:
+    """Run a tick again at once, from a fresh read, while a claim was refused because the release
+    moved between the tick's read and its claim (e.g. the card refresher stored the card's
+    location): the work is due now, not at the next tick. Bounded: a release that keeps moving
+    is left to the next tick. Units claimed by an earlier attempt are not due in a later one."""
+    total = Tick()
+    for _ in range(CLAIM_ATTEMPTS):
+        tick = await body(gate_id)
+        total.claimed += tick.claimed
+        total.taken += tick.taken
+        total.moved = tick.moved
+        if not tick.moved:
+            break
+    return total
 
 
 class Scheduler:
@@ -123,6 +153,9 @@ class Scheduler:
     # --- reminders and escalation -----------------------------------------------------------------
 
     async def reminders_tick(self, gate_id: str) -> Tick:
+        return await retried(self._reminders_once, gate_id)
+
+    async def _reminders_once(self, gate_id: str) -> Tick:
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate
         if gate.reminders is None:
@@ -142,7 +175,11 @@ class Scheduler:
             members = {s.role: await self.members(s) for s in gate.signoffs}
             asked = waited_on(gate, state.decision, members)
             if state.ladder is not None:
-                asked += overdue_owners(gate, state.ladder.overdue, members)
+                late = state.ladder.overdue
+            else:  # a gate without stages: manual items may still have a `due` date (`on:` only)
+                inp = state.people.decision_input(gate, now, state.results, release.sha)
+                late = overdue(gate, inp, release.stages_reached)
+            asked += overdue_owners(gate, late, members)
         claimed = await self.store.claimed(release.id)
         waited = {a.field for a in asked}
         # 1. DMs whose question was answered elsewhere: say so, once (no dead buttons left behind).
@@ -191,6 +228,10 @@ class Scheduler:
         )
         if due is None or due.at > now or int(facts.get(f"count|{person.user}", 0)) >= rules.max:
             return
+        # `ask`: reminders since this person was last asked anew (the role unmet again, the sign-off
+        # stale again): what escalation counts, while `n` keeps naming units uniquely.
+        last_at = _when(sent.get("at"))
+        ask = int(sent.get("ask", sent["n"])) + 1 if last_at is not None and last_at >= since else 1
         unit = f"remind|{person.field}|{due.number}"
         key = notice_key(REMINDER, release.id, person.field, str(due.number))
         notice = Notice(
@@ -212,9 +253,10 @@ class Scheduler:
             key=key,
             created_at=now,
         )
-        writes = [Write("set", f"sent|{person.field}", json.dumps({"n": due.number, "at": _iso(now), "key": key}))]
+        sent_now = {"n": due.number, "at": _iso(now), "key": key, "ask": ask}
+        writes = [Write("set", f"sent|{person.field}", json.dumps(sent_now))]
         esc = gate.reminders.escalate_after
-        if esc is not None and due.number >= esc and person.why != "overdue":
+        if esc is not None and ask >= esc and person.why != "overdue":
             writes.append(Write("setnx", f"esc-at|{person.role}", _iso(now)))
         audit = AuditEvent(
             type="reminded",
@@ -297,21 +339,24 @@ class Scheduler:
         for spec in gate.signoffs:
             # Escalation is about sign-offs: an overdue condition's reminders (same role) do not count.
             people = [a for a in asked if a.role == spec.role and a.why != "overdue"]
-            numbers = [json.loads(facts[f"sent|{a.field}"])["n"] for a in people if f"sent|{a.field}" in facts]
-            if not numbers:
-                continue
             esc = json.loads(facts.get(f"esc|{spec.role}", '{"n": 0}'))
+            if not people:
+                await self._escalation_over(gate, release, spec.role, facts, tick)
+                continue
+            numbers = [_unanswered(facts, a.field) for a in people]
+            in_ask = int(esc.get("ask", esc["n"]))
             due = next_escalation(
                 reminders.escalate_after,
                 unanswered=max(numbers),
                 threshold_reached_at=_when(facts.get(f"esc-at|{spec.role}")),
-                sent=int(esc["n"]),
-                last_sent_at=_when(esc.get("at")),
+                sent=in_ask,
+                last_sent_at=_when(esc.get("at")) if in_ask else None,
                 working=working,
             )
             if due is None or due.at > now:
                 continue
-            unit = f"escalate|{spec.role}|{due.number}"
+            number = int(esc["n"]) + 1  # escalations of every ask, so each unit has its own name
+            unit = f"escalate|{spec.role}|{number}"
             to = reminders.escalate_to
             role_to = next((s for s in gate.signoffs if s.role == to), None)
             targets = sorted(await self.members(role_to)) if role_to is not None else [to]
@@ -321,7 +366,7 @@ class Scheduler:
                 "label": spec.title,
                 "asked": sorted(a.user for a in people),
                 "reminders": max(numbers),
-                "number": due.number,
+                "number": number,
             }
             notices = [
                 Notice(
@@ -330,15 +375,29 @@ class Scheduler:
                     release_id=release.id,
                     target=Target.to_channel(t),
                     payload=payload,
-                    key=notice_key(ESCALATION, release.id, spec.role, str(due.number), t),
+                    key=notice_key(ESCALATION, release.id, spec.role, str(number), t),
                     created_at=now,
                 )
                 for t in targets
             ]
-            writes = [Write("set", f"esc|{spec.role}", json.dumps({"n": due.number, "at": _iso(now)}))]
+            writes = [Write("set", f"esc|{spec.role}", json.dumps({"n": number, "at": _iso(now), "ask": due.number}))]
             audit = AuditEvent(type="escalated", actor="gonogo", at=now, data={"role": spec.role, "to": to})
             claim = Claim(unit=unit, change=Emit(gate.id, notices), writes=writes, audit=audit)
             tick.add(unit, await self.store.claim(claim, release))
+
+    async def _escalation_over(
+        self, gate: Gate, release: Release, role: str, facts: dict[str, str], tick: Tick
+    ) -> None:
+        """Nobody of `role` is waited on any more (its quorum met): the ask is over. If it reached the
+        threshold, counting restarts for the next ask (the role unmet again, a sign-off gone stale)."""
+        reached = facts.get(f"esc-at|{role}")
+        if reached is None:
+            return
+        esc = json.loads(facts.get(f"esc|{role}", '{"n": 0}'))
+        writes = [Write("del", f"esc-at|{role}"), Write("set", f"esc|{role}", json.dumps({"n": esc["n"], "ask": 0}))]
+        writes += [Write("del", k) for k in facts if k.startswith(f"since|{role}|")]
+        unit = f"esc-reset|{role}|{reached}"
+        tick.add(unit, await self.store.claim(Claim(unit, Emit(gate.id), writes), release))
 
     # --- snooze -------------------------------------------------------------------------------------
 
@@ -386,6 +445,9 @@ class Scheduler:
         return tick
 
     async def prelaunch_tick(self, gate_id: str) -> Tick:
+        return await retried(self._prelaunch_once, gate_id)
+
+    async def _prelaunch_once(self, gate_id: str) -> Tick:
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate
         offsets = gate.prelaunch.before if gate.prelaunch is not None else list(DEFAULT_PRELAUNCH)
@@ -397,9 +459,22 @@ class Scheduler:
         post = prelaunch_due(release.target_at, now, offsets)
         if post is None:
             return tick
-        unit = f"prelaunch|{_offset(post.before)}"
-        if unit in await self.store.claimed(release.id):
-            return tick
+        offset = _offset(post.before)
+        unit = f"prelaunch|{offset}"
+        claimed = await self.store.claimed(release.id)
+        if unit in claimed:
+            # Posted already, for this target time or an earlier one (a posted offset without `pl|`
+            # was posted by an older version, for this target). A target moved since gets the
+            # offset again only when its new moment is more than half the offset after that post
+            # (postponed by a day: "ships in 24h" again; by 30 minutes: not repeated).
+            raw = (await self.store.facts(release.id)).get(f"pl|{offset}")
+            last = json.loads(raw) if raw else {"target": _iso(release.target_at), "at": _iso(post.at)}
+            stale = post.at > datetime.fromisoformat(last["at"]) + post.before / 2
+            if last["target"] == _iso(release.target_at) or not stale:
+                return tick
+            unit = f"prelaunch|{offset}|{_iso(release.target_at)}"
+            if unit in claimed:
+                return tick
         state = await self.releases.state(release)
         zone = gate.reminders.working_time(None).zone if gate.reminders else zone_of("UTC")
         notice = Notice(
@@ -413,11 +488,13 @@ class Scheduler:
                 "target": format_instant(release.target_at, zone),
                 "checklist": list(gate.prelaunch.checklist) if gate.prelaunch else [],
             },
-            key=notice_key(PRELAUNCH, release.id, _offset(post.before)),
+            key=notice_key(PRELAUNCH, release.id, *unit.split("|")[1:]),
             created_at=now,
         )
-        audit = AuditEvent(type="prelaunch_posted", actor="gonogo", at=now, data={"before": _offset(post.before)})
-        tick.add(unit, await self.store.claim(Claim(unit=unit, change=Emit(gate.id, [notice]), audit=audit), release))
+        audit = AuditEvent(type="prelaunch_posted", actor="gonogo", at=now, data={"before": offset})
+        writes = [Write("set", f"pl|{offset}", json.dumps({"target": _iso(release.target_at), "at": _iso(now)}))]
+        claim = Claim(unit=unit, change=Emit(gate.id, [notice]), writes=writes, audit=audit)
+        tick.add(unit, await self.store.claim(claim, release))
         return tick
 
     # --- re-checks and post-deploy verification ---------------------------------------------------
@@ -427,49 +504,166 @@ class Scheduler:
         return await self.releases.store.get_release(open_id) if open_id else None
 
     async def recheck_tick(self, gate_id: str) -> Tick:
+        return await retried(self._recheck_once, gate_id)
+
+    async def _recheck_once(self, gate_id: str) -> Tick:
         """The current slot of `recheck.every` since the release opened: claimed once, then the
         checks run through the release's run lock (a run under way: the slot counts as done). Posts
-        in the card's thread only when the verdict changed."""
+        in the card's thread only when the verdict changed.
+
+        The slot's claim also writes `rc|<n>` (the verdict before it): a pending fact that stays
+        until the slot is settled, by whichever replica sees its run recorded first (the post, if
+        the verdict changed, and the fact's removal are one claim). A replica that dies after the
+        run and before the post leaves the post to the next tick; one that dies before its run
+        leaves the run to it (docs/scheduling.md)."""
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate
         release = await self._open_release(gate_id)
-        # A decided release is frozen (no run may change its evidence): re-checks are for open ones.
-        if gate.recheck is None or release is None or release.state is not State.OPEN:
+        if gate.recheck is None or release is None:
             return tick
+        if release.state is State.DECIDED and gate.recheck.until == "closed":
+            return await self._recheck_decided(gate, release, tick)
+        if release.state is not State.OPEN:
+            return tick
+        series = recheck_series(release.opened_at, gate.recheck.every)
+        facts = await self.store.facts(release.id)
+        for name in sorted((k for k in facts if k.startswith(RECHECK_PENDING)), key=lambda k: int(k.split("|")[1])):
+            pending = json.loads(facts[name])
+            await self._settle_recheck(gate, release, series, int(name.split("|")[1]), pending, tick)
         now = self.clock()
-        due = recheck_series(release.opened_at, gate.recheck.every).current(now)
+        due = series.current(now)
         if due is None or f"recheck|{due.number}" in await self.store.claimed(release.id):
             return tick
         before = (await self.releases.state(release)).decision.verdict
         unit = f"recheck|{due.number}"
         audit = AuditEvent(type="recheck", actor=SCHEDULED_ACTOR, at=now, data={"slot": due.number})
+        pending = {"before": before.value, "at": _iso(now)}
+        writes = [Write("set", f"{RECHECK_PENDING}{due.number}", json.dumps(pending))]
+        outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id), writes=writes, audit=audit), release)
+        tick.add(unit, outcome)
+        if outcome == "claimed":
+            await self._run_recheck(gate, release, series, due.number, pending, tick)
+        return tick
+
+    async def _run_recheck(
+        self, gate: Gate, release: Release, series: Series, number: int, pending: dict[str, str], tick: Tick
+    ) -> None:
+        try:
+            await self.releases.run_and_wait(release, SCHEDULED_ACTOR)
+        except Conflict as exc:  # a run is under way (or the release moved on): it stands for this slot
+            log.info("re-check skipped: a run is under way", extra={"release": release.id, "why": str(exc)})
+            await self._recheck_settled(gate, release, number, None, None, tick)
+            return
+        await self._settle_recheck(gate, release, series, number, pending, tick, rerun=False)
+
+    async def _settle_recheck(
+        self,
+        gate: Gate,
+        release: Release,
+        series: Series,
+        number: int,
+        pending: dict[str, str],
+        tick: Tick,
+        *,
+        rerun: bool = True,
+    ) -> None:
+        """Settle slot `number` from the first scheduled run that started inside it after its claim:
+        post if its verdict differs from the one before. Without such a run: wait while a run
+        holds the lock or the claimer may still be starting it; re-run it when its claimer died
+        (RECHECK_GRACE after the claim, lock free); give up once the next slot is due (it runs
+        anyway)."""
+        claimed_at = datetime.fromisoformat(pending["at"])
+        end = series.at(number + 1)
+        runs = await self.releases.store.runs(release.id, count=RECHECK_RUNS_LOOKED_AT)
+        ours = [r for r in runs if r.actor == SCHEDULED_ACTOR and claimed_at <= r.started_at < end]
+        if ours:
+            record = min(ours, key=lambda r: r.started_at)
+            await self._recheck_settled(gate, release, number, Verdict(pending["before"]), record.verdict, tick)
+            return
+        now = self.clock()
+        if not rerun or await self.releases.store.current_run(release.id) is not None:
+            return  # the run is under way (or just refused): the next tick settles it
+        if now >= end:
+            await self._recheck_settled(gate, release, number, None, None, tick)  # the next slot re-checks
+        elif now - claimed_at >= RECHECK_GRACE:
+            log.info("re-check slot claimed but not run: running it", extra={"release": release.id, "slot": number})
+            await self._run_recheck(gate, release, series, number, pending, tick)
+
+    async def _recheck_settled(
+        self,
+        gate: Gate,
+        release: Release,
+        number: int,
+        before: Verdict | None,
+        after: Verdict | None,
+        tick: Tick,
+        writes: Sequence[Write] = (),
+        **extra: Any,
+    ) -> None:
+        """Settle re-check slot `number` in one claim: its writes, and the thread's post when the
+        verdict went from `before` to another `after`."""
+        notices = []
+        if before is not None and after is not None and before != after:
+            payload = {"release": release.id, "before": before.value, "after": after.value, "slot": number, **extra}
+            notices.append(
+                Notice(
+                    kind=RECHECK_CHANGED,
+                    gate_id=gate.id,
+                    release_id=release.id,
+                    target=Target.to_card_thread(),
+                    payload=payload,
+                    key=notice_key(RECHECK_CHANGED, release.id, str(number)),
+                    created_at=self.clock(),
+                )
+            )
+        unit = f"recheck-settled|{number}"
+        writes = [*writes, Write("del", f"{RECHECK_PENDING}{number}")]
+        claim = Claim(unit=unit, change=Emit(gate.id, notices), writes=writes)
+        # The run itself moved the release (its card): this settles that run, whatever came after.
+        tick.add(unit, await self.store.claim(claim, release, unless_moved=False))
+
+    async def _recheck_decided(self, gate: Gate, release: Release, tick: Tick) -> Tick:
+        """`until: closed` on a decided release: its decision is frozen, so the checks run without
+        being stored, and the thread hears only when they would now decide otherwise than the last
+        time it was told (at first: than the decision). The decision itself never changes."""
+        assert gate.recheck is not None
+        decided = release.decided_verdict or release.last_verdict
+        now = self.clock()
+        due = recheck_series(release.opened_at, gate.recheck.every).current(now)
+        if decided is None or due is None or f"recheck|{due.number}" in await self.store.claimed(release.id):
+            return tick
+        unit = f"recheck|{due.number}"
+        audit = AuditEvent(type="recheck", actor=SCHEDULED_ACTOR, at=now, data={"slot": due.number, "frozen": True})
         outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id), audit=audit), release)
         tick.add(unit, outcome)
         if outcome != "claimed":
             return tick
-        try:
-            record = await self.releases.run_and_wait(release, SCHEDULED_ACTOR)
-        except Conflict as exc:
-            log.info("re-check skipped: a run is under way", extra={"release": release.id, "why": str(exc)})
-            return tick
-        if record is None or record.verdict == before:
-            return tick
-        changed = f"recheck-changed|{due.number}"
-        notice = Notice(
-            kind=RECHECK_CHANGED,
-            gate_id=gate.id,
-            release_id=release.id,
-            target=Target.to_card_thread(),
-            payload={"release": release.id, "before": before.value, "after": record.verdict.value, "slot": due.number},
-            key=notice_key(RECHECK_CHANGED, release.id, str(due.number)),
-            created_at=self.clock(),
+        results = await self._run_unrecorded(gate, release, [c.id for c in gate.checks])
+        would = (await self.releases.state(release, overlay={r.check_id: r for r in results})).decision
+        told = Verdict((await self.store.facts(release.id)).get(RECHECK_FROZEN, decided.value))
+        # What the checks would decide now, and the post saying so, in one step. A replica dying
+        # before it loses nothing: the next slot compares with the same `told` and posts then.
+        blocking = [r.text for r in would.blocking][:8]
+        frozen = [Write("set", RECHECK_FROZEN, would.verdict.value)]
+        await self._recheck_settled(
+            gate, release, due.number, told, would.verdict, tick, frozen, decided=decided.value, blocking=blocking
         )
-        # The run itself moved the release (its card): this notice is about that run, whatever came after.
-        change = Claim(unit=changed, change=Emit(gate.id, [notice]))
-        tick.add(changed, await self.store.claim(change, release, unless_moved=False))
         return tick
 
+    async def _run_unrecorded(self, gate: Gate, release: Release, check_ids: Sequence[str]) -> list[CheckResult]:
+        """Run some of the gate's checks on the release's commit without storing them as its evidence
+        (a decided release is frozen): post-deploy runs and re-checks after the decision."""
+        specs = [c for c in gate.checks if c.id in set(check_ids)]
+        ctx = CheckContext(
+            session=self.releases.session, env=self.releases.env, clock=self.releases.clock, sha=release.sha
+        )
+        results = await run_checks(specs, ctx, masker=self.releases.masker)
+        return [r.model_copy(update={"sha": release.sha}) for r in results]
+
     async def postdeploy_tick(self, gate_id: str) -> Tick:
+        return await retried(self._postdeploy_once, gate_id)
+
+    async def _postdeploy_once(self, gate_id: str) -> Tick:
         """After `decide` with GO, or once a deploy reported over the webhook reached 100%: the
         listed checks on `postdeploy.every` for `postdeploy.for`, each slot once. Results are not
         the release's (a decided release is frozen): they are counted in its schedule facts. Posts
@@ -478,69 +672,152 @@ class Scheduler:
         Where the window starts: the deploy reaching 100% when one was reported (that is when the
         code is live everywhere), else the GO decision. A deploy after a GO restarts the window
         from the deploy, as its own series (units and tallies tagged `deploy|`), so the slots the
-        GO's series already claimed do not swallow it."""
+        GO's series already claimed do not swallow it.
+
+        A slot's claim leaves a lease (`pd-run|<n>`); its outcome (and its failure post) is one
+        claim that removes it. A slot whose lease expired without an outcome (its replica died) is
+        taken over by the next tick, up to POSTDEPLOY_TRIES times, then counted as missed: the
+        summary waits until every claimed slot has an outcome, so its tally is true."""
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate
         release = await self._open_release(gate_id)
         spec = gate.postdeploy
         if spec is None or release is None or release.state not in (State.OPEN, State.DECIDED):
             return tick
-        deployed = _when(cast(str | None, await self.store.redis.hget(keys.schedule(release.id), FULLY_DEPLOYED)))
+        facts = await self.store.facts(release.id)
+        deployed = _when(facts.get(FULLY_DEPLOYED))
         decided_go = release.decided_verdict is Verdict.GO and release.state is State.DECIDED
         start = deployed or (release.decided_at if decided_go else None)
         if start is None:
             return tick
-        tag = "deploy|" if deployed else ""
-        now = self.clock()
-        series = postdeploy_series(start, spec.every, spec.duration)
-        due = series.current(now)
-        if due is None or f"postdeploy|{tag}{due.number}" in await self.store.claimed(release.id):
-            return tick
-        unit = f"postdeploy|{tag}{due.number}"
-        outcome = await self.store.claim(Claim(unit=unit, change=Emit(gate.id)), release)
-        tick.add(unit, outcome)
-        if outcome != "claimed":
-            return tick
-        specs = [c for c in gate.checks if c.id in set(spec.checks)]
-        ctx = CheckContext(
-            session=self.releases.session, env=self.releases.env, clock=self.releases.clock, sha=release.sha
+        run = _PostdeployRun(
+            gate, release, "deploy|" if deployed else "", postdeploy_series(start, spec.every, spec.duration)
         )
-        results = await run_checks(specs, ctx, masker=self.releases.masker)
-        failed = sorted(r.check_id for r in results if r.status not in (Status.PASS, Status.WARN))
-        await self.store.redis.hset(keys.schedule(release.id), f"pd|{tag}{due.number}", ",".join(failed) or "ok")
         now = self.clock()
-        about = {"release": release.id, "gate": gate.name, "every": _offset(spec.every), "for": _offset(spec.duration)}
+        due = run.series.current(now)
+        if due is None:
+            return tick
+        claimed = await self.store.claimed(release.id)
+        # 1. Slots claimed by a replica that died: take them over once their lease expired.
+        lease = max(2 * spec.every, POSTDEPLOY_MIN_LEASE)
+        for name, raw in sorted(facts.items()):
+            if not name.startswith(f"pd-run|{run.tag}") or (not run.tag and name.startswith("pd-run|deploy|")):
+                continue
+            number = int(name.rsplit("|", 1)[1])
+            taken = json.loads(raw)
+            if f"pd|{run.tag}{number}" in facts or now - datetime.fromisoformat(taken["at"]) < lease:
+                continue
+            tries = int(taken["try"]) + 1
+            if tries > POSTDEPLOY_TRIES:
+                unit = f"postdeploy-lost|{run.tag}{number}"
+                writes = [Write("set", f"pd|{run.tag}{number}", LOST), Write("del", name)]
+                tick.add(unit, await self.store.claim(Claim(unit, Emit(gate.id), writes), release))
+                continue
+            unit = f"postdeploy|{run.tag}{number}|try{tries}"
+            writes = [Write("set", name, json.dumps({"at": _iso(now), "try": tries}))]
+            outcome = await self.store.claim(Claim(unit, Emit(gate.id), writes), release)
+            tick.add(unit, outcome)
+            if outcome == "claimed":
+                log.info("post-deploy slot claimed but not run: running it", extra={"release": release.id})
+                await self._postdeploy_run(run, number, tick)
+        # 2. The current slot.
+        unit = f"postdeploy|{run.tag}{due.number}"
+        if unit not in claimed:
+            writes = [Write("set", f"pd-run|{run.tag}{due.number}", json.dumps({"at": _iso(now), "try": 1}))]
+            outcome = await self.store.claim(Claim(unit, Emit(gate.id), writes), release)
+            tick.add(unit, outcome)
+            if outcome == "claimed":
+                await self._postdeploy_run(run, due.number, tick)
+        # 3. The summary, once the series is over and no claimed slot is still running.
+        if due.number == run.series.total and f"postdeploy|{run.tag}summary" not in claimed:
+            await self._postdeploy_summary(run, tick)
+        return tick
+
+    async def _postdeploy_run(self, run: _PostdeployRun, number: int, tick: Tick) -> None:
+        gate, release, spec = run.gate, run.release, run.gate.postdeploy
+        assert spec is not None
+        results = await self._run_unrecorded(gate, release, spec.checks)
+        failed = sorted(r.check_id for r in results if r.status not in (Status.PASS, Status.WARN))
+        notices = []
         if failed:
             summaries = {r.check_id: r.summary for r in results if r.check_id in failed}
-            notice = Notice(
-                kind=POSTDEPLOY_FAILED,
-                gate_id=gate.id,
-                release_id=release.id,
-                target=Target.to_channel(gate.channel),
-                payload={**about, "slot": due.number, "failed": failed, "summaries": summaries},
-                key=notice_key(POSTDEPLOY_FAILED, release.id, f"{tag}{due.number}"),
-                created_at=now,
+            notices.append(
+                Notice(
+                    kind=POSTDEPLOY_FAILED,
+                    gate_id=gate.id,
+                    release_id=release.id,
+                    target=Target.to_channel(gate.channel),
+                    payload={**run.about, "slot": number, "failed": failed, "summaries": summaries},
+                    key=notice_key(POSTDEPLOY_FAILED, release.id, f"{run.tag}{number}"),
+                    created_at=self.clock(),
+                )
             )
-            failed_unit = f"postdeploy-failed|{tag}{due.number}"
-            tick.add(
-                failed_unit, await self.store.claim(Claim(unit=failed_unit, change=Emit(gate.id, [notice])), release)
-            )
-        if due.number == series.total:
-            facts = await self.store.facts(release.id)
-            ours = [k for k in facts if k.startswith(f"pd|{tag}") and (tag or not k.startswith("pd|deploy|"))]
-            runs = [facts[k] for k in ours]
-            notice = Notice(
-                kind=POSTDEPLOY_SUMMARY,
-                gate_id=gate.id,
-                release_id=release.id,
-                target=Target.to_channel(gate.channel),
-                payload={**about, "runs": len(runs), "green": runs.count("ok"), "slots": series.total},
-                key=notice_key(POSTDEPLOY_SUMMARY, release.id, *([tag.rstrip("|")] if tag else [])),
-                created_at=now,
-            )
-            summary = f"postdeploy|{tag}summary"
-            tick.add(summary, await self.store.claim(Claim(unit=summary, change=Emit(gate.id, [notice])), release))
-        return tick
+        # The outcome, its failure post and the end of the lease in one step: the first run of the
+        # slot to finish counts (a takeover racing a slow original cannot count it twice).
+        unit = f"postdeploy-done|{run.tag}{number}"
+        writes = [
+            Write("set", f"pd|{run.tag}{number}", ",".join(failed) or "ok"),
+            Write("del", f"pd-run|{run.tag}{number}"),
+        ]
+        tick.add(unit, await self.store.claim(Claim(unit, Emit(gate.id, notices), writes), release, unless_moved=False))
+
+    async def _postdeploy_summary(self, run: _PostdeployRun, tick: Tick) -> None:
+        facts = await self.store.facts(run.release.id)
+
+        def ours(prefix: str) -> list[str]:
+            return [
+                k
+                for k in facts
+                if k.startswith(f"{prefix}{run.tag}") and (run.tag or not k.startswith(f"{prefix}deploy|"))
+            ]
+
+        if ours("pd-run|"):
+            return  # a slot is still running (or its lease has yet to expire): the tally would lie
+        outcomes = [facts[k] for k in ours("pd|")]
+        runs = [o for o in outcomes if o != LOST]
+        notice = Notice(
+            kind=POSTDEPLOY_SUMMARY,
+            gate_id=run.gate.id,
+            release_id=run.release.id,
+            target=Target.to_channel(run.gate.channel),
+            payload={**run.about, "runs": len(runs), "green": runs.count("ok"), "slots": run.series.total},
+            key=notice_key(POSTDEPLOY_SUMMARY, run.release.id, *([run.tag.rstrip("|")] if run.tag else [])),
+            created_at=self.clock(),
+        )
+        unit = f"postdeploy|{run.tag}summary"
+        tick.add(unit, await self.store.claim(Claim(unit=unit, change=Emit(run.gate.id, [notice])), run.release))
+
+
+@dataclass(frozen=True)
+class _PostdeployRun:
+    """One post-deploy series of a release: `tag` tells a deploy's series from a GO's."""
+
+    gate: Gate
+    release: Release
+    tag: str
+    series: Series
+
+    @property
+    def about(self) -> dict[str, Any]:
+        spec = self.gate.postdeploy
+        assert spec is not None
+        return {
+            "release": self.release.id,
+            "gate": self.gate.name,
+            "every": _offset(spec.every),
+            "for": _offset(spec.duration),
+        }
+
+
+def _unanswered(facts: dict[str, str], field: str) -> int:
+    """Reminders to one person in the current ask: those sent since they were (again) waited on."""
+    raw = facts.get(f"sent|{field}")
+    since = _when(facts.get(f"since|{field}"))
+    if raw is None or since is None:
+        return 0
+    sent = json.loads(raw)
+    at = _when(sent.get("at"))
+    return int(sent.get("ask", sent["n"])) if at is not None and at >= since else 0
 
 
 def _offset(value: timedelta) -> str:

@@ -122,8 +122,20 @@ def render_prelaunch(notice: Notice) -> Message:
 
 def render_recheck(notice: Notice) -> Message:
     before, after = escape(str(_p(notice, "before"))), escape(str(_p(notice, "after")))
-    text = f"Scheduled re-check #{_p(notice, 'slot')}: the verdict changed from {before} to *{after}*."
-    return message(text, [section(text)])
+    decided = _p(notice, "decided", None)
+    if decided is None:
+        text = f"Scheduled re-check #{_p(notice, 'slot')}: the verdict changed from {before} to *{after}*."
+        return message(text, [section(text)])
+    # A decided release is frozen: the re-check says what its checks would decide now, nothing more.
+    text = (
+        f"Scheduled re-check #{_p(notice, 'slot')} after the decision: the checks would now say *{after}*"
+        f" (last re-check: {before}). The decision ({escape(str(decided))}) stands: a decided release is frozen."
+    )
+    blocks: list[Block] = [section(text)]
+    blocking = [f"• {escape(str(b))}" for b in _p(notice, "blocking", [])]
+    if blocking and after != "GO":
+        blocks.append(section("\n".join(blocking)))
+    return message(text, blocks)
 
 
 def render_postdeploy_failed(notice: Notice) -> Message:

@@ -96,7 +96,8 @@ class ScheduleStore:
     async def claim(self, claim: Claim, release: Release | None = None, *, unless_moved: bool = True) -> Claimed:
         """Claim a release's unit (with `unless_moved`, only while the release's `rev` is the one the
         tick read), or with `release` None a gate-level one. 'taken': done already; 'moved': the
-        release changed since it was read (the next tick decides again)."""
+        release changed since it was read (the tick reads it again and decides again at once,
+        bot/services/scheduler.py `retried`)."""
         gate_id = claim.change.gate_id
         if gate_id not in self._registered:  # deliverers watch this set (outside the gate's slot: idempotent)
             await self.redis.sadd(keys.outbox_gates(), gate_id)
