@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,23 +112,33 @@ async def say(bot: RunningBot, standin: SlackStandIn, text: str, user: str = "U0
 
 async def test_signatures_are_checked_before_the_body_is_read(bot: RunningBot) -> None:
     good = json.dumps({"type": "open", "id": "sig-1", "gate": "payments", "version": "1.4.0"}).encode()
-    now = int(time.time())
-    cases = {
-        "missing": {},
-        "bad": {"X-Gonogo-Request-Timestamp": str(now), "X-Gonogo-Signature": "v0=" + "0" * 64},
-        "other secret": signed_headers("not-the-secret-at-all", good, now),
-        "old": {"X-Gonogo-Request-Timestamp": str(now - 301), "X-Gonogo-Signature": sign(SECRET, now - 301, good)},
-        "future": {"X-Gonogo-Request-Timestamp": str(now + 301), "X-Gonogo-Signature": sign(SECRET, now + 301, good)},
-        "not a number": {"X-Gonogo-Request-Timestamp": "soon", "X-Gonogo-Signature": sign(SECRET, now, good)},
+    # Each case is built just before it is sent: under load, a timestamp taken once at the start
+    # drifts toward the window's edge ("future" at +301 s became +299 s and was accepted).
+    cases: dict[str, Callable[[int], dict[str, str]]] = {
+        "missing": lambda now: {},
+        "bad": lambda now: {"X-Gonogo-Request-Timestamp": str(now), "X-Gonogo-Signature": "v0=" + "0" * 64},
+        "other secret": lambda now: signed_headers("not-the-secret-at-all", good, now),
+        "old": lambda now: {
+            "X-Gonogo-Request-Timestamp": str(now - 301),
+            "X-Gonogo-Signature": sign(SECRET, now - 301, good),
+        },
+        "future": lambda now: {
+            "X-Gonogo-Request-Timestamp": str(now + 302),
+            "X-Gonogo-Signature": sign(SECRET, now + 302, good),
+        },
+        "not a number": lambda now: {
+            "X-Gonogo-Request-Timestamp": "soon",
+            "X-Gonogo-Signature": sign(SECRET, now, good),
+        },
     }
-    for name, headers in cases.items():
-        reply = await post(bot, good, headers)
+    for name, headers_at in cases.items():
+        reply = await post(bot, good, headers_at(int(time.time())))
         assert reply.status == 401, name
         assert json.loads(reply.text)["ok"] is False
     # Garbage with a bad signature is a 401, not a 400: nothing unauthenticated gets parsed.
     assert (await post(bot, b"{not json", {"X-Gonogo-Signature": "v0=00"})).status == 401
     # The body signed is the body checked: one changed byte fails.
-    headers = signed_headers(SECRET, good, now)
+    headers = signed_headers(SECRET, good, int(time.time()))
     assert (await post(bot, good.replace(b"1.4.0", b"1.4.1"), headers)).status == 401
     assert (await post(bot, good, headers)).status == 202
 
