@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,35 @@ async def test_open_then_deploy_moves_the_commit(bot: RunningBot, redis_client: 
     assert (await send(bot, {"type": "open", "id": "o2", "gate": "payments", "version": "1.4.0"}))[0] == 202
     status, answer = await send(bot, {"type": "open", "id": "o3", "gate": "payments", "version": "1.5.0"})
     assert status == 409 and "payments@1.4.0 is still open" in answer["error"]
+
+
+async def test_open_with_a_target_time_sets_it_and_sent_again_moves_it(
+    bot: RunningBot, redis_client: aioredis.Redis
+) -> None:
+    """CI names when the release goes out (pre-launch posts follow it, docs/scheduling.md): set at
+    open, moved by a later open, with or without a commit move; audited like `/gonogo open … --at`."""
+    store = Store(redis_client)
+    first = {"type": "open", "id": "t1", "gate": "payments", "version": "1.4.0", "sha": SHA}
+    assert (await send(bot, {**first, "target": "2026-12-01T10:00:00+01:00"}))[0] == 202
+    release = await store.get_release(RID)
+    assert release is not None and release.target_at == datetime(2026, 12, 1, 9, tzinfo=UTC)
+
+    assert (await send(bot, {**first, "id": "t2", "target": "2026-12-02T09:00:00Z"}))[0] == 202
+    moved = {**first, "id": "t3", "sha": "abcdef1234", "target": "2026-12-03T09:00:00Z"}
+    assert (await send(bot, moved))[0] == 202
+    assert (await send(bot, {**first, "id": "t4", "sha": "abcdef1234"}))[0] == 202  # no target: kept
+    release = await store.get_release(RID)
+    assert release is not None and release.target_at == datetime(2026, 12, 3, 9, tzinfo=UTC)
+    assert release.sha == "abcdef1234"
+    audit = [(e.type, e.actor, e.data.get("to")) for e in await store.audit(RID)]
+    assert audit == [
+        ("opened", "ci", None),
+        ("target_set", "ci", "2026-12-02T09:00:00+00:00"),
+        ("sha_moved", "ci", "abcdef1234"),
+        ("target_set", "ci", "2026-12-03T09:00:00+00:00"),
+    ]
+    status, answer = await send(bot, {**first, "id": "t5", "target": "next tuesday"})
+    assert status == 400 and "target" in json.dumps(answer)
 
 
 async def test_a_decided_release_is_frozen(

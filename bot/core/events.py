@@ -122,6 +122,11 @@ class OpenEvent(_Event):
     version: str = Field(pattern=VERSION.pattern)
     sha: Sha | None = None
     at: AwareDatetime | None = Field(default=None, description="When CI opened it (default: when received)")
+    target: AwareDatetime | None = Field(
+        default=None,
+        description="When the release is planned to go out: the gate's pre-launch checklist is posted at its"
+        " offsets before it; sent again with another time, it moves the target",
+    )
 
     @property
     def gate_id(self) -> str:

@@ -192,6 +192,7 @@ class EventService:
                 sha=event.sha,
                 opened_by=CI_ACTOR,
                 opened_at=event.at or now,
+                target_at=event.target.astimezone(UTC) if event.target else None,
             )
             audit = AuditEvent(
                 type="opened",
@@ -209,14 +210,38 @@ class EventService:
         existing = Release.model_validate_json(raw)
         if pointer is None:
             raise Conflict(f"{rid} is {existing.state.value}; reopen it with `/gonogo reopen {rid}`")
+        target = event.target.astimezone(UTC) if event.target else None
+        retarget = None
+        if target is not None and target != existing.target_at:
+            # The same question as `/gonogo open … --at` on an open release (Lifecycle.set_target).
+            data = {"from": existing.target_at.isoformat() if existing.target_at else None, "to": target.isoformat()}
+            retarget = AuditEvent(type="target_set", actor=CI_ACTOR, at=now, data={**data, "event_id": event.id})
         if event.sha is None or event.sha == existing.sha:
+            if retarget is None:
 
-            async def unchanged(tx: Pipeline) -> EventFacts:
-                return ReleaseOpened(release=existing, opened=False)
+                async def unchanged(tx: Pipeline) -> EventFacts:
+                    return ReleaseOpened(release=existing, opened=False)
 
-            return unchanged
+                return unchanged
+            audit = retarget
+
+            async def write_target(tx: Pipeline) -> EventFacts:
+                after = await self.store.queue_update_release(
+                    tx, existing, existing.model_copy(update={"target_at": target}), audit
+                )
+                emit(tx, Emit(gate.id, card_of=rid, at=now))
+                return ReleaseOpened(release=after, opened=False)
+
+            return write_target
         return await self._move(
-            tx, existing, event.sha, event.id, now, lambda r, moved_from: ReleaseOpened(r, False, moved_from)
+            tx,
+            existing,
+            event.sha,
+            event.id,
+            now,
+            lambda r, moved_from: ReleaseOpened(r, False, moved_from),
+            extra=retarget,
+            changes={"target_at": target} if retarget else None,
         )
 
     async def _move(
