@@ -295,6 +295,18 @@ async def test_an_outage_lasts_its_time_on_the_standins_clock(standin: SlackStan
     assert calls[-1].at >= outage.ends > calls[-2].at  # calls carry the stand-in's clock
 
 
+async def test_quiet_waits_for_the_calls_being_answered(standin: SlackStandIn, client: AsyncWebClient) -> None:
+    held = standin.hold("chat.postMessage")
+    call = asyncio.create_task(client.chat_postMessage(channel=CHANNEL, text="x"))
+    await asyncio.wait_for(held.arrived.wait(), 5)
+    assert standin.in_flight == 1
+    with pytest.raises(TimeoutError):
+        await standin.quiet(timeout=0.1)
+    held.release()
+    await standin.quiet()
+    assert standin.in_flight == 0 and (await call)["ok"]
+
+
 async def test_latency(standin: SlackStandIn, client: AsyncWebClient) -> None:
     standin.latency = 0.2
     started = time.monotonic()

@@ -363,6 +363,9 @@ class SlackStandIn:
         self._holds: dict[str, list[Hold]] = {}
         self._periodic: _PeriodicFault | None = None  # delivery faults (issue 8)
         self._windows: list[FaultWindow] = []  # outages of a given length (issue 8)
+        # Web API requests received and not answered yet: a test that kills a client waits for its
+        # last request to be answered (as the fault it was meant to get) before lifting a fault.
+        self.in_flight = 0
         self.channels_without_bot: set[str] = set()  # posting there answers not_in_channel
         self._response_urls: dict[str, _ResponseTarget] = {}
         self._opened_dms: set[str] = set()
@@ -648,6 +651,19 @@ class SlackStandIn:
 
         return await self._poll(find, timeout, f"socket mode ack for {envelope_id}")
 
+    async def quiet(self, timeout: float = 5.0) -> None:
+        """Wait until no Web API request is being answered, on two polls in a row: a request a client
+        wrote just before it was killed has been read in between, and answered with whatever fault
+        was set for it. Lift a fault only after this, or that request may be answered ok (and the
+        dead client's notice posted without it knowing: the crash window of docs/delivery.md)."""
+        deadline = time.monotonic() + timeout
+        quiet_before = False
+        while not (quiet_before and self.in_flight == 0):
+            quiet_before = self.in_flight == 0
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"timed out after {timeout}s waiting for {self.in_flight} request(s) to be answered")
+            await asyncio.sleep(0.01)
+
     async def _poll(self, find: Callable[[], _T | None], timeout: float, what: str) -> _T:
         deadline = time.monotonic() + timeout
         while (found := find()) is None:
@@ -679,6 +695,13 @@ class SlackStandIn:
     # -- HTTP handlers ---------------------------------------------------------------------
 
     async def _handle_api(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        try:
+            return await self._api(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         started = time.time()
         try:
