@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/ack_latency.py
 	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/repost_window.py
 	$(BIN)/python bench/reminders.py
 
 serve: $(STAMP)

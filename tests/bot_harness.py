@@ -12,7 +12,11 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -259,3 +263,90 @@ async def reply_to(standin: SlackStandIn, response_url: str, timeout: float = 5.
     url_id = response_url.rsplit("/", 1)[1]
     found = await standin.wait_for_response(lambda r: r.url_id == url_id, timeout=timeout)
     return dict(found.payload)
+
+
+class ServeProcess:
+    """`gonogo serve` (HTTP mode) as a real process of its own, in its own process group, so that a
+    test can SIGKILL it like the kernel's OOM killer would and be sure nothing of it is left behind."""
+
+    def __init__(self, env: Mapping[str, str], cwd: Path, log: Path) -> None:
+        self.port = int(env["GONOGO_PORT"])
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bot.cli", "serve"],
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: killpg reaches anything it started
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def ready(self, timeout: float = 60.0) -> ServeProcess:
+        """Wait for /readyz 200 without blocking the loop (the stand-in it calls at start-up runs in it)."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"gonogo serve exited ({self.process.returncode}):\n{self.output()}")
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with session.get(f"http://127.0.0.1:{self.port}/readyz") as answer:
+                        if answer.status == 200:
+                            return self
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"gonogo serve was not ready after {timeout:g}s:\n{self.output()}")
+
+    def kill(self) -> None:
+        """SIGKILL the process group: no handler runs, nothing is acknowledged or released."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (a graceful stop), SIGKILL if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def gone(self) -> bool:
+        """The process and every process of its group have exited."""
+        if self.process.poll() is None:
+            return False
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def serve_env(*, api_url: str, redis_url: str, gates: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `gonogo serve` process pointed at the stand-in and the test's Redis (and
+    nothing of the machine's own Slack or Redis configuration)."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith(("SLACK_", "GONOGO_"))}
+    env.update(
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=api_url,
+        REDIS_URL=redis_url,
+        GONOGO_GATES=str(gates),
+        GONOGO_DATA_DIR=str(data_dir),
+        GONOGO_HOST="127.0.0.1",
+        GONOGO_PORT=str(free_port()),
+        GONOGO_LOG_FORMAT="text",
+        GONOGO_LOG_LEVEL="INFO",
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+    )
+    env.update(extra)
+    return env

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -70,18 +71,33 @@ def notice(
     )
 
 
-async def until(find: Callable[[], Awaitable[T | None]] | Callable[[], T | None], timeout: float = 15.0) -> T:
-    """Poll `find` until it returns something truthy, with a deadline (never a bare sleep)."""
+@overload
+async def until(find: Callable[[], Awaitable[T | None]], timeout: float = ..., what: str | None = ...) -> T: ...
+
+
+@overload
+async def until(find: Callable[[], T | None], timeout: float = ..., what: str | None = ...) -> T: ...
+
+
+async def until(find: Callable[[], Any], timeout: float = 15.0, what: str | None = None) -> Any:
+    """Poll `find` (plain or async) until it returns something truthy, and return that; with a
+    deadline, never a bare sleep. `what` names the wait in the failure ("timed out after 15s waiting
+    for the card"); it defaults to `find`'s name."""
     deadline = time.monotonic() + timeout
     while True:
         found = find()
-        if asyncio.iscoroutine(found):
+        if inspect.isawaitable(found):
             found = await found
         if found:
-            return found  # type: ignore[return-value]
+            return found
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"condition not met within {timeout}s")
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what or _name(find)}")
         await asyncio.sleep(0.02)
+
+
+def _name(find: Callable[..., object]) -> str:
+    name = getattr(find, "__name__", "")
+    return name.replace("_", " ") if name and name != "<lambda>" else "a condition"
 
 
 def posted_texts(standin: SlackStandIn, channel: str) -> list[str]:

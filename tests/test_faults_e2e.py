@@ -32,7 +32,7 @@ from bot.slack.blocks import ACTION_APPROVE, ACTION_REFRESH, ACTION_RUN, ACTION_
 from bot.store import keys
 from bot.store.store import Store
 from tests.bot_harness import CHANNEL, RunningBot, bot_settings, reply_to, write_gate
-from tests.delivery_kit import release_road
+from tests.delivery_kit import release_road, until
 from tests.fault_proxy import FaultProxy
 from tests.redis_server import RedisServer
 
@@ -125,14 +125,6 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-async def until(predicate: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def open_card(bot: RunningBot, standin: SlackStandIn) -> str:
     await bot.command("open payments 1.4.0 abc1234", response_url=standin.new_response_url(), user="U09OPEN")
     posted = await standin.wait_for("chat.postMessage", lambda c: c.args.get("channel") == CHANNEL and c.ok)
@@ -170,7 +162,7 @@ async def test_redis_killed_mid_run_the_card_ends_final_and_the_run_is_recorded_
             assert nap_line(last).startswith("⚠️")
             assert header_of(last.args).startswith("🔴 NO-GO"), header_of(last.args)
             assert "not recorded yet" in json.dumps(last.args["blocks"])
-            await until(lambda: _true(not processes_with(marker)), 10, "the long check to be killed")
+            await until(lambda: not processes_with(marker), 10, "the long check to be killed")
             assert final(card_updates(standin, card_ts)[-1])
 
             # Redis is back (with what it had on disk): the run is recorded, marked interrupted.
@@ -197,10 +189,6 @@ async def test_redis_killed_mid_run_the_card_ends_final_and_the_run_is_recorded_
     finally:
         await client.aclose()
         server.stop()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 @pytest.fixture
@@ -230,7 +218,7 @@ async def test_a_run_that_loses_its_lease_stops(
 ) -> None:
     release, _ = await service.open("payments", "1.4.0", "abc1234", "U09OPEN")
     await service.start_run(release, "U01TECH")
-    await until(lambda: _true(bool(processes_with(marker))), 10, "the long check to start")
+    await until(lambda: bool(processes_with(marker)), 10, "the long check to start")
     other = RunLease(token="f" * 32, actor="U0OTHER", started_at=datetime.now(UTC), check_ids=["nap"])
     if how == "expired":
         await redis_client.delete(keys.run_lock(RID))
@@ -238,7 +226,7 @@ async def test_a_run_that_loses_its_lease_stops(
         await redis_client.set(keys.run_lock(RID), other.model_dump_json(), px=30_000)
 
     started = time.monotonic()
-    await until(lambda: _true(service.in_flight == 0), 10, "the run to stop")
+    await until(lambda: service.in_flight == 0, 10, "the run to stop")
     assert time.monotonic() - started < 5  # the long check (60 s) did not run on
     assert not processes_with(marker)
     run = json.loads((await redis_client.lrange(keys.runs(RID), 0, 0))[0])

@@ -17,6 +17,7 @@ from bot.playground.standin import SlackStandIn
 from bot.slack.blocks import ACTION_APPROVE
 from bot.store import keys
 from tests.bot_harness import CHANNEL, RunningBot, bot_settings, reply_to, write_gate
+from tests.delivery_kit import until
 
 GATE = """
 id: payments
@@ -82,12 +83,13 @@ async def say(bot: RunningBot, standin: SlackStandIn, text: str, user: str = "U0
 async def wait_run_finished(redis_client: aioredis.Redis, release_id: str, timeout: float = 15.0) -> None:
     """The card shows results before the run is over: wait until its record is written and the lock
     is free, or a command that refuses to act during a run (decide) races the run's end."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await redis_client.llen(keys.runs(release_id)) and not await redis_client.exists(keys.run_lock(release_id)):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the run of {release_id} did not finish within {timeout} s")
+
+    async def finished() -> bool:
+        return bool(await redis_client.llen(keys.runs(release_id))) and not await redis_client.exists(
+            keys.run_lock(release_id)
+        )
+
+    await until(finished, timeout, f"the run of {release_id} to finish")
 
 
 async def run_and_sign(bot: RunningBot, standin: SlackStandIn, redis_client: aioredis.Redis) -> None:

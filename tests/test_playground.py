@@ -4,7 +4,6 @@ clean; plus `gonogo preview` and the one stand-in shared with the suite."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import subprocess
@@ -22,6 +21,7 @@ from bot.core.loader import load_gate
 from bot.playground import run as playground_run
 from bot.playground.standin import SlackStandIn, block_errors
 from bot.playground.workspace import Directory, display_name, sign
+from tests.delivery_kit import until
 from tests.playground_harness import (
     CHANNEL,
     OUTSIDER,
@@ -75,14 +75,18 @@ class Page:
     async def until(
         self, user: str, found: Callable[[dict[str, Any]], Any], what: str, timeout: float = 20.0
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            state = await self.state(user)
-            if found(state):
-                return state
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}: {json.dumps(state)[:2000]}")
-            await asyncio.sleep(0.05)
+        """`user`'s view of the workspace once `found` holds for it."""
+
+        last: dict[str, Any] = {}
+
+        async def state() -> dict[str, Any] | None:
+            last.update(seen := await self.state(user))
+            return seen if found(seen) else None
+
+        try:
+            return await until(state, timeout, what)
+        except TimeoutError as timed_out:  # with what the user saw last
+            raise TimeoutError(f"{timed_out}: {json.dumps(last)[:2000]}") from None
 
     async def command(self, user: str, text: str, channel: str = CHANNEL) -> dict[str, Any]:
         return await self.post("/pg/command", {"user": user, "channel": channel, "text": text})

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,6 +18,7 @@ from bot.playground.standin import SlackStandIn
 from bot.slack.blocks import ACTION_APPROVE, ACTION_OVERRIDE_APPROVE
 from bot.store import keys
 from tests.bot_harness import CHANNEL, RunningBot, bot_settings, reply_to, write_gate
+from tests.delivery_kit import until
 
 GATE = """
 id: payments
@@ -85,14 +85,6 @@ async def say(bot: RunningBot, standin: SlackStandIn, text: str, user: str = "U0
     return str((await reply_to(standin, url, timeout=10))["text"])
 
 
-async def until(probe: Callable[[], Coroutine[Any, Any, bool]], what: str, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not await probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def run_checks(bot: RunningBot, standin: SlackStandIn, redis_client: aioredis.Redis, alerting: str) -> None:
     await redis_client.delete(keys.results(RID))
     assert "Running 3 check(s)" in await say(bot, standin, f"run {RID}")
@@ -106,7 +98,7 @@ async def run_checks(bot: RunningBot, standin: SlackStandIn, redis_client: aiore
             and await redis_client.get(keys.run_lock(RID)) is None
         )
 
-    await until(done, f"alerting {alerting}")
+    await until(done, 20, f"alerting {alerting}")
 
 
 async def sign(bot: RunningBot, standin: SlackStandIn) -> None:

@@ -280,6 +280,33 @@ async def test_server_error_and_injected_error(standin: SlackStandIn, client: As
     assert (await client.users_info(user="U0ALICE"))["ok"]
 
 
+async def test_an_outage_lasts_its_time_on_the_standins_clock(standin: SlackStandIn, client: AsyncWebClient) -> None:
+    outage = standin.fail_for(60, status=500, methods=["chat.postMessage"])
+    for _ in range(3):  # however often it is called during the window
+        assert (await api_error(client.chat_postMessage(channel=CHANNEL, text="x"))).response.status_code == 500
+    assert (await client.users_info(user="U0ALICE"))["ok"]  # other methods work
+    standin.advance_clock(59.9)
+    assert (await api_error(client.chat_postMessage(channel=CHANNEL, text="x"))).response.status_code == 500
+    standin.advance_clock(0.1)
+    assert (await client.chat_postMessage(channel=CHANNEL, text="back"))["ok"]
+    assert outage.failed == 4
+    calls = standin.calls("chat.postMessage")
+    assert [c.status for c in calls] == [500, 500, 500, 500, 200]
+    assert calls[-1].at >= outage.ends > calls[-2].at  # calls carry the stand-in's clock
+
+
+async def test_quiet_waits_for_the_calls_being_answered(standin: SlackStandIn, client: AsyncWebClient) -> None:
+    held = standin.hold("chat.postMessage")
+    call = asyncio.create_task(client.chat_postMessage(channel=CHANNEL, text="x"))
+    await asyncio.wait_for(held.arrived.wait(), 5)
+    assert standin.in_flight == 1
+    with pytest.raises(TimeoutError):
+        await standin.quiet(timeout=0.1)
+    held.release()
+    await standin.quiet()
+    assert standin.in_flight == 0 and (await call)["ok"]
+
+
 async def test_latency(standin: SlackStandIn, client: AsyncWebClient) -> None:
     standin.latency = 0.2
     started = time.monotonic()

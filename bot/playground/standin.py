@@ -62,6 +62,7 @@ class Call:
     time: float
     status: int = 200
     response: JSON = field(default_factory=dict)
+    at: float = 0.0  # the stand-in's clock (``now()``) when it answered: fault windows are measured on it
 
     @property
     def ok(self) -> bool:
@@ -121,6 +122,22 @@ class _PeriodicFault:
     error: str | None
     methods: frozenset[str]
     seen: int = 0
+
+
+@dataclass
+class FaultWindow:
+    """Slack failing ``methods`` (all, if empty) from ``starts`` until ``ends`` on the stand-in's clock."""
+
+    starts: float
+    ends: float
+    status: int
+    retry_after: int
+    error: str | None
+    methods: frozenset[str]
+    failed: int = 0  # calls answered with the fault
+
+    def covers(self, method: str, now: float) -> bool:
+        return self.starts <= now < self.ends and (not self.methods or method in self.methods)
 
 
 @dataclass
@@ -345,6 +362,10 @@ class SlackStandIn:
         self._faults: dict[str, list[_Fault]] = {}
         self._holds: dict[str, list[Hold]] = {}
         self._periodic: _PeriodicFault | None = None  # delivery faults (issue 8)
+        self._windows: list[FaultWindow] = []  # outages of a given length (issue 8)
+        # Web API requests received and not answered yet: a test that kills a client waits for its
+        # last request to be answered (as the fault it was meant to get) before lifting a fault.
+        self.in_flight = 0
         self.channels_without_bot: set[str] = set()  # posting there answers not_in_channel
         self._response_urls: dict[str, _ResponseTarget] = {}
         self._opened_dms: set[str] = set()
@@ -555,6 +576,22 @@ class SlackStandIn:
         """Make every ``n``-th call (of ``methods``, or of any method) fail like ``fail_next``; n=0 stops."""
         self._periodic = _PeriodicFault(n, status, retry_after, error, frozenset(methods)) if n > 0 else None
 
+    def fail_for(
+        self,
+        seconds: float,
+        *,
+        status: int = 500,
+        retry_after: int = 1,
+        methods: Sequence[str] = (),
+        error: str | None = None,
+    ) -> FaultWindow:
+        """Fail every call (of ``methods``, or of any method) for ``seconds`` from now, measured on the
+        stand-in's clock: an outage of a known length, however often the caller retries during it."""
+        start = self.now()
+        window = FaultWindow(start, start + seconds, status, retry_after, error, frozenset(methods))
+        self._windows.append(window)
+        return window
+
     def dm_channel(self, user: str) -> str:
         """The stable DM channel id conversations.open returns for ``user``."""
         return "D" + hashlib.sha256(user.encode()).hexdigest()[:10].upper()
@@ -614,6 +651,19 @@ class SlackStandIn:
 
         return await self._poll(find, timeout, f"socket mode ack for {envelope_id}")
 
+    async def quiet(self, timeout: float = 5.0) -> None:
+        """Wait until no Web API request is being answered, on two polls in a row: a request a client
+        wrote just before it was killed has been read in between, and answered with whatever fault
+        was set for it. Lift a fault only after this, or that request may be answered ok (and the
+        dead client's notice posted without it knowing: the crash window of docs/delivery.md)."""
+        deadline = time.monotonic() + timeout
+        quiet_before = False
+        while not (quiet_before and self.in_flight == 0):
+            quiet_before = self.in_flight == 0
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"timed out after {timeout}s waiting for {self.in_flight} request(s) to be answered")
+            await asyncio.sleep(0.01)
+
     async def _poll(self, find: Callable[[], _T | None], timeout: float, what: str) -> _T:
         deadline = time.monotonic() + timeout
         while (found := find()) is None:
@@ -645,6 +695,13 @@ class SlackStandIn:
     # -- HTTP handlers ---------------------------------------------------------------------
 
     async def _handle_api(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        try:
+            return await self._api(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         started = time.time()
         try:
@@ -659,7 +716,7 @@ class SlackStandIn:
             held.arrived.set()
             await held.released.wait()
         status, body, headers = self._answer(method, args, request.headers.get("Authorization"), bad_body)
-        self.history.append(Call(method, args, dict(request.headers), started, status, body))
+        self.history.append(Call(method, args, dict(request.headers), started, status, body, at=self.now()))
         if body.get("ok"):
             self.notify()
         return web.json_response(body, status=status, headers=headers)
@@ -667,6 +724,11 @@ class SlackStandIn:
     def _answer(
         self, method: str, args: JSON, authorization: str | None, bad_body: bool
     ) -> tuple[int, JSON, dict[str, str]]:
+        now = self.now()
+        for window in self._windows:
+            if window.covers(method, now):
+                window.failed += 1
+                return self._fault_answer(_Fault(window.status, window.retry_after, window.error, 1))
         periodic = self._periodic
         if periodic is not None and (not periodic.methods or method in periodic.methods):
             periodic.seen += 1
@@ -680,10 +742,7 @@ class SlackStandIn:
             fault.remaining -= 1
             if fault.remaining <= 0:
                 faults.pop(0)
-            if fault.status == 429:
-                body = {"ok": False, "error": fault.error or "ratelimited"}
-                return 429, body, {"Retry-After": str(fault.retry_after)}
-            return fault.status, {"ok": False, "error": fault.error or "internal_error"}, {}
+            return self._fault_answer(fault)
         handler = self._methods.get(method)
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method", "req_method": method}, {}
@@ -703,6 +762,12 @@ class SlackStandIn:
             return 200, handler(args), {}
         except SlackApiFailure as failure:
             return 200, {"ok": False, "error": failure.error, **failure.extra}, {}
+
+    @staticmethod
+    def _fault_answer(fault: _Fault) -> tuple[int, JSON, dict[str, str]]:
+        if fault.status == 429:
+            return 429, {"ok": False, "error": fault.error or "ratelimited"}, {"Retry-After": str(fault.retry_after)}
+        return fault.status, {"ok": False, "error": fault.error or "internal_error"}, {}
 
     async def _handle_upload(self, request: web.Request) -> web.Response:
         """Step 2 of files upload v2: raw bytes POSTed to the upload_url (no auth, like files.slack.com)."""
