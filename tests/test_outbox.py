@@ -122,3 +122,18 @@ def test_a_notice_round_trips_and_knows_its_lane() -> None:
     assert notice("pay", 1, channel="C9").lane == "C9"
     with pytest.raises(ValueError, match="not of gate"):
         Notice.model_validate({**original.model_dump(), "release_id": "other@1"})
+
+
+async def test_a_stream_deleted_under_the_deliverer_is_recreated_not_fatal(redis_client: aioredis.Redis) -> None:
+    """FLUSHDB or a deleted key under a running deliverer: claiming and touching find no group; they
+    must not raise (that stopped the road for good while /readyz still said 200), and the next read
+    recreates the group and delivers what is appended after."""
+    outbox = Outbox(redis_client)
+    await outbox.append(Emit("payments", notices=[notice("payments", 1)]))
+    [held] = await outbox.read(["payments"], "a", 10)
+    await redis_client.delete(keys.outbox("payments"))
+
+    assert await outbox.claim_idle("payments", "b", 0, 10) == []
+    await outbox.touch("payments", "a", [held.id])
+    await outbox.append(Emit("payments", notices=[notice("payments", 2)]))
+    assert [e.notice.key for e in await outbox.read(["payments"], "a", 10)] == [notice("payments", 2).key]

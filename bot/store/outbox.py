@@ -287,9 +287,17 @@ class Outbox:
         out: list[Entry] = []
         start = "0-0"
         while len(out) < count:
-            reply = await self.redis.xautoclaim(
-                keys.outbox(gate_id), GROUP, consumer, min_idle_ms, start_id=start, count=count - len(out)
-            )
+            try:
+                reply = await self.redis.xautoclaim(
+                    keys.outbox(gate_id), GROUP, consumer, min_idle_ms, start_id=start, count=count - len(out)
+                )
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream was deleted under us (FLUSHDB, a deleted key): like `read`, recreate the
+                # group next time instead of stopping the deliverer.
+                self._grouped.discard(gate_id)
+                break
             start, claimed = str(reply[0]), reply[1]
             for entry in _entries(gate_id, claimed):
                 out.append(entry)
@@ -300,7 +308,12 @@ class Outbox:
     async def touch(self, gate_id: str, consumer: str, entry_ids: Sequence[str]) -> None:
         """Reset the idle time of entries we still work on, so nobody claims them from a live consumer."""
         if entry_ids:
-            await self.redis.xclaim(keys.outbox(gate_id), GROUP, consumer, 0, list(entry_ids), justid=True)
+            try:
+                await self.redis.xclaim(keys.outbox(gate_id), GROUP, consumer, 0, list(entry_ids), justid=True)
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._grouped.discard(gate_id)  # deleted under us: nothing left to keep
 
     async def forget_consumers(self, gate_id: str, idle_s: float, keep: str) -> None:
         """Remove consumers that hold nothing and were not seen for `idle_s` (restarted replicas)."""
