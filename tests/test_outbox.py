@@ -136,4 +136,4 @@ async def test_a_stream_deleted_under_the_deliverer_is_recreated_not_fatal(redis
     assert await outbox.claim_idle("payments", "b", 0, 10) == []
     await outbox.touch("payments", "a", [held.id])
     await outbox.append(Emit("payments", notices=[notice("payments", 2)]))
-    assert [e.notice.key for e in await outbox.read(["payments"], "a", 10)] == [notice("payments", 2).key]
+    assert [e.notice.key for e in await outbox.read(["payments"], "a", 10) if e.notice] == [notice("payments", 2).key]
