@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.core.errors import ConfigError, GonogoError
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from checks.base import CheckContext
 
 EXIT_CONFIG = 2
+_NEVER_LOG = frozenset({"validate"})
 
 
 def version() -> str:
@@ -153,10 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command != "notify":
         build_parser().parse_args(argv)  # the usual "unrecognized arguments" error, exit 2
     # The CLI's stdout is the report; logs go to stderr, warnings only unless asked for. (Imported
-    # here: `--help` and usage errors exit before, without paying for logging.)
-    from bot import logs
+    # here: `--help` and usage errors exit before, without paying for logging; `validate` never
+    # logs, and does not import `logging` at all.)
+    if args.command not in _NEVER_LOG:
+        from bot import logs
 
-    logs.configure(os.environ.get("GONOGO_LOG_LEVEL", "WARNING"))
+        logs.configure(os.environ.get("GONOGO_LOG_LEVEL", "WARNING"))
     try:
         if args.command == "check":
             import asyncio
@@ -316,9 +319,8 @@ def _windows(args: argparse.Namespace) -> int:
 
 async def _check(args: argparse.Namespace) -> int:
     # Only what starting the checks needs; the decision and its rendering are imported once
-    # they are done (importing while checks run would stall the loop they are timed on).
-    from rich.console import Console
-
+    # they are done (importing while checks run would stall the loop they are timed on). So is
+    # rich when the output is no terminal (CI logs, --json): progress is then plain lines.
     from bot.core.loader import load_gate
     from bot.services.runner import DEFAULT_CONCURRENCY
     from checks.base import CheckContext
@@ -343,8 +345,8 @@ async def _check(args: argparse.Namespace) -> int:
             else [f"--stage: {args.file.name} has no stages"]
         )
 
-    console = Console(stderr=args.json)
-    live = console.is_terminal and not args.json
+    stream = sys.stderr if args.json else sys.stdout
+    live = not args.json and _maybe_terminal(stream) and _console(args.json).is_terminal
     results: dict[str, CheckResult] = {}
     env = dict(os.environ)
     # With --release, the checks judge the release's commit (the github check asks for its runs).
@@ -353,7 +355,7 @@ async def _check(args: argparse.Namespace) -> int:
         ctx = CheckContext(
             session=session, base_dir=args.workdir or Path.cwd(), env=env, sha=facts[1].sha if facts else None
         )
-        await _run_with_progress(gate, specs, ctx, results, console, live=live, quiet=args.json, n=concurrency)
+        await _run_with_progress(gate, specs, ctx, results, stream, live=live, quiet=args.json, n=concurrency)
 
     from datetime import UTC, datetime
 
@@ -361,6 +363,7 @@ async def _check(args: argparse.Namespace) -> int:
     from bot.core.stages import decide_stages
     from bot.terminal import json_document, ladder_text, results_table, verdict_text
 
+    console = _console(args.json)
     now = at if args.at else datetime.now(UTC)
     current, reached = None, {}
     if facts is not None:
@@ -398,6 +401,23 @@ async def _check(args: argparse.Namespace) -> int:
             console.print(ladder_text(ladder, stage.id))
         console.print(verdict_text(decision))
     return decision.verdict.exit_code
+
+
+def _maybe_terminal(stream: TextIO) -> bool:
+    """False when rich would certainly say the stream is no terminal (so rich need not load yet):
+    not a tty, and none of the variables rich honours to force one either way."""
+    if any(name in os.environ for name in ("FORCE_TERMINAL", "FORCE_COLOR", "TTY_COMPATIBLE")):
+        return True
+    try:
+        return stream.isatty()
+    except ValueError:  # closed
+        return False
+
+
+def _console(to_stderr: bool) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=to_stderr)
 
 
 @contextlib.asynccontextmanager
@@ -518,7 +538,7 @@ async def _run_with_progress(
     specs: list[Any],
     ctx: CheckContext,
     results: dict[str, CheckResult],
-    console: Console,
+    stream: TextIO,
     *,
     live: bool,
     quiet: bool,
@@ -535,6 +555,7 @@ async def _run_with_progress(
 
         from bot.terminal import results_table
 
+        console = _console(stream is sys.stderr)
         with Live(results_table(gate, results, running), console=console, refresh_per_second=8) as display:
 
             async def tick(result: CheckResult) -> None:
@@ -548,7 +569,7 @@ async def _run_with_progress(
     async def line(result: CheckResult) -> None:
         results[result.check_id] = result
         if not quiet:  # plain progress for CI logs: one line per finished check
-            console.print(f"{result.status.value:>7}  {result.check_id}: {result.summary}", highlight=False)
+            print(f"{result.status.value:>7}  {result.check_id}: {result.summary}", file=stream, flush=True)
 
     await run_checks(specs, ctx, masker=masker, concurrency=n, on_result=line)
 

@@ -152,9 +152,10 @@ AFTER_CHECKS = {"asyncio", "rich", "bot.core.timeplan", "bot.core.decision", "ch
     ("argv", "allowed"),
     [
         (["--help"], set()),
-        # The gate models; `regex` because the examples have patterns to validate.
-        (["validate", "examples"], {"pydantic", "yaml", "regex", "logging"}),
-        (["validate", "{gate}"], {"pydantic", "yaml", "logging"}),
+        # The gate models; `regex` because the examples have patterns to validate. No logging:
+        # validate never logs.
+        (["validate", "examples"], {"pydantic", "yaml", "regex"}),
+        (["validate", "{gate}"], {"pydantic", "yaml"}),
         # No check talks HTTP: no aiohttp. The engine and renderers load once checks are done.
         (["check", "{gate}", "--ignore-signoffs"], {"pydantic", "yaml", "logging", *AFTER_CHECKS}),
     ],
@@ -175,6 +176,36 @@ def test_commands_import_only_what_they_need(tmp_path: Path, argv: list[str], al
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.strip().replace("'", '"')))
     assert loaded <= allowed, f"{argv} imported {sorted(loaded - allowed)}"
+
+
+def test_check_reaches_its_first_check_before_loading_the_rest(tmp_path: Path) -> None:
+    """`gonogo check` into a CI log: when the first check runs, neither rich nor the decision
+    engine (nor aiohttp, no check talks HTTP) has been imported yet; they load once checks are done."""
+    probe = (
+        "import contextlib, io, json, socket, sys, threading\n"
+        "from pathlib import Path\n"
+        "from bot.cli import main\n"
+        "listener = socket.create_server(('127.0.0.1', 0))\n"
+        "seen = []\n"
+        "def accept():\n"
+        "    connection, _ = listener.accept()\n"
+        f"    seen.extend(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+        "    connection.close()\n"
+        "threading.Thread(target=accept, daemon=True).start()\n"
+        f"gate = Path({str(tmp_path / 'tcp.yml')!r})\n"
+        "port = listener.getsockname()[1]\n"
+        "gate.write_text('id: t\\nname: T\\nchannel: C1\\nchecks:\\n'\n"
+        "    f'  - {{id: up, kind: tcp, host: 127.0.0.1, port: {port}, timeout: 5s}}\\n')\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    code = main(['check', str(gate), '--ignore-signoffs'])\n"
+        "print(json.dumps({'code': code, 'seen': seen}))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    assert set(report["seen"]) <= {"pydantic", "yaml", "logging", "asyncio"}, report["seen"]
 
 
 class _Health(BaseHTTPRequestHandler):
