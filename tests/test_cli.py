@@ -208,6 +208,30 @@ def test_check_reaches_its_first_check_before_loading_the_rest(tmp_path: Path) -
     assert set(report["seen"]) <= {"pydantic", "yaml", "logging", "asyncio"}, report["seen"]
 
 
+@pytest.mark.parametrize("command", ["validate", "check"])
+def test_the_program_starts_without_garbage_collection(tmp_path: Path, command: str) -> None:
+    """Start-up makes long-lived objects, hardly any garbage: the `gonogo` program (no argv given)
+    pauses the collector while it starts, then freezes what start-up built and collects again.
+    A caller of `main([...])` keeps its collector as it was."""
+    path = gate(tmp_path, check("a", PASS))
+    argv = [command, str(path), *(["--ignore-signoffs"] if command == "check" else [])]
+    probe = (
+        "import contextlib, gc, io, json, sys\n"
+        "from bot.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    main({argv!r})\n"
+        "    called = [gc.get_freeze_count(), gc.isenabled()]\n"
+        f"    sys.argv = ['gonogo', *{argv!r}]\n"
+        "    main()\n"
+        "print(json.dumps({'called': called, 'program': [gc.get_freeze_count() > 0, gc.isenabled()]}))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"called": [0, True], "program": [True, True]}
+
+
 class _Health(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = b'{"status": "up"}'
