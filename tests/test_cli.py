@@ -179,8 +179,9 @@ def test_commands_import_only_what_they_need(tmp_path: Path, argv: list[str], al
 
 
 def test_check_reaches_its_first_check_before_loading_the_rest(tmp_path: Path) -> None:
-    """`gonogo check` into a CI log: when the first check runs, neither rich nor the decision
-    engine (nor aiohttp, no check talks HTTP) has been imported yet; they load once checks are done."""
+    """`gonogo check` into a CI log: while the first check runs, neither rich nor the decision
+    engine (nor aiohttp, no check talks HTTP) has been imported; they load once checks are done.
+    The check (a command) holds on until the probe has looked at what its process imported."""
     probe = (
         "import contextlib, io, json, socket, sys, threading\n"
         "from pathlib import Path\n"
@@ -190,12 +191,14 @@ def test_check_reaches_its_first_check_before_loading_the_rest(tmp_path: Path) -
         "def accept():\n"
         "    connection, _ = listener.accept()\n"
         f"    seen.extend(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+        "    connection.sendall(b'x')\n"
         "    connection.close()\n"
         "threading.Thread(target=accept, daemon=True).start()\n"
-        f"gate = Path({str(tmp_path / 'tcp.yml')!r})\n"
         "port = listener.getsockname()[1]\n"
+        "wait = f'import socket; socket.create_connection((\"127.0.0.1\", {port})).recv(1)'\n"
+        f"gate = Path({str(tmp_path / 'first.yml')!r})\n"
         "gate.write_text('id: t\\nname: T\\nchannel: C1\\nchecks:\\n'\n"
-        "    f'  - {{id: up, kind: tcp, host: 127.0.0.1, port: {port}, timeout: 5s}}\\n')\n"
+        "    f'  - {{id: first, kind: command, run: {json.dumps([sys.executable, \"-c\", wait])}, timeout: 30s}}\\n')\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    code = main(['check', str(gate), '--ignore-signoffs'])\n"
         "print(json.dumps({'code': code, 'seen': seen}))\n"
@@ -204,8 +207,9 @@ def test_check_reaches_its_first_check_before_loading_the_rest(tmp_path: Path) -
     done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["code"] == 0
-    assert set(report["seen"]) <= {"pydantic", "yaml", "logging", "asyncio"}, report["seen"]
+    assert report["code"] == 0, done.stdout
+    # checks.process: the engine of the command check that is running.
+    assert set(report["seen"]) <= {"pydantic", "yaml", "logging", "asyncio", "checks.process"}, report["seen"]
 
 
 @pytest.mark.parametrize("command", ["validate", "check"])
