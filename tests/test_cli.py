@@ -10,6 +10,7 @@ import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,6 +179,14 @@ def test_commands_import_only_what_they_need(tmp_path: Path, argv: list[str], al
     assert loaded <= allowed, f"{argv} imported {sorted(loaded - allowed)}"
 
 
+def _probe(code: str) -> Any:
+    """Run `code` in a fresh Python at the project root; the JSON document it prints last."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_check_reaches_its_first_check_before_loading_the_rest(tmp_path: Path) -> None:
     """`gonogo check` into a CI log: while the first check runs, neither rich nor the decision
     engine (nor aiohttp, no check talks HTTP) has been imported; they load once checks are done.
@@ -203,11 +212,8 @@ def test_check_reaches_its_first_check_before_loading_the_rest(tmp_path: Path) -
         "    code = main(['check', str(gate), '--ignore-signoffs'])\n"
         "print(json.dumps({'code': code, 'seen': seen}))\n"
     )
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["code"] == 0, done.stdout
+    report = _probe(probe)
+    assert report["code"] == 0, report
     # checks.process: the engine of the command check that is running.
     assert set(report["seen"]) <= {"pydantic", "yaml", "logging", "asyncio", "checks.process"}, report["seen"]
 
@@ -229,10 +235,7 @@ def test_the_program_starts_without_garbage_collection(tmp_path: Path, command: 
         "    main()\n"
         "print(json.dumps({'called': called, 'program': [gc.get_freeze_count() > 0, gc.isenabled()]}))\n"
     )
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = _probe(probe)
     assert report == {"called": [0, True], "program": [True, True]}
 
 
