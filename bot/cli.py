@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.core.errors import ConfigError, GonogoError
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from checks.base import CheckContext
 
 EXIT_CONFIG = 2
+_NEVER_LOG = frozenset({"validate"})
 
 
 def version() -> str:
@@ -152,18 +154,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     if extra and args.command != "notify":
         build_parser().parse_args(argv)  # the usual "unrecognized arguments" error, exit 2
+    # No argv: this is the `gonogo` program (its console script), alone in its process.
+    args.pause_gc = argv is None
     # The CLI's stdout is the report; logs go to stderr, warnings only unless asked for. (Imported
-    # here: `--help` and usage errors exit before, without paying for logging.)
-    from bot import logs
+    # here: `--help` and usage errors exit before, without paying for logging; `validate` never
+    # logs, and does not import `logging` at all.)
+    if args.command not in _NEVER_LOG:
+        from bot import logs
 
-    logs.configure(os.environ.get("GONOGO_LOG_LEVEL", "WARNING"))
+        logs.configure(os.environ.get("GONOGO_LOG_LEVEL", "WARNING"))
     try:
         if args.command == "check":
             import asyncio
 
             return asyncio.run(_check(args))
         if args.command == "validate":
-            return _validate(args.target)
+            return _validate(args.target, pause_gc=args.pause_gc)
         if args.command == "windows":
             return _windows(args)
         if args.command == "drill":
@@ -251,10 +257,29 @@ def _playground(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(target: Path) -> int:
-    from bot.core.loader import load_gates
+@contextlib.contextmanager
+def _starting(pause_gc: bool) -> Iterator[None]:
+    """Start-up (imports, the gate models and their validator, the gate files) without garbage
+    collection: it creates a few hundred thousand long-lived objects and next to no garbage, so
+    the collector's passes over them (and the full one at exit) are pure cost, ~25 ms of
+    `gonogo validate`. Its objects are then frozen: later collections skip them. Only in the
+    program's own process (`pause_gc`): a caller's objects would be frozen too."""
+    if not pause_gc or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
-    gates = load_gates(target)
+
+def _validate(target: Path, *, pause_gc: bool = False) -> int:
+    with _starting(pause_gc):
+        from bot.core.loader import load_gates
+
+        gates = load_gates(target)
     for loaded in gates.values():
         print(f"ok: {loaded.path} ({loaded.gate.id}: {len(loaded.gate.checks)} checks)")
     return 0
@@ -316,14 +341,14 @@ def _windows(args: argparse.Namespace) -> int:
 
 async def _check(args: argparse.Namespace) -> int:
     # Only what starting the checks needs; the decision and its rendering are imported once
-    # they are done (importing while checks run would stall the loop they are timed on).
-    from rich.console import Console
+    # they are done (importing while checks run would stall the loop they are timed on). So is
+    # rich when the output is no terminal (CI logs, --json): progress is then plain lines.
+    with _starting(args.pause_gc):
+        from bot.core.loader import load_gate
+        from bot.services.runner import DEFAULT_CONCURRENCY
+        from checks.base import CheckContext
 
-    from bot.core.loader import load_gate
-    from bot.services.runner import DEFAULT_CONCURRENCY
-    from checks.base import CheckContext
-
-    loaded = load_gate(args.file)
+        loaded = load_gate(args.file)
     gate = loaded.gate
     at = _instant(args.at, gate)
     specs = list(gate.checks)
@@ -343,8 +368,8 @@ async def _check(args: argparse.Namespace) -> int:
             else [f"--stage: {args.file.name} has no stages"]
         )
 
-    console = Console(stderr=args.json)
-    live = console.is_terminal and not args.json
+    stream = sys.stderr if args.json else sys.stdout
+    live = not args.json and _maybe_terminal(stream) and _console(args.json).is_terminal
     results: dict[str, CheckResult] = {}
     env = dict(os.environ)
     # With --release, the checks judge the release's commit (the github check asks for its runs).
@@ -353,7 +378,7 @@ async def _check(args: argparse.Namespace) -> int:
         ctx = CheckContext(
             session=session, base_dir=args.workdir or Path.cwd(), env=env, sha=facts[1].sha if facts else None
         )
-        await _run_with_progress(gate, specs, ctx, results, console, live=live, quiet=args.json, n=concurrency)
+        await _run_with_progress(gate, specs, ctx, results, stream, live=live, quiet=args.json, n=concurrency)
 
     from datetime import UTC, datetime
 
@@ -361,6 +386,7 @@ async def _check(args: argparse.Namespace) -> int:
     from bot.core.stages import decide_stages
     from bot.terminal import json_document, ladder_text, results_table, verdict_text
 
+    console = _console(args.json)
     now = at if args.at else datetime.now(UTC)
     current, reached = None, {}
     if facts is not None:
@@ -398,6 +424,23 @@ async def _check(args: argparse.Namespace) -> int:
             console.print(ladder_text(ladder, stage.id))
         console.print(verdict_text(decision))
     return decision.verdict.exit_code
+
+
+def _maybe_terminal(stream: TextIO) -> bool:
+    """False when rich would certainly say the stream is no terminal (so rich need not load yet):
+    not a tty, and none of the variables rich honours to force one either way."""
+    if any(name in os.environ for name in ("FORCE_TERMINAL", "FORCE_COLOR", "TTY_COMPATIBLE")):
+        return True
+    try:
+        return stream.isatty()
+    except ValueError:  # closed
+        return False
+
+
+def _console(to_stderr: bool) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=to_stderr)
 
 
 @contextlib.asynccontextmanager
@@ -518,7 +561,7 @@ async def _run_with_progress(
     specs: list[Any],
     ctx: CheckContext,
     results: dict[str, CheckResult],
-    console: Console,
+    stream: TextIO,
     *,
     live: bool,
     quiet: bool,
@@ -535,6 +578,7 @@ async def _run_with_progress(
 
         from bot.terminal import results_table
 
+        console = _console(stream is sys.stderr)
         with Live(results_table(gate, results, running), console=console, refresh_per_second=8) as display:
 
             async def tick(result: CheckResult) -> None:
@@ -548,7 +592,7 @@ async def _run_with_progress(
     async def line(result: CheckResult) -> None:
         results[result.check_id] = result
         if not quiet:  # plain progress for CI logs: one line per finished check
-            console.print(f"{result.status.value:>7}  {result.check_id}: {result.summary}", highlight=False)
+            print(f"{result.status.value:>7}  {result.check_id}: {result.summary}", file=stream, flush=True)
 
     await run_checks(specs, ctx, masker=masker, concurrency=n, on_result=line)
 

@@ -10,6 +10,7 @@ import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,9 +153,10 @@ AFTER_CHECKS = {"asyncio", "rich", "bot.core.timeplan", "bot.core.decision", "ch
     ("argv", "allowed"),
     [
         (["--help"], set()),
-        # The gate models; `regex` because the examples have patterns to validate.
-        (["validate", "examples"], {"pydantic", "yaml", "regex", "logging"}),
-        (["validate", "{gate}"], {"pydantic", "yaml", "logging"}),
+        # The gate models; `regex` because the examples have patterns to validate. No logging:
+        # validate never logs.
+        (["validate", "examples"], {"pydantic", "yaml", "regex"}),
+        (["validate", "{gate}"], {"pydantic", "yaml"}),
         # No check talks HTTP: no aiohttp. The engine and renderers load once checks are done.
         (["check", "{gate}", "--ignore-signoffs"], {"pydantic", "yaml", "logging", *AFTER_CHECKS}),
     ],
@@ -175,6 +177,66 @@ def test_commands_import_only_what_they_need(tmp_path: Path, argv: list[str], al
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.strip().replace("'", '"')))
     assert loaded <= allowed, f"{argv} imported {sorted(loaded - allowed)}"
+
+
+def _probe(code: str) -> Any:
+    """Run `code` in a fresh Python at the project root; the JSON document it prints last."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_check_reaches_its_first_check_before_loading_the_rest(tmp_path: Path) -> None:
+    """`gonogo check` into a CI log: while the first check runs, neither rich nor the decision
+    engine (nor aiohttp, no check talks HTTP) has been imported; they load once checks are done.
+    The check (a command) holds on until the probe has looked at what its process imported."""
+    probe = (
+        "import contextlib, io, json, socket, sys, threading\n"
+        "from pathlib import Path\n"
+        "from bot.cli import main\n"
+        "listener = socket.create_server(('127.0.0.1', 0))\n"
+        "seen = []\n"
+        "def accept():\n"
+        "    connection, _ = listener.accept()\n"
+        f"    seen.extend(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+        "    connection.sendall(b'x')\n"
+        "    connection.close()\n"
+        "threading.Thread(target=accept, daemon=True).start()\n"
+        "port = listener.getsockname()[1]\n"
+        "wait = f'import socket; socket.create_connection((\"127.0.0.1\", {port})).recv(1)'\n"
+        f"gate = Path({str(tmp_path / 'first.yml')!r})\n"
+        "gate.write_text('id: t\\nname: T\\nchannel: C1\\nchecks:\\n'\n"
+        "    f'  - {{id: first, kind: command, run: {json.dumps([sys.executable, \"-c\", wait])}, timeout: 30s}}\\n')\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    code = main(['check', str(gate), '--ignore-signoffs'])\n"
+        "print(json.dumps({'code': code, 'seen': seen}))\n"
+    )
+    report = _probe(probe)
+    assert report["code"] == 0, report
+    # checks.process: the engine of the command check that is running.
+    assert set(report["seen"]) <= {"pydantic", "yaml", "logging", "asyncio", "checks.process"}, report["seen"]
+
+
+@pytest.mark.parametrize("command", ["validate", "check"])
+def test_the_program_starts_without_garbage_collection(tmp_path: Path, command: str) -> None:
+    """Start-up makes long-lived objects, hardly any garbage: the `gonogo` program (no argv given)
+    pauses the collector while it starts, then freezes what start-up built and collects again.
+    A caller of `main([...])` keeps its collector as it was."""
+    path = gate(tmp_path, check("a", PASS))
+    argv = [command, str(path), *(["--ignore-signoffs"] if command == "check" else [])]
+    probe = (
+        "import contextlib, gc, io, json, sys\n"
+        "from bot.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    main({argv!r})\n"
+        "    called = [gc.get_freeze_count(), gc.isenabled()]\n"
+        f"    sys.argv = ['gonogo', *{argv!r}]\n"
+        "    main()\n"
+        "print(json.dumps({'called': called, 'program': [gc.get_freeze_count() > 0, gc.isenabled()]}))\n"
+    )
+    report = _probe(probe)
+    assert report == {"called": [0, True], "program": [True, True]}
 
 
 class _Health(BaseHTTPRequestHandler):
