@@ -44,6 +44,11 @@ PACKAGES = ("bot", "checks", "commands")
 GOALS_MS = {"gonogo --help": 150.0, "gonogo validate examples/": 150.0, "check: first check (tcp)": 300.0}
 
 
+# What a gate file cannot be validated without (pydantic is fixed by design; its BaseModel loads
+# its field and schema machinery; `import pydantic` alone is lazy and loads almost nothing).
+FLOOR = "import yaml, regex; from pydantic import BaseModel, Field"
+
+
 def checkout_gonogo() -> list[str]:
     script = Path(sys.executable).parent / "gonogo"
     return [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
@@ -172,6 +177,9 @@ def main() -> int:
             # (label, command, None: time it to its end | how to see its first check reach us)
             measures: list[tuple[str, list[str], Callable[[], None] | None]] = [
                 ("python -c pass", [python, "-c", "pass"], None),
+                # The floor under `validate`: the libraries a gate file cannot be validated without,
+                # before any gonogo model exists (what this machine takes for them, today).
+                ("floor: pydantic, yaml, regex", [python, "-c", FLOOR], None),
                 ("gonogo --help", [*gonogo, "--help"], None),
                 ("gonogo validate examples/", [*gonogo, "validate", "examples"], None),
                 ("check: first check (tcp)", [*gonogo, "check", str(tcp_gate), "--ignore-signoffs"], accept_tcp),
