@@ -54,7 +54,10 @@ windows:
 async def signing(tmp_path: Path, redis_client: aioredis.Redis, http_session: aiohttp.ClientSession) -> Signing:
     gates = GateSet(write_gate(tmp_path / "gates", GATE, "payments.yml").parent)
     store = Store(redis_client)
-    clock = lambda: IN_FREEZE  # noqa: E731 - the clock is a parameter
+
+    def clock() -> datetime:
+        return IN_FREEZE
+
     releases = ReleaseService(store=store, gates=gates, session=http_session, env=dict(os.environ), clock=clock)
     async with SlackStandIn() as standin:  # only for the client's sake: no role has a user group
         slack = AsyncWebClient(token=DEFAULT_BOT_TOKEN, base_url=standin.api_url, session=http_session)
