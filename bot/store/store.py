@@ -631,6 +631,16 @@ class Store:
             emit(tx, change)
             await tx.execute()
 
+    async def emit_audited(self, release_id: str, event: AuditEvent, change: Emit) -> None:
+        """Notices with the audit entry that records them, in one step (e.g. an evidence upload:
+        audited once queued, since the deliverer then uploads it exactly once)."""
+        from bot.store.outbox import emit
+
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as tx:
+            tx.xadd(keys.audit(release_id), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            emit(tx, change)
+            await tx.execute()
+
     async def results(self, release_id: str) -> dict[str, CheckResult]:
         async with self._guard():
             raw = cast(dict[str, str], await self.redis.hgetall(keys.results(release_id)))
