@@ -18,9 +18,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.facts import Vote
 from bot.core.gateset import GateSet
-from bot.core.notices import Notice
+from bot.core.notices import Notice, Target
 from bot.core.release import Release
-from bot.core.signing_notices import OVERRIDE_ACTIVE, OVERRIDE_REQUEST
+from bot.core.signing_notices import OVERRIDE_ACTIVE, OVERRIDE_REQUEST, override_request, promotion
 from bot.playground.standin import DEFAULT_BOT_TOKEN, SlackStandIn
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
@@ -122,3 +122,26 @@ async def test_racing_approvals_that_complete_the_quorum_announce_it_once_and_sa
     shown = str(message.blocks)
     assert "the break-glass override passes this freeze" in shown
     assert "<!channel>" not in shown and "<!channel>" not in message.text
+
+
+def test_the_request_and_promotion_renderers_escape_what_came_from_outside() -> None:
+    renderers = bot_renderers()
+    (request,) = override_request(
+        "payments",
+        RID,
+        request_id="r1",
+        requested_by="U0DEV",
+        reason="<!channel> ship *now*",
+        approvers=[("sre", "SRE", 2)],
+        targets=[("channel", Target.to_channel("C0DEPLOYS"))],
+        at=IN_FREEZE,
+    )
+    shown = renderers.render(request)
+    assert "<!channel>" not in str(shown.blocks) + shown.text and "&lt;!channel&gt;" in shown.text
+    assert f"{RID}|r1|sre" in str(shown.blocks)  # the Approve button names this request
+    promoted = promotion(
+        "payments", RID, "C0DEPLOYS", stage="Full <!here>", rev=3, actor="U0DEV", override=True, opened=2, at=IN_FREEZE
+    )
+    shown = renderers.render(promoted)
+    assert "<!here>" not in str(shown.blocks) + shown.text
+    assert "a break-glass override passed it" in str(shown.blocks)
