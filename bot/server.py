@@ -142,9 +142,7 @@ class Bot:
             store=GateStore(self.redis.client), session=self.session, env=self.service.env, membership=membership
         )
         gate_ops = operations.Operations(self.service, drills, RollbackService(self.service, membership))
-        lifecycle = Lifecycle(
-            self.service, membership, client.files_upload_v2, store=store, gates=self.gates, clock=clock
-        )
+        lifecycle = Lifecycle(self.service, membership, store=store, gates=self.gates, clock=clock)
         slash.register(self.app, self.service, self.signing, lifecycle, gate_ops)
         operations.register(self.app, gate_ops)
         actions.register(self.app, self.service)

@@ -169,8 +169,9 @@ async def dispatch(
             f" Announced in <#{service.gates.get(promoted.release.gate_id).gate.channel}>.",
         )
     elif parsed.name == "evidence":
-        filename = await lifecycle.upload_evidence(args[0], user)
-        await ephemeral(respond, f"Uploaded `{escape_code(filename)}` to the card's thread.")
+        filename, uploaded = await lifecycle.upload_evidence(args[0], user)
+        done = "Uploaded" if uploaded else "Uploading"
+        await ephemeral(respond, f"{done} `{escape_code(filename)}` to the card's thread.")
     elif parsed.name == "close":
         closed = await lifecycle.close(args[0], user)
         await ephemeral(respond, f"{escape(closed.id)} is closed.")

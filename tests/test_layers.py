@@ -46,10 +46,8 @@ KNOWN_RENDERER_IMPORTS = {
     ("bot/services/releases.py", "bot.slack.blocks"),
     ("bot/services/releases.py", "bot.slack.card"),
     ("bot/services/releases.py", "bot.slack.messages"),
-    ("bot/services/signing.py", "bot.slack.messages"),
     ("bot/services/lifecycle.py", "bot.slack.blocks"),
     ("bot/services/lifecycle.py", "bot.slack.history"),
-    ("bot/services/promotion.py", "bot.slack.messages"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -156,11 +157,39 @@ async def test_evidence_is_uploaded_to_the_thread(
     await run_and_sign(bot, standin, redis_client)
     await say(bot, standin, f"decide {RID}")
     answer = await say(bot, standin, f"evidence {RID}")
-    assert "Uploaded `payments-1.4.0-evidence.md`" in answer["text"]
+    # Answered once uploaded, or after a second while the deliverer is still at it (channel pacing).
+    assert re.search(r"Upload(ed|ing) `payments-1\.4\.0-evidence\.md` to the card's thread", answer["text"])
     completed = await standin.wait_for("files.completeUploadExternal")
     assert completed.args.get("thread_ts") == standin.calls("chat.postMessage")[0].response["ts"]
     (uploaded,) = standin.files.values()
     assert uploaded.content is not None and b"# payments@1.4.0" in uploaded.content
+
+
+async def test_evidence_goes_through_the_deliverer_and_a_slack_failure_uploads_it_once(
+    bot: RunningBot, standin: SlackStandIn, redis_client: aioredis.Redis
+) -> None:
+    """The upload is a notice: queued with its audit entry in one step, uploaded by the deliverer,
+    which retries a 5xx (the failed attempt never completed, so nothing shows twice)."""
+    await run_and_sign(bot, standin, redis_client)
+    standin.fail_next("files.completeUploadExternal", status=500)
+    await say(bot, standin, f"evidence {RID}")
+    await until(lambda: [f for f in standin.files.values() if f.completed], timeout=15)
+    statuses = [c.status for c in standin.calls("files.completeUploadExternal")]
+    assert statuses == [500, 200]  # the failure, then once
+    (uploaded,) = [f for f in standin.files.values() if f.completed]
+    assert uploaded.thread_ts == standin.calls("chat.postMessage")[0].response["ts"]
+    assert uploaded.content is not None and b"Snapshot: payments@1.4.0 is not decided yet" in uploaded.content
+    entries = cast(list[tuple[str, dict[str, str]]], await redis_client.xrange(keys.audit(RID)))
+    assert [f["type"] for _, f in entries].count("evidence_uploaded") == 1
+    # Delivered: the marker holds the file's id, the outbox is empty.
+    markers = [k async for k in redis_client.scan_iter(match=keys.delivered("payments", "file_upload*"))]
+    assert [await redis_client.get(m) for m in markers] == [uploaded.id]
+
+    async def outbox_empty() -> bool:
+        return int(await redis_client.xlen(keys.outbox("payments"))) == 0
+
+    empty: Any = outbox_empty  # until's type wants a value it can return; a bool is what we poll for
+    await until(empty, timeout=5)
 
 
 async def test_close_and_reopen_are_audited(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import cast
 
@@ -361,3 +362,115 @@ async def test_decide_is_refused_while_a_run_holds_the_lock(store: Store) -> Non
 
     with pytest.raises(Conflict, match="running"):
         await store.decide_release(doc, build)
+
+
+# --- a person's fact says what it changes in its own step (issue 8) -------------------------------
+
+
+async def card_wanted(redis_client: aioredis.Redis, release_id: str) -> int:
+    return int(await redis_client.hget(keys.card(release_id), "wanted") or 0)
+
+
+async def test_a_fact_marks_its_card_dirty_in_the_same_step_and_only_when_it_changes_something(
+    store: Store, redis_client: aioredis.Redis
+) -> None:
+    doc = await opened(store)
+    dirty = Emit("payments", card_of=doc.id, at=NOW)
+    # After the write call alone (nothing else runs): the fact, its audit entry and the dirty mark.
+    outcome, _ = await store.put_fact(Fact.SIGNATURES, doc.id, "tech-lead|U2", vote(), event("signed"), says=dirty)
+    assert outcome == "written" and await card_wanted(redis_client, doc.id) == 1
+    assert await redis_client.smembers(keys.cards_dirty("payments")) == {doc.id}
+    assert int(await redis_client.hget(keys.card(doc.id), "wanted_at") or 0) == int(NOW.timestamp() * 1000)
+    # The same vote again (a double click) and a retried click change nothing: no new revision.
+    same = ("vote", "sha")
+    assert (await store.put_fact(Fact.SIGNATURES, doc.id, "tech-lead|U2", vote(), event(), same_when=same, says=dirty))[
+        0
+    ] == "unchanged"
+    await store.put_fact(Fact.MANUAL, doc.id, "pen-test", vote(), event(), handled="c1", says=dirty)
+    assert (await store.put_fact(Fact.MANUAL, doc.id, "pen-test", vote(), event(), handled="c1", says=dirty))[
+        0
+    ] == "duplicate"
+    assert await card_wanted(redis_client, doc.id) == 2
+    # Removing: the dirty mark comes with the removal, and nothing when there was nothing to remove.
+    assert await store.delete_fact(Fact.MANUAL, doc.id, "pen-test", event("manual_reopened"), says=dirty)
+    assert await store.delete_fact(Fact.MANUAL, doc.id, "pen-test", event("manual_reopened"), says=dirty) is None
+    assert await card_wanted(redis_client, doc.id) == 3
+    # Refused (the release moved): nothing is written, not even the dirty mark.
+    with pytest.raises(CommitMoved):
+        moved = vote("fff0000")
+        await store.put_fact(Fact.SIGNATURES, doc.id, "tech-lead|U3", moved, event(), sha="fff0000", says=dirty)
+    assert await card_wanted(redis_client, doc.id) == 3
+
+
+def quorum_says(
+    doc: Release, needed: int, calls: list[int]
+) -> Callable[[str, dict[str, str]], Awaitable[tuple[list[AuditEvent], Emit]]]:
+    """An approval's `says` as the sign-off service computes it: announce when this approval's
+    transaction sees the quorum completed by it (and not before)."""
+
+    async def says(request_json: str, approvals: dict[str, str]) -> tuple[list[AuditEvent], Emit]:
+        calls.append(len(approvals))
+        if len(approvals) != needed:
+            return [], Emit("payments", card_of=doc.id, at=NOW)
+        notice = Notice(
+            kind="override_active",
+            gate_id="payments",
+            release_id=doc.id,
+            target=Target.to_channel("C0DEPLOYS"),
+            payload={"approvers": sorted(approvals)},
+            key=notice_key("override-active", json.loads(request_json)["id"]),
+            created_at=NOW,
+        )
+        return [event("override_active")], Emit("payments", notices=[notice], card_of=doc.id, at=NOW)
+
+    return says
+
+
+async def test_two_racing_approvals_that_complete_the_quorum_announce_it_exactly_once(
+    store: Store, redis_client: aioredis.Redis
+) -> None:
+    """Interleaved deterministically: U3's transaction has read the approvals (none) when U4's
+    approval lands in full. U3's WATCH makes it start over, and it is the one that completes the
+    quorum: one announcement, one override_active entry, written with the approval itself."""
+    doc = await opened(store)
+    await store.set_override(
+        doc.id, current_id=None, request_json=override_request("A").model_dump_json(), sha=doc.sha, event=event()
+    )
+    first: list[int] = []
+    second: list[int] = []
+    inner = quorum_says(doc, 2, first)
+
+    async def racing(request_json: str, approvals: dict[str, str]) -> tuple[list[AuditEvent], Emit]:
+        if not first:  # U4 approves right now, between U3's reads and its write
+            approval = OverrideApproval(role="senior", user="U4", at=NOW)
+            await store.approve_override(doc.id, "A", approval, event(), says=quorum_says(doc, 2, second))
+        return await inner(request_json, approvals)
+
+    outcome, _ = await store.approve_override(
+        doc.id, "A", OverrideApproval(role="senior", user="U3", at=NOW), event("override_approved"), says=racing
+    )
+    assert outcome == "written"
+    assert second == [1] and first == [1, 2]  # U3 started over and saw U4's approval
+    queued = cast(list[tuple[str, dict[str, str]]], await redis_client.xrange(keys.outbox("payments")))
+    notices = [Notice.from_json(fields["notice"]) for _, fields in queued]
+    assert [(n.kind, n.payload["approvers"]) for n in notices] == [("override_active", ["U3", "U4"])]
+    assert [e.type for e in await store.audit(doc.id)].count("override_active") == 1
+    assert await card_wanted(redis_client, doc.id) == 2  # each approval moved the card
+
+
+async def test_a_refused_approval_says_nothing(store: Store, redis_client: aioredis.Redis) -> None:
+    doc = await opened(store)
+    await store.set_override(
+        doc.id, current_id=None, request_json=override_request("A").model_dump_json(), sha=doc.sha, event=event()
+    )
+    calls: list[int] = []
+    with pytest.raises(Forbidden):
+        await store.approve_override(
+            doc.id, "A", OverrideApproval(role="cto", user="U1", at=NOW), event(), says=quorum_says(doc, 1, calls)
+        )
+    with pytest.raises(OverrideChanged):
+        await store.approve_override(
+            doc.id, "B", OverrideApproval(role="cto", user="U3", at=NOW), event(), says=quorum_says(doc, 1, calls)
+        )
+    assert calls == [] and await card_wanted(redis_client, doc.id) == 0
+    assert await redis_client.xlen(keys.outbox("payments")) == 0

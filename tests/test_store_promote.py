@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
 
+from bot.core.notices import Notice, Target, notice_key
 from bot.core.release import Release, State
 from bot.store import keys
+from bot.store.outbox import Emit
 from bot.store.store import AuditEvent, Store
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -35,6 +38,20 @@ async def opened(store: Store, **fields: object) -> Release:
     return found
 
 
+def announcement(to: str) -> Emit:
+    """What a promotion says: its announcement, and the card moves."""
+    notice = Notice(
+        kind="promotion",
+        gate_id="payments",
+        release_id=RID,
+        target=Target.to_channel("C0DEPLOYS"),
+        payload={"stage": to},
+        key=notice_key("promotion", RID, to),
+        created_at=NOW,
+    )
+    return Emit("payments", notices=[notice], card_of=RID, at=NOW)
+
+
 async def promote(store: Store, current: Release, to: str, *, allow_skip: bool = False) -> str:
     moved = current.model_copy(update={"current_stage": to, "stages_reached": {**current.stages_reached, to: NOW}})
     async with store.watching(current.id) as pipe:
@@ -46,8 +63,16 @@ async def promote(store: Store, current: Release, to: str, *, allow_skip: bool =
             allow_skip=allow_skip,
             bundle_json=json.dumps({"stages": {"stage": to}}),
             event=AuditEvent(type="promoted", actor="U1", at=NOW, data={"to": to}),
+            says=announcement(to),
         )
     return outcome
+
+
+async def said(redis_client: aioredis.Redis) -> tuple[list[str], int]:
+    """The promotion notices queued and the card's wanted revision."""
+    queued = cast(list[tuple[str, dict[str, str]]], await redis_client.xrange(keys.outbox("payments")))
+    stages = [str(Notice.from_json(fields["notice"]).payload["stage"]) for _, fields in queued]
+    return stages, int(await redis_client.hget(keys.card(RID), "wanted") or 0)
 
 
 async def written(store: Store, redis_client: aioredis.Redis) -> tuple[str | None, int, list[str]]:
@@ -76,10 +101,13 @@ async def test_preconditions_are_checked_where_it_writes(
     current = await opened(store, **fields)
     assert await promote(store, current, to, allow_skip=allow_skip) == outcome
     stage, bundles, audit = await written(store, redis_client)
+    # The announcement and the dirty card come with the promotion's own write, or not at all.
     if outcome == "ok":
         assert (stage, bundles, audit[-1]) == (to, 1, "promoted")
+        assert await said(redis_client) == ([to], 1)
     else:
         assert (stage, bundles, audit[-1]) == (fields.get("current_stage"), 0, "opened")
+        assert await said(redis_client) == ([], 0)
 
 
 async def test_a_stale_rev_writes_nothing(store: Store, redis_client: aioredis.Redis) -> None:
@@ -87,6 +115,7 @@ async def test_a_stale_rev_writes_nothing(store: Store, redis_client: aioredis.R
     assert await store.update_release(current, current.model_copy(update={"card_ts": "1.2"}), None) is not None
     assert await promote(store, current, "dark") == "stale"  # decided on the doc before that change
     assert await written(store, redis_client) == (None, 0, ["opened"])
+    assert await said(redis_client) == ([], 0)
 
 
 @pytest.mark.parametrize(
@@ -120,3 +149,4 @@ async def test_a_fact_landing_while_it_decides_writes_nothing(
         )
     assert outcome == "changed"
     assert await written(store, redis_client) == (None, 0, ["opened"])
+    assert await said(redis_client) == ([], 0)

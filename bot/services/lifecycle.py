@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from bot.core.gateset import GateSet
 from bot.core.mentions import mention
 from bot.core.notices import DECISION_RECORD, Notice, Target
 from bot.core.release import Release, State, check_sha
+from bot.core.signing_notices import file_upload
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
 from bot.slack.blocks import Message
@@ -28,7 +30,6 @@ from bot.store.store import AuditEvent, Store
 log = logging.getLogger("gonogo.lifecycle")
 
 Opened = Literal["opened", "moved", "retargeted", "unchanged"]
-Upload = Callable[..., Awaitable[Any]]  # files_upload_v2(channel=, thread_ts=, content=, filename=, title=)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,6 @@ class Lifecycle:
         self,
         releases: ReleaseService,
         membership: Membership,
-        upload: Upload | None = None,
         *,
         store: Store,
         gates: GateSet,
@@ -53,9 +53,6 @@ class Lifecycle:
         self.store = store
         self.gates = gates
         self.clock = clock
-        # Evidence is uploaded on demand for the person asking, who waits for it (not a notice yet:
-        # the deliverer posts messages only). The server injects the client's files_upload_v2.
-        self.upload = upload
 
     async def _member_of_a_required_role(self, release: Release, user: str, action: str) -> None:
         gate = self.gates.get(release.gate_id).gate
@@ -246,33 +243,36 @@ class Lifecycle:
             runs=runs,
         )
 
-    async def upload_evidence(self, release_id: str, user: str) -> str:
+    async def upload_evidence(self, release_id: str, user: str) -> tuple[str, bool]:
+        """Queue the evidence bundle (Markdown, from masked facts) for the card's thread, audited in
+        the same step; the deliverer uploads it once. Returns the file name and whether it is uploaded
+        already (the asker is answered when it is, or after a second: it will be; the handler has 2 s)."""
         release = await self.releases.resolve(release_id)
         bundle, frozen = await self.bundle(release)
         markdown = render_markdown(bundle)
         if not frozen:
             markdown = f"> Snapshot: {release.id} is not decided yet (`/gonogo decide {release.id}`).\n\n{markdown}"
-        channel = release.card_channel or self.gates.get(release.gate_id).gate.channel
         filename = f"{release.id.replace('@', '-')}-evidence.md"
-        if self.upload is None:
-            raise Conflict("uploading files is not available here")
-        await self.upload(
-            channel=channel,
-            thread_ts=release.thread_ts,
+        now = self.clock()
+        upload = file_upload(
+            release.gate_id,
+            release.id,
+            self.releases.card_thread(release),
+            key=secrets.token_hex(8),  # each request uploads the bundle as it is then
             content=markdown,
             filename=filename,
             title=f"Evidence for {release.id}",
+            actor=user,
+            at=now,
         )
-        await self.store.append_audit(
-            release.id,
-            AuditEvent(
-                type="evidence_uploaded",
-                actor=user,
-                at=self.clock(),
-                data={"file": filename, "verdict": bundle.get("verdict"), "frozen": frozen},
-            ),
+        event = AuditEvent(
+            type="evidence_uploaded",
+            actor=user,
+            at=now,
+            data={"file": filename, "verdict": bundle.get("verdict"), "frozen": frozen},
         )
-        return filename
+        await self.store.emit_audited(release.id, event, Emit(release.gate_id, notices=[upload]))
+        return filename, await self.releases.posted(release.gate_id, [upload])
 
     async def history(self, release_id: str, page: int | None) -> Message:
         release = await self.releases.resolve(release_id)

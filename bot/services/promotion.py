@@ -23,12 +23,13 @@ from bot.core.errors import Conflict, Forbidden, NotFound, UsageError
 from bot.core.evidence import build_bundle, stages_section
 from bot.core.gate import Gate, Signoff
 from bot.core.gateset import GateSet
-from bot.core.notices import CHANNEL_MESSAGE, DECISION_RECORD, Target
+from bot.core.notices import DECISION_RECORD
 from bot.core.release import Release
+from bot.core.signing_notices import promotion
 from bot.core.stages import Condition, StageVerdict
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
-from bot.slack.messages import render_promotion
+from bot.store.outbox import Emit
 from bot.store.store import AuditEvent, Store
 
 log = logging.getLogger("gonogo.promotion")
@@ -160,6 +161,8 @@ class Promotion:
                         "open": len(target.conditions),
                     },
                 )
+                promoted = moved.model_copy(update={"rev": release.rev + 1})
+                says = self._says(promoted, gate, target, user, override, bundle)
                 outcome, at = await self.store.promote(
                     pipe,
                     release,
@@ -168,10 +171,10 @@ class Promotion:
                     allow_skip=gate.allow_skip,
                     bundle_json=json.dumps(bundle, sort_keys=True),
                     event=event,
+                    says=says,
                 )
             if outcome == "ok":
-                promoted = moved.model_copy(update={"rev": release.rev + 1})
-                await self._announce(promoted, gate, target, user, override, bundle)
+                await self._answered(promoted, says)
                 return Promoted(promoted, target, override, bundle)
             if outcome in ("changed", "stale"):
                 continue  # someone voted, ran or promoted meanwhile: decide again on what is there now
@@ -201,7 +204,7 @@ class Promotion:
             )
         return Conflict(f"{release.id} could not be promoted ({outcome}): try again")
 
-    async def _announce(
+    def _says(
         self,
         release: Release,
         gate: Gate,
@@ -209,26 +212,36 @@ class Promotion:
         user: str,
         override: bool,
         bundle: dict[str, object],
-    ) -> None:
-        """After the write: the channel hears it, the card moves, the record goes to the thread. Queued
-        as notices keyed by the promotion (its release revision): a repeat posts nothing twice."""
-        releases = self.releases
-        announcement = render_promotion(release, stage.name, user, override=override, opened=len(stage.conditions))
-        key = ["promotion", stage.name, str(release.rev)]
-        payload = {"text": announcement.text, "blocks": list(announcement.blocks)}
-        await releases.mark_card(release)
-        await releases.say(
-            release,
-            [
-                releases.notice(release, CHANNEL_MESSAGE, [*key, "announce"], payload, Target.to_channel(gate.channel)),
-                releases.notice(
-                    release, DECISION_RECORD, [*key, "record"], {"bundle": bundle}, releases.card_thread(release)
-                ),
-            ],
-            wait=True,
+    ) -> Emit:
+        """What the promotion says, written with it: the channel hears it, the card moves, the
+        stage's record goes to the card's thread. Keyed by the promotion (the release revision it
+        writes): a repeat posts nothing twice."""
+        now = self.clock()
+        announce = promotion(
+            release.gate_id,
+            release.id,
+            gate.channel,
+            stage=stage.name,
+            rev=release.rev,
+            actor=user,
+            override=override,
+            opened=len(stage.conditions),
+            at=now,
         )
-        await releases.card_caught_up(release)
-        await releases.post_conditions(release)
+        record = self.releases.notice(
+            release,
+            DECISION_RECORD,
+            ["promotion", stage.name, str(release.rev), "record"],
+            {"bundle": bundle},
+            self.releases.card_thread(release),
+        )
+        return Emit(release.gate_id, notices=[announce, record], card_of=release.id, at=now)
+
+    async def _answered(self, release: Release, says: Emit) -> None:
+        """The promoter is answered once the channel heard it and the card shows it (briefly)."""
+        await self.releases.posted(release.gate_id, says.notices)
+        await self.releases.card_caught_up(release)
+        await self.releases.post_conditions(release)
 
 
 def _order_outcome(release: Release, gate: Gate, stage_id: str) -> str | None:

@@ -9,14 +9,13 @@ click or two replicas handling the same payload record it once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from bot.core.decision import Level
+from bot.core.decision import Decision, Level, decide
 from bot.core.errors import Conflict, Forbidden, NotFound, UsageError
 from bot.core.facts import (
     ManualMark,
@@ -31,11 +30,12 @@ from bot.core.gate import Gate, Signoff
 from bot.core.gateset import GateSet
 from bot.core.loader import LoadedGate
 from bot.core.mentions import mention
-from bot.core.notices import CHANNEL_MESSAGE, Target
+from bot.core.notices import Target
 from bot.core.release import Release, State
+from bot.core.signing_notices import override_active, override_request
+from bot.core.stages import decide_stages
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
-from bot.slack.messages import render_override_active, render_override_request
 from bot.store.outbox import Emit
 from bot.store.store import ANY_COMMIT, AuditEvent, Fact, PutOutcome, Store
 
@@ -120,11 +120,12 @@ class Signing:
             raise NotFound(f"gate {gate.id} has no role {role_id!r}")
         return role
 
+    def _card(self, release: Release) -> Emit:
+        """The card must show this change: its dirty mark goes into the change's own atomic step."""
+        return Emit(release.gate_id, card_of=release.id, at=self.now())
+
     async def _after_write(self, release: Release) -> Release:
-        # Shielded: the write stands even when the handler runs out of time (commands/replies.py),
-        # so the card shows it even then (the refresher renders the state as it is when it runs).
-        mark = self.releases.spawn(self.releases.mark_card(release), name=f"card:{release.id}")
-        await asyncio.shield(mark)
+        # The card was marked dirty by the write itself; answer once it shows it (1 s at most).
         await self.releases.card_caught_up(release)
         return release
 
@@ -189,6 +190,7 @@ class Signing:
             same_when=same_when,
             handled=click,
             sha=drawn_for,
+            says=self._card(release),
         )
         verb = "approved" if vote is Vote.APPROVE else "rejected"
         return await self._finish(release, outcome, f"You {verb} {release.id} as {role.title}.")
@@ -208,6 +210,7 @@ class Signing:
             release.id,
             f"{role.role}|{user}",
             AuditEvent(type="withdrawn", actor=user, at=self.now(), data={"role": role.role}),
+            says=self._card(release),
         )
         if old is None:
             return Outcome(release, False, f"You had no sign-off as {role.title} on {release.id}.")
@@ -240,6 +243,7 @@ class Signing:
             AuditEvent(type="manual_done", actor=user, at=mark.at, data={"check": check_id, "evidence": evidence}),
             same_when=("user", "evidence"),
             handled=click,
+            says=self._card(release),
         )
         return await self._finish(release, outcome, f"{title} is marked done.")
 
@@ -252,6 +256,7 @@ class Signing:
             release.id,
             check_id,
             AuditEvent(type="manual_reopened", actor=user, at=self.now(), data={"check": check_id}),
+            says=self._card(release),
         )
         if old is None:
             return Outcome(release, False, f"{title} was not marked done.")
@@ -297,6 +302,7 @@ class Signing:
             ),
             same_when=("user", "reason", "expires_at"),
             handled=click,
+            says=self._card(release),
         )
         return await self._finish(release, outcome, f"You accepted risk {risk.id} as {role.title}.")
 
@@ -336,15 +342,17 @@ class Signing:
         data = {"id": request.id, "reason": reason, "sha": release.sha}
         if current is not None:
             data["replaces"] = current.id
-        message = render_override_request(gate, release, request.id, user, reason)
-        payload = {"text": message.text, "blocks": list(message.blocks)}
-        key = ["override-request", request.id]
-        notices = [
-            self.releases.in_thread(release, [*key, "thread"], message, actor=user),
-            self.releases.notice(
-                release, CHANNEL_MESSAGE, [*key, "channel"], payload, Target.to_channel(gate.channel), user
-            ),
-        ]
+        approvers = [(role, _title(gate, role), n) for role, n in gate.override.approvers.items()]
+        notices = override_request(
+            release.gate_id,
+            release.id,
+            request_id=request.id,
+            requested_by=user,
+            reason=reason,
+            approvers=approvers,
+            targets=[("thread", self.releases.card_thread(release)), ("channel", Target.to_channel(gate.channel))],
+            at=now,
+        )
         # The request, its audit entry, its announcements and the card's dirty mark: one step.
         await self.store.set_override(
             release.id,
@@ -414,6 +422,15 @@ class Signing:
         role = self._role(gate, role_id)
         await self._authorise(release, role, user, f"approve the override as {role.title}")
         approval = OverrideApproval(role=role.role, user=user, at=self.now())
+
+        said: list[Emit] = []  # what the transaction that committed said (it may start over)
+
+        async def says(request_json: str, approvals: dict[str, str]) -> tuple[list[AuditEvent], Emit]:
+            request = OverrideRequest.model_validate_json(request_json)
+            events, change = await self._activation(release, request, approvals)
+            said[:] = [change]
+            return events, change
+
         outcome, old = await self.store.approve_override(
             release.id,
             request_id,
@@ -422,6 +439,7 @@ class Signing:
                 type="override_approved", actor=user, at=approval.at, data={"id": request_id, "role": role.role}
             ),
             handled=click,
+            says=says,
         )
         if outcome == "counted":
             counted = OverrideApproval.model_validate_json(old or "{}").role
@@ -432,33 +450,62 @@ class Signing:
                 f" once, so another {role.title} has to approve it.",
             )
         result = await self._finish(release, outcome, f"You approved the override of {release.id} as {role.title}.")
-        if outcome == "written":
-            await self._announce_if_active(result.release, request_id)
+        if outcome == "written" and said and said[0].notices:  # this approval activated it: answer once announced
+            await self.releases.posted(release.gate_id, said[0].notices)
         return result
 
-    async def _announce_if_active(self, release: Release, request_id: str) -> None:
-        state: ReleaseState = await self.releases.state(release)
-        override = state.decision.override
-        if override is None or not override.active or override.request.id != request_id:
-            return
-        if not await self.store.first_notice(release.id, f"override-active|{request_id}"):
-            return  # another replica (or click) announced it already
-        failing = [r.text for r in state.decision.reasons if r.level is Level.BLOCKING]
-        approvers = [(a.user, a.role) for a in override.request.approvals]
-        await self.store.append_audit(
+    async def _activation(
+        self, release: Release, request: OverrideRequest, approvals: dict[str, str]
+    ) -> tuple[list[AuditEvent], Emit]:
+        """What an approval says, from the request and its approvals as they are in its transaction
+        (this one counted): the card always; and if this approval is the one that completes every
+        approver role's quorum, the override_active audit entry and the channel's announcement.
+        Only one approval can be that one: the transaction of a racing approval starts over."""
+        counted = sorted((OverrideApproval.model_validate_json(v) for v in approvals.values()), key=lambda a: a.at)
+        state = await self.releases.state(release)
+        now = self.now()
+        after = _decision(state, request.model_copy(update={"approvals": tuple(counted)}), now)
+        before = _decision(state, request.model_copy(update={"approvals": tuple(counted[:-1])}), now)
+        if not _active(after, request.id) or _active(before, request.id):
+            return [], self._card(release)
+        # What fails now, as the card says it with the override active (a freeze it passes says so).
+        failing = [r.text for r in after.reasons if r.level is Level.BLOCKING]
+        approvers = [(a.user, a.role) for a in counted]
+        event = AuditEvent(
+            type="override_active",
+            actor=request.requested_by,
+            at=now,
+            data={"id": request.id, "approvers": [u for u, _ in approvers], "failing": failing},
+        )
+        notice = override_active(
+            release.gate_id,
             release.id,
-            AuditEvent(
-                type="override_active",
-                actor=override.request.requested_by,
-                at=self.now(),
-                data={"id": request_id, "approvers": [u for u, _ in approvers], "failing": failing},
-            ),
+            state.loaded.gate.channel,
+            request_id=request.id,
+            reason=request.reason,
+            approvers=approvers,
+            failing=failing,
+            at=now,
         )
-        message = render_override_active(release, override.request.reason, approvers, failing)
-        payload = {"text": message.text, "blocks": list(message.blocks)}
-        target = Target.to_channel(state.loaded.gate.channel)
-        await self.releases.say(
-            release,
-            [self.releases.notice(release, CHANNEL_MESSAGE, ["override-active", request_id], payload, target)],
-            wait=True,
-        )
+        return [event], Emit(release.gate_id, notices=[notice], card_of=release.id, at=now)
+
+
+def _title(gate: Gate, role_id: str) -> str:
+    role = gate.role(role_id)
+    return role.title if role else role_id
+
+
+def _active(decision: Decision, request_id: str) -> bool:
+    override = decision.override
+    return override is not None and override.active and override.request.id == request_id
+
+
+def _decision(state: ReleaseState, request: OverrideRequest, now: datetime) -> Decision:
+    """The release's verdict now, with `request` as its override (the next stage's, when staged)."""
+    inp = replace(state.people, override=request).decision_input(
+        state.loaded.gate, now, state.results, state.release.sha
+    )
+    if state.loaded.gate.stages:
+        release = state.release
+        return decide_stages(inp, current=release.current_stage, reached=release.stages_reached).target.decision
+    return decide(inp)

@@ -29,8 +29,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.exceptions
+from slack_sdk.errors import SlackRequestError
 
 from bot.core.notices import Notice, Target, notice_key
+from bot.core.signing_notices import FILE_UPLOAD
 from bot.metrics import Metrics
 from bot.slack.blocks import Message
 from bot.slack.client import Failure, RateLimitedClient, classify, slack_error
@@ -43,6 +45,7 @@ log = logging.getLogger("gonogo.deliverer")
 
 POST = "chat.postMessage"
 UPDATE = "chat.update"
+UPLOAD = "files.getUploadURLExternal"  # the first call of an upload: its gate holds the whole upload
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -316,7 +319,7 @@ class Deliverer:
             replaces = await self.outbox.delivered_ts(notice.gate_id, notice.updates)
             if replaces is None:
                 raise OriginalNotPosted(notice.updates)
-        method = UPDATE if replaces else POST
+        method = UPLOAD if notice.kind == FILE_UPLOAD else UPDATE if replaces else POST
         # The channel's slot first, then the method's gate: while a 429 holds the method back, every
         # lane already has its slot and goes the moment the gate opens.
         await self.pacer.acquire(channel)
@@ -333,13 +336,17 @@ class Deliverer:
             kwargs: dict[str, Any] = {"channel": channel, "text": message.text}
             if message.blocks:
                 kwargs["blocks"] = message.blocks
-            if replaces:
+            if notice.kind == FILE_UPLOAD:
+                delivered = await self._upload(notice, channel, thread_ts)
+            elif replaces:
                 # chat.update is idempotent: sent twice (a crash before the marker), it shows the same.
-                response = await self.client.chat_update(ts=replaces, **{**kwargs, "channel": await self._dm(channel)})
+                updated = await self.client.chat_update(ts=replaces, **{**kwargs, "channel": await self._dm(channel)})
+                delivered = str(updated["ts"])
             else:
                 if thread_ts:
                     kwargs["thread_ts"] = thread_ts
-                response = await self.client.chat_postMessage(**kwargs)
+                posted = await self.client.chat_postMessage(**kwargs)
+                delivered = str(posted["ts"])
         except BaseException as exc:
             keeper.cancel()
             if not isinstance(exc, asyncio.CancelledError):
@@ -349,9 +356,27 @@ class Deliverer:
                     await self.pacer.refund(channel)  # Slack did not take it: the slot is still free
             raise
         keeper.cancel()
-        await self._mark_delivered(entry, notice, str(response["ts"]))
+        await self._mark_delivered(entry, notice, delivered)
         log.debug("notice delivered", extra={"kind": notice.kind, "key": notice.key, "channel": channel})
         return "posted"
+
+    async def _upload(self, notice: Notice, channel: str, thread_ts: str | None) -> str:
+        """A file (files upload v2: get an upload URL, send the bytes, complete). Only the last step
+        shares it, so a failed attempt leaves nothing in the channel and the next one starts over.
+        Returns the file's id (its delivered marker)."""
+        p = notice.payload
+        try:
+            response = await self.client.files_upload_v2(
+                channel=channel,
+                thread_ts=thread_ts,
+                content=str(p.get("content", "")),
+                filename=str(p.get("filename", "file")),
+                title=str(p.get("title") or p.get("filename") or "file"),
+            )
+        except SlackRequestError as exc:  # the bytes did not reach Slack's upload URL (5xx, reset)
+            raise ConnectionError(str(exc)) from exc
+        files = response.get("files") or [{}]
+        return str(files[0].get("id") or "uploaded")
 
     async def _dm(self, channel: str) -> str:
         """A DM was posted to a user id; chat.update needs the conversation's id, which

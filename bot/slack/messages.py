@@ -47,42 +47,52 @@ def _role_label(gate: Gate, role: str) -> str:
 def render_override_request(gate: Gate, release: Release, request_id: str, requested_by: str, reason: str) -> Message:
     """The break-glass request, posted to the card's thread and the channel with Approve buttons."""
     assert gate.override is not None
-    needs = ", ".join(f"{n}× {escape(_role_label(gate, role))}" for role, n in gate.override.approvers.items())
+    approvers = [(role, _role_label(gate, role), n) for role, n in gate.override.approvers.items()]
+    return override_request_message(release.id, request_id, requested_by, reason, approvers)
+
+
+def override_request_message(
+    release_id: str, request_id: str, requested_by: str, reason: str, approvers: Sequence[tuple[str, str, int]]
+) -> Message:
+    """`approvers`: (role id, its title, approvals needed). Every text is escaped here."""
+    needs = ", ".join(f"{n}× {escape(label)}" for _, label, n in approvers)
     text = (
-        f"🟠 *Override requested* for *{escape(release.id)}* by {user_ref(requested_by)}\n"
+        f"🟠 *Override requested* for *{escape(release_id)}* by {user_ref(requested_by)}\n"
         f"> {escape(one_line(reason))}\nNeeds: {needs}. The requester cannot approve it."
     )
     buttons = [
         button(
-            f"Approve override as {_role_label(gate, role)}",
+            f"Approve override as {label}",
             ACTION_OVERRIDE_APPROVE,
-            f"{release.id}|{request_id}|{role}",
+            f"{release_id}|{request_id}|{role}",
             "danger",
             confirm(
                 "Approve override?",
-                f"Let {release.id} go despite failing gates, as {_role_label(gate, role)}?",
+                f"Let {release_id} go despite failing gates, as {label}?",
                 "Approve",
             ),
         )
-        for role in gate.override.approvers
+        for role, label, _ in approvers
     ]
     blocks: list[Block] = [
         section(text),
         ActionsBlock(block_id=f"override|{request_id}", elements=buttons[:MAX_BUTTONS]),
     ]
-    return message(f"Override requested for {release.id}: {one_line(reason)}", blocks)
+    return message(f"Override requested for {release_id}: {one_line(reason)}", blocks)
 
 
 def render_override_active(
-    release: Release, reason: str, approvers: Sequence[tuple[str, str]], failing: Sequence[str]
+    release: Release | str, reason: str, approvers: Sequence[tuple[str, str]], failing: Sequence[str]
 ) -> Message:
-    """Announced in the channel when the override's quorum is met."""
+    """Announced in the channel when the override's quorum is met. `failing`: reason texts, whose
+    `{@U…}` tokens become mentions (reason_mrkdwn) and everything else is escaped."""
+    release_id = release if isinstance(release, str) else release.id
     who = ", ".join(f"{user_ref(user)} ({escape(role)})" for user, role in approvers)
-    lines = [f"🟠 *{escape(release.id)} is GO (OVERRIDE)*", f"Reason: {escape(one_line(reason))}", f"Approved by {who}"]
+    lines = [f"🟠 *{escape(release_id)} is GO (OVERRIDE)*", f"Reason: {escape(one_line(reason))}", f"Approved by {who}"]
     if failing:
         lines.append("Failing at this moment:")
         lines += [f"• {reason_mrkdwn(one_line(f))}" for f in failing[:20]]
-    return message(f"{release.id} is GO (OVERRIDE): {one_line(reason)}", [section(c) for c in chunk_lines(lines)[:10]])
+    return message(f"{release_id} is GO (OVERRIDE): {one_line(reason)}", [section(c) for c in chunk_lines(lines)[:10]])
 
 
 def render_check_details(gate: Gate, result: CheckResult) -> Message:
@@ -135,13 +145,14 @@ def render_conditions_listing(gate: Gate, ladder: Ladder) -> list[Message]:
     return [message(f"{count} open conditions of {gate.name}", page) for page in pages]
 
 
-def render_promotion(release: Release, stage: str, user: str, *, override: bool, opened: int) -> Message:
+def render_promotion(release: Release | str, stage: str, user: str, *, override: bool, opened: int) -> Message:
     """The channel announcement: "🚀 payments@1.4.0 promoted to Canary 5% by @x"."""
-    line = f"🚀 *{escape(release.id)}* promoted to *{escape(stage)}* by {user_ref(user)}"
+    release_id = release if isinstance(release, str) else release.id
+    line = f"🚀 *{escape(release_id)}* promoted to *{escape(stage)}* by {user_ref(user)}"
     if override:
         plural = "" if opened == 1 else "s"
         line += f"\n🟠 The stage was not GO ({opened} condition{plural} open): a break-glass override passed it."
-    text = f"🚀 {release.id} promoted to {stage} by @{user}" + (" under a break-glass override" if override else "")
+    text = f"🚀 {release_id} promoted to {stage} by @{user}" + (" under a break-glass override" if override else "")
     return message(escape(text), [section(line)])
 
 

@@ -168,8 +168,9 @@ return n
 # A person's fact (a vote, a risk acceptance, a manual mark) in one step: skip a click already
 # handled (retries, replicas), refuse unless the release is open (and at the commit the actor
 # saw), skip a write that changes nothing (double clicks), else write it and append the audit
-# entry. KEYS: hash, audit, handled-marker, release doc. ARGV: field, json, comma-separated
-# fields that define "the same", handled ttl ms (0: no marker), maxlen, want sha, audit fields...
+# entry, its notices and the card's dirty mark (EMIT_LUA, KEYS 5-7). KEYS: hash, audit,
+# handled-marker, release doc. ARGV: field, json, comma-separated fields that define "the same",
+# handled ttl ms (0: no marker), maxlen, want sha, where the audit fields start, emit args, audit fields...
 _PUT_FACT = (
     _RELEASE_OPEN
     + """
@@ -187,13 +188,15 @@ if old and ARGV[3] ~= '' then
   if same then return {'unchanged', old} end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 7))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, tonumber(ARGV[7])))
+gonogo_emit(5, 8)
 return {'written', old or false}
 """
 )
 
-# Remove a fact while the release is open, auditing it only when there was something to remove.
-# KEYS: hash, audit, release doc. ARGV: field, maxlen, audit fields...
+# Remove a fact while the release is open, auditing it (with its notices and the card's dirty
+# mark: EMIT_LUA, KEYS 4-6) only when there was something to remove.
+# KEYS: hash, audit, release doc. ARGV: field, maxlen, where the audit fields start, emit args, audit fields...
 _DEL_FACT = (
     _RELEASE_OPEN
     + """
@@ -202,7 +205,8 @@ if refused then return refused end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return {'absent', false} end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, tonumber(ARGV[3])))
+gonogo_emit(4, 4)
 return {'deleted', old}
 """
 )
@@ -228,40 +232,13 @@ return {'ok', false}
 """
 )
 
-# An override approval, counted only for the request it was given for: that request must still be
-# the current one, the release open at the request's commit, the approver not its requester and
-# not already counted (in any role). KEYS: override, the request's approvals, audit, handled
-# marker, release doc. ARGV: request id, user, approval json, handled ttl ms, maxlen, audit fields...
-_APPROVE_OVERRIDE = (
-    _RELEASE_OPEN
-    + """
-if tonumber(ARGV[4]) > 0 and redis.call('EXISTS', KEYS[4]) == 1 then return {'duplicate', false} end
-local refused = refusal(KEYS[5], '*')
-if refused then return refused end
-local current = redis.call('GET', KEYS[1])
-if not current then return {'replaced', false} end
-local request = cjson.decode(current)
-if request['id'] ~= ARGV[1] then return {'replaced', current} end
-if request['requested_by'] == ARGV[2] then return {'requester', current} end
-if sha_of(request) ~= sha_of(cjson.decode(redis.call('GET', KEYS[5]))) then return {'moved', current} end
-if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[4]) end
-local old = redis.call('HGET', KEYS[2], ARGV[2])
-if old then
-  if cjson.decode(old)['role'] == cjson.decode(ARGV[3])['role'] then return {'unchanged', old} end
-  return {'counted', old}
-end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
-return {'written', false}
-"""
-)
-
 # A promotion to a rollout stage, with its preconditions checked where it writes: the release is
 # open, at the stage the caller decided from, the target comes after it (and right after it unless
 # skipping is allowed), and the doc is the one the caller read (rev). Then the new doc, the frozen
-# bundle and the audit entry land together. KEYS: release doc, audit, promotions list.
-# ARGV: expected rev, new doc json, target stage, allow skip ('1'/'0'), bundle json, maxlen,
-# number of stages n, the n stage ids in order, audit fields...
+# bundle, the audit entry and the promotion's notices and dirty card (EMIT_LUA, KEYS 4-6) land
+# together. KEYS: release doc, audit, promotions list. ARGV: expected rev, new doc json, target
+# stage, allow skip ('1'/'0'), bundle json, maxlen, number of stages n, the n stage ids in order,
+# where the audit fields start, emit args, audit fields...
 _PROMOTE = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {'missing', ''} end
@@ -281,7 +258,8 @@ if want > at + 1 and ARGV[4] ~= '1' then return {'skip', current} end
 if doc['rev'] ~= tonumber(ARGV[1]) then return {'stale', current} end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('RPUSH', KEYS[3], ARGV[5])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 8 + n))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, tonumber(ARGV[8 + n])))
+gonogo_emit(4, 9 + n)
 return {'ok', current}
 """
 
@@ -297,6 +275,9 @@ return 1
 """
 
 OpenOutcome = Literal["opened", "exists", "conflict", "closed"]
+# What an override approval says besides itself, given the request (JSON) and its approvals with
+# this one counted (user -> OverrideApproval JSON): audit entries, notices, the dirty card.
+OverrideSays = Callable[[str, dict[str, str]], Awaitable[tuple[Sequence[AuditEvent], "Emit"]]]
 PromoteOutcome = Literal["ok", "missing", "state", "unknown", "behind", "skip", "stale", "changed"]
 PutOutcome = Literal["written", "unchanged", "duplicate"]
 ApprovalOutcome = Literal["written", "unchanged", "duplicate", "counted"]
@@ -381,14 +362,14 @@ class Store:
         self._lock = client.register_script(_LOCK)
         self._renew = client.register_script(RENEW_LEASES)
         self._unlock = client.register_script(DROP_LEASES)
-        self._put_fact = client.register_script(_PUT_FACT)
-        self._del_fact = client.register_script(_DEL_FACT)
-        self._promote = client.register_script(_PROMOTE)
         from bot.store.outbox import EMIT_LUA  # the outbox builds on this module's AuditEvent
+
+        self._put_fact = client.register_script(EMIT_LUA + _PUT_FACT)
+        self._del_fact = client.register_script(EMIT_LUA + _DEL_FACT)
+        self._promote = client.register_script(EMIT_LUA + _PROMOTE)
 
         # The change's notices and dirty card, in the change's own step (KEYS 5-7, ARGV from 6).
         self._set_override = client.register_script(EMIT_LUA + _SET_OVERRIDE)
-        self._approve_override = client.register_script(_APPROVE_OVERRIDE)
         self._record_run = client.register_script(_RECORD_RUN)
 
     @asynccontextmanager
@@ -537,15 +518,24 @@ class Store:
         allow_skip: bool,
         bundle_json: str,
         event: AuditEvent,
+        says: Emit | None = None,
     ) -> tuple[PromoteOutcome, str]:
-        """Move the release to `new.current_stage` with its frozen bundle, if every precondition holds.
+        """Move the release to `new.current_stage` with its frozen bundle, if every precondition holds;
+        with `says`, its notices and dirty card in the same step (only when it is promoted).
         Returns the outcome and the stage the release was at when it was checked."""
         stored = new.model_copy(update={"rev": current.rev + 1})
         assert stored.current_stage is not None
+        change = _says(current.id, says)
+        emit_args = change.script_args()
         async with self._guard(write=True):
             pipe.multi()  # type: ignore[no-untyped-call]
             await self._promote(
-                keys=[keys.release(current.id), keys.audit(current.id), keys.promotions(current.id)],
+                keys=[
+                    keys.release(current.id),
+                    keys.audit(current.id),
+                    keys.promotions(current.id),
+                    *change.script_keys(),
+                ],
                 args=[
                     current.rev,
                     stored.model_dump_json(),
@@ -555,6 +545,8 @@ class Store:
                     AUDIT_MAXLEN,
                     len(stage_order),
                     *stage_order,
+                    9 + len(stage_order) + len(emit_args),  # where the audit fields start
+                    *emit_args,
                     *_flat(event.fields()),
                 ],
                 client=pipe,
@@ -639,6 +631,16 @@ class Store:
             emit(tx, change)
             await tx.execute()
 
+    async def emit_audited(self, release_id: str, event: AuditEvent, change: Emit) -> None:
+        """Notices with the audit entry that records them, in one step (e.g. an evidence upload:
+        audited once queued, since the deliverer then uploads it exactly once)."""
+        from bot.store.outbox import emit
+
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as tx:
+            tx.xadd(keys.audit(release_id), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            emit(tx, change)
+            await tx.execute()
+
     async def results(self, release_id: str) -> dict[str, CheckResult]:
         async with self._guard():
             raw = cast(dict[str, str], await self.redis.hgetall(keys.results(release_id)))
@@ -714,12 +716,16 @@ class Store:
         same_when: Sequence[str] = (),
         handled: str | None = None,
         sha: str | None = ANY_COMMIT,
+        says: Emit | None = None,
     ) -> tuple[PutOutcome, str | None]:
         """Write a fact and its audit entry atomically, only while the release is open and (unless
         `sha` is ANY_COMMIT) at commit `sha` (None: no commit); otherwise Conflict (CommitMoved),
-        and nothing is written.
+        and nothing is written. With `says`, its notices and dirty card land in the same step
+        (only when the fact is written).
         `handled` (a click's identity) makes a retried payload a no-op; `same_when` names the
         fields whose equality makes a write a no-op. Returns the outcome and the previous JSON."""
+        change = _says(release_id, says)
+        emit_args = change.script_args()
         async with self._guard(write=True):
             outcome, old = await self._put_fact(
                 keys=[
@@ -727,6 +733,7 @@ class Store:
                     keys.audit(release_id),
                     keys.handled(release_id, handled or "-"),
                     keys.release(release_id),
+                    *change.script_keys(),
                 ],
                 args=[
                     field,
@@ -735,6 +742,8 @@ class Store:
                     HANDLED_TTL_MS if handled else 0,
                     AUDIT_MAXLEN,
                     sha or "",
+                    8 + len(emit_args),  # where the audit fields start
+                    *emit_args,
                     *_flat(event.fields()),
                 ],
             )
@@ -742,13 +751,17 @@ class Store:
             raise refused
         return cast(PutOutcome, outcome), (str(old) if old else None)
 
-    async def delete_fact(self, fact: Fact, release_id: str, field: str, event: AuditEvent) -> str | None:
-        """Remove a fact (withdraw, reopen) while the release is open; audited only if it existed.
-        Returns the old JSON."""
+    async def delete_fact(
+        self, fact: Fact, release_id: str, field: str, event: AuditEvent, *, says: Emit | None = None
+    ) -> str | None:
+        """Remove a fact (withdraw, reopen) while the release is open; audited (and `says` emitted,
+        in the same step) only if it existed. Returns the old JSON."""
+        change = _says(release_id, says)
+        emit_args = change.script_args()
         async with self._guard(write=True):
             outcome, old = await self._del_fact(
-                keys=[fact.key(release_id), keys.audit(release_id), keys.release(release_id)],
-                args=[field, AUDIT_MAXLEN, *_flat(event.fields())],
+                keys=[fact.key(release_id), keys.audit(release_id), keys.release(release_id), *change.script_keys()],
+                args=[field, AUDIT_MAXLEN, 4 + len(emit_args), *emit_args, *_flat(event.fields())],
             )
         if (refused := _refusal(outcome, old, release_id)) is not None:
             raise refused
@@ -795,9 +808,7 @@ class Store:
         `current_id` (None: there is none) and the release is open at `sha` (ANY_COMMIT: any);
         the old request's approvals go with it; with `says`, its notices and dirty card in the
         same step. OverrideChanged or a release refusal otherwise, with nothing written."""
-        from bot.store.outbox import Emit as EmitChange
-
-        emit_change = says or EmitChange(release_id.partition("@")[0])
+        emit_change = _says(release_id, says)
         emit_args = emit_change.script_args()
         async with self._guard(write=True):
             outcome, payload = await self._set_override(
@@ -831,38 +842,74 @@ class Store:
         event: AuditEvent,
         *,
         handled: str | None = None,
+        says: OverrideSays | None = None,
     ) -> tuple[ApprovalOutcome, str | None]:
         """Count an approval for request `request_id`, checked in the same step: the request is
         still the current one (OverrideChanged), the release open at its commit, the approver not
         its requester (Forbidden), and not counted already in another role ("counted", with the
-        approval that counts)."""
-        async with self._guard(write=True):
-            outcome, payload = await self._approve_override(
-                keys=[
-                    keys.override(release_id),
-                    keys.override_approvals(release_id, request_id),
-                    keys.audit(release_id),
-                    keys.handled(release_id, handled or "-"),
-                    keys.release(release_id),
-                ],
-                args=[
-                    request_id,
-                    approval.user,
-                    approval.model_dump_json(),
-                    HANDLED_TTL_MS if handled else 0,
-                    AUDIT_MAXLEN,
-                    *_flat(event.fields()),
-                ],
-            )
-        if outcome == "moved":
-            raise OverrideChanged("the release moved to another commit since this override was requested")
-        if (refused := _refusal(outcome, payload, release_id)) is not None:
-            raise refused
-        if outcome == "replaced":
+        approval that counts).
+
+        One transaction: WATCH the request, its approvals and the release, check, then MULTI the
+        approval, its audit entry and what `says(request_json, approvals)` returns for the approvals
+        with this one counted (more audit entries, the notices, the dirty card): an approval that
+        completes the quorum announces it in the same step, and of two racing approvals the one
+        that commits second sees the first (the WATCH starts it over)."""
+        rid = release_id
+        override, approvals_key, doc = keys.override(rid), keys.override_approvals(rid, request_id), keys.release(rid)
+        marker = keys.handled(rid, handled) if handled else None
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(10):
+                try:
+                    await pipe.watch(override, approvals_key, doc, *([marker] if marker else []))
+                    if marker and await pipe.exists(marker):
+                        return "duplicate", None
+                    outcome, old = await self._approval_outcome(pipe, rid, request_id, approval)
+                    request_json = str(await pipe.get(override))
+                    extra: Sequence[AuditEvent] = ()
+                    change = _says(rid, None)
+                    if outcome == "written" and says is not None:
+                        stored = cast(dict[str, str], await pipe.hgetall(approvals_key))
+                        counted = {**stored, approval.user: approval.model_dump_json()}
+                        extra, change = await says(request_json, counted)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    if marker:
+                        pipe.set(marker, "1", px=HANDLED_TTL_MS)
+                    if outcome == "written":
+                        pipe.hset(approvals_key, approval.user, approval.model_dump_json())
+                        for entry in (event, *extra):
+                            pipe.xadd(keys.audit(rid), entry.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+                        from bot.store.outbox import emit
+
+                        emit(pipe, change)
+                    await pipe.execute()
+                    return outcome, old
+                except redis.exceptions.WatchError:
+                    continue
+        raise Conflict(f"the override of {rid} kept changing while it was approved, try again")
+
+    async def _approval_outcome(
+        self, pipe: Pipeline, release_id: str, request_id: str, approval: OverrideApproval
+    ) -> tuple[ApprovalOutcome, str | None]:
+        """The preconditions of an approval, read under WATCH: raises when refused."""
+        raw = await pipe.get(keys.release(release_id))
+        if not raw:
+            raise NotFound(f"no release {release_id!r}")
+        release = Release.model_validate_json(raw)
+        if release.state is not State.OPEN:
+            raise release.refusal()
+        current = await pipe.get(keys.override(release_id))
+        request = json.loads(current) if current else {}
+        if request.get("id") != request_id:
             raise OverrideChanged("this override request is no longer current")
-        if outcome == "requester":
+        if request.get("requested_by") == approval.user:
             raise Forbidden("you requested this override: someone else has to approve it")
-        return cast(ApprovalOutcome, outcome), (str(payload) if payload else None)
+        if (request.get("sha") or "") != (release.sha or ""):
+            raise OverrideChanged("the release moved to another commit since this override was requested")
+        old = await pipe.hget(keys.override_approvals(release_id, request_id), approval.user)
+        if old is None:
+            return "written", None
+        same = OverrideApproval.model_validate_json(old).role == approval.role
+        return ("unchanged" if same else "counted"), str(old)
 
     async def save_bundle(self, release_id: str, bundle_json: str) -> None:
         async with self._guard(write=True):
@@ -903,6 +950,13 @@ class Store:
         async with self._guard():
             raw = cast(list[tuple[str, dict[str, str]]], await self.redis.xrange(keys.audit(release_id), count=count))
         return [AuditEntry.from_stream(entry_id, fields) for entry_id, fields in raw]
+
+
+def _says(release_id: str, says: Emit | None) -> Emit:
+    """What a script's EMIT_LUA part gets: the change's notices and dirty card, or nothing to say."""
+    from bot.store.outbox import Emit  # the outbox builds on this module's AuditEvent
+
+    return says if says is not None else Emit(release_id.partition("@")[0])
 
 
 def _flat(fields: Mapping[str, str]) -> list[str]:
