@@ -33,6 +33,7 @@ def job_specs(scheduler: Scheduler, gates: list[Gate]) -> list[JobSpec]:
     """The jobs the gates ask for, with ids that are the same on every replica and every start."""
     specs: list[JobSpec] = []
     for gate in gates:
+        specs.append(JobSpec(f"runs:{gate.id}", gate.id, scheduler.orphan_runs_tick))  # every gate runs checks
         if gate.reminders is not None:
             specs.append(JobSpec(f"reminders:{gate.id}", gate.id, scheduler.reminders_tick))
         if gate.windows is not None and gate.windows.freeze:

@@ -797,9 +797,9 @@ async def test_jobs_have_fixed_ids_from_the_gates_and_a_tick_claims(world: World
     await world.open()
     scheduler = world.replica()
     jobs = Jobs(scheduler)
-    assert jobs.sync() == ["prelaunch:payments", "reminders:payments"]
-    assert jobs.sync() == ["prelaunch:payments", "reminders:payments"]  # again (SIGHUP): replaced, not doubled
-    assert sorted(j.id for j in jobs.aps.get_jobs()) == ["prelaunch:payments", "reminders:payments"]
+    assert jobs.sync() == ["prelaunch:payments", "reminders:payments", "runs:payments"]
+    assert jobs.sync() == ["prelaunch:payments", "reminders:payments", "runs:payments"]  # again (SIGHUP): not doubled
+    assert sorted(j.id for j in jobs.aps.get_jobs()) == ["prelaunch:payments", "reminders:payments", "runs:payments"]
     (reminding,) = [s for s in job_specs(scheduler, jobs.gates()) if s.id == "reminders:payments"]
     await run_job(reminding)
     assert len(await world.dm_counts()) == 3

@@ -165,6 +165,9 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
         log.warning("background task failed", extra={"task": task.get_name(), "error": repr(task.exception())})
 
 
+PROCESS_DIED = "gonogo stopped before it finished (its process died): run the checks again"
+
+
 def unfinished_result(
     check_id: str, reason: str, started: datetime, now: datetime, *, sha: str | None = None, run_id: str | None = None
 ) -> CheckResult:
@@ -841,6 +844,46 @@ class ReleaseService:
             message = render_check_details(loaded.gate, result)
             notices.append(self.in_thread(release, ["details", run_id, result.check_id], message))
         await self.say(release, notices)
+
+    # --- runs whose process died ------------------------------------------------------------
+
+    async def sweep_orphan_runs(self, gate_id: str) -> list[str]:
+        """Record, once across replicas, the runs of this gate whose process died mid-run (SIGKILL,
+        OOM, a lost machine): their lock expired without a record. Each becomes an interrupted run
+        in the history and audit, and the card is redrawn (no ⏳ left behind). The run ids recorded."""
+        recorded: list[str] = []
+        for rid, lease in await self.store.orphan_runs(gate_id):
+            release = await self.store.get_release(rid)
+            if release is None:
+                continue
+            state = await self.state(release)
+            run_id = lease.token[:12]
+            finished = [r for r in state.results.values() if r.run_id == run_id]
+            now = self.clock()
+            record = RunRecord(
+                run_id=run_id,
+                release_id=rid,
+                actor=lease.actor,
+                started_at=lease.started_at,
+                finished_at=max([now, *(r.finished_at for r in finished)]),
+                check_ids=lease.check_ids,
+                verdict=state.decision.verdict,
+                counts=dict(Counter(r.status.value for r in finished)),
+                interrupted=PROCESS_DIED,
+            )
+            data: dict[str, Any] = {
+                "run_id": run_id,
+                "checks": record.check_ids,
+                "verdict": record.verdict.value,
+                "counts": record.counts,
+                "duration_s": round(record.duration_s, 3),
+                "interrupted": PROCESS_DIED,
+            }
+            event = AuditEvent(type="run", actor=lease.actor, at=now, data=data)
+            if await self.store.record_orphan_run(record, event, lease.token, now):
+                log.warning("recorded a run whose process died", extra={"release": rid, "run_id": run_id})
+                recorded.append(run_id)
+        return recorded
 
 
 class CardUpdater:

@@ -417,6 +417,14 @@ class Scheduler:
 
     # --- freeze announcements, pre-launch posts -----------------------------------------------------
 
+    async def orphan_runs_tick(self, gate_id: str) -> Tick:
+        """Runs whose process died mid-run: recorded as interrupted (once, whichever replica sees it
+        first), their cards redrawn without ⏳ (ReleaseService.sweep_orphan_runs)."""
+        tick = Tick()
+        for run_id in await self.releases.sweep_orphan_runs(gate_id):
+            tick.add(f"run:{run_id}", "claimed")
+        return tick
+
     async def windows_tick(self, gate_id: str) -> Tick:
         tick = Tick()
         gate = self.releases.gates.get(gate_id).gate

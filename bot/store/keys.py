@@ -141,6 +141,13 @@ def gate_audit(gate_id: str) -> str:
     return f"{_gate(gate_id)}:audit"
 
 
+def runs_in_flight(gate_id: str) -> str:
+    """HASH lease token -> {"release", "lease"} JSON: the gate's runs that hold (or held) a run lock
+    and are not recorded yet. Written with the lock, removed with it: an entry whose lock is gone is
+    a run whose process died (swept: recorded as interrupted, the card refreshed)."""
+    return f"{_gate(gate_id)}:runs:in-flight"
+
+
 def operation_lease(gate_id: str) -> str:
     """STRING with a lease (PX): OperationLease JSON of the gate's run, drill or rollback in progress."""
     return f"{_gate(gate_id)}:lock:operation"

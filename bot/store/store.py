@@ -142,7 +142,20 @@ local op = redis.call('GET', KEYS[2])
 if op then return {'operation', op, redis.call('PTTL', KEYS[2])} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+redis.call('HSET', KEYS[4], cjson.decode(ARGV[1])['token'], ARGV[4])
 return {'ok', false}
+"""
+
+# A run's end: drop its leases (DROP_LEASES) and its in-flight entry. KEYS: run lock, operation
+# lease, in-flight hash. ARGV: token.
+_UNLOCK_RUN = """
+redis.call('HDEL', KEYS[3], ARGV[1])
+local n = 0
+for i = 1, 2 do
+  local raw = redis.call('GET', KEYS[i])
+  if raw and cjson.decode(raw)['token'] == ARGV[1] then n = n + redis.call('DEL', KEYS[i]) end
+end
+return n
 """
 
 # Extend / drop every lease in KEYS that this token holds: an expired holder never touches a newer
@@ -361,7 +374,7 @@ class Store:
         self._update = client.register_script(_UPDATE)
         self._lock = client.register_script(_LOCK)
         self._renew = client.register_script(RENEW_LEASES)
-        self._unlock = client.register_script(DROP_LEASES)
+        self._unlock = client.register_script(_UNLOCK_RUN)
         from bot.store.outbox import EMIT_LUA  # the outbox builds on this module's AuditEvent
 
         self._put_fact = client.register_script(EMIT_LUA + _PUT_FACT)
@@ -675,9 +688,10 @@ class Store:
             token=lease.token, kind="run", subject=release_id, actor=lease.actor, started_at=lease.started_at
         )
         async with self._guard(write=True):
+            in_flight = json.dumps({"release": release_id, "lease": lease.model_dump(mode="json")})
             outcome, payload, *ttl = await self._lock(
-                keys=[*_run_leases(release_id), keys.release(release_id)],
-                args=[lease.model_dump_json(), ttl_ms, operation.model_dump_json()],
+                keys=[*_run_leases(release_id), keys.release(release_id), _in_flight(release_id)],
+                args=[lease.model_dump_json(), ttl_ms, operation.model_dump_json(), in_flight],
             )
         if outcome == "not_open":
             raise Release.model_validate_json(payload).refusal()
@@ -696,7 +710,55 @@ class Store:
 
     async def release_run_lock(self, release_id: str, token: str) -> None:
         async with self._guard(write=True):
-            await self._unlock(keys=_run_leases(release_id), args=[token])
+            await self._unlock(keys=[*_run_leases(release_id), _in_flight(release_id)], args=[token])
+
+    async def orphan_runs(self, gate_id: str) -> list[tuple[str, RunLease]]:
+        """The gate's runs still in flight whose run lock is gone (or another run's): their process
+        died (or lost its lease for good) before recording them. (release id, lease) pairs."""
+        async with self._guard():
+            raw = cast(dict[str, str], await self.redis.hgetall(keys.runs_in_flight(gate_id)))
+            found: list[tuple[str, RunLease]] = []
+            for token, doc in raw.items():
+                entry = json.loads(doc)
+                lease = RunLease.model_validate(entry["lease"])
+                holder = await self.redis.get(keys.run_lock(entry["release"]))
+                if holder is None or RunLease.model_validate_json(holder).token != token:
+                    found.append((str(entry["release"]), lease))
+        return found
+
+    async def record_orphan_run(self, record: RunRecord, event: AuditEvent, token: str, at: datetime) -> bool:
+        """Record a run whose process died, once: only while its in-flight entry is still there and
+        its lock gone (checked in the step that writes), with its audit entry and the card's dirty
+        mark; the entry goes. False when it was recorded (or resumed) meanwhile."""
+        from bot.store.outbox import Emit, emit  # the outbox builds on this module's AuditEvent
+
+        rid, gate_id = record.release_id, record.release_id.partition("@")[0]
+        in_flight, lock, handled = (
+            keys.runs_in_flight(gate_id),
+            keys.run_lock(rid),
+            keys.handled(rid, f"run:{record.run_id}"),
+        )
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as tx:
+            try:
+                await tx.watch(in_flight, lock, handled)
+                holder = await tx.get(lock)
+                if not await tx.hexists(in_flight, token) or (
+                    holder is not None and RunLease.model_validate_json(holder).token == token
+                ):
+                    return False
+                recorded = await tx.exists(handled)
+                tx.multi()  # type: ignore[no-untyped-call]
+                tx.hdel(in_flight, token)
+                if not recorded:
+                    tx.set(handled, "1", px=RUN_RECORDED_TTL_MS)
+                    tx.lpush(keys.runs(rid), record.model_dump_json())
+                    tx.ltrim(keys.runs(rid), 0, RUNS_KEPT - 1)
+                    tx.xadd(keys.audit(rid), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+                emit(tx, Emit(gate_id, card_of=rid, at=at))
+                await tx.execute()
+            except redis.exceptions.WatchError:
+                return False
+        return not recorded
 
     async def current_run(self, release_id: str) -> RunLease | None:
         async with self._guard():
@@ -987,6 +1049,10 @@ def _update_call(
     if event is not None:
         args += _flat(event.fields())
     return stored, ([keys.release(current.id), keys.audit(current.id), keys.open_release(current.gate_id)], args)
+
+
+def _in_flight(release_id: str) -> str:
+    return keys.runs_in_flight(release_id.partition("@")[0])
 
 
 def _run_leases(release_id: str) -> list[str]:
