@@ -43,12 +43,7 @@ SLACK_CLIENT = (
 # and queue it pre-rendered, instead of queueing the facts for a renderer kind the deliverer runs.
 # Shrink this list; never grow it.
 KNOWN_RENDERER_IMPORTS = {
-    ("bot/services/releases.py", "bot.slack.blocks"),
-    ("bot/services/releases.py", "bot.slack.card"),
-    ("bot/services/releases.py", "bot.slack.messages"),
     ("bot/services/signing.py", "bot.slack.messages"),
-    ("bot/services/lifecycle.py", "bot.slack.blocks"),
-    ("bot/services/lifecycle.py", "bot.slack.history"),
     ("bot/services/promotion.py", "bot.slack.messages"),
 }
 

@@ -20,10 +20,8 @@ from bot.core.notices import DECISION_RECORD, Notice, Target
 from bot.core.release import Release, State, check_sha
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
-from bot.slack.blocks import Message
-from bot.slack.history import render_history
 from bot.store.outbox import Emit
-from bot.store.store import AuditEvent, Store
+from bot.store.store import AuditEntry, AuditEvent, Store
 
 log = logging.getLogger("gonogo.lifecycle")
 
@@ -197,8 +195,9 @@ class Lifecycle:
             lambda r: r.model_copy(update=update),
             AuditEvent(type=event, actor=user, at=self.clock(), data={"from": release.state.value}),
             expect=came_from,
+            card=True,
         )
-        return await self.releases.publish_card(moved)
+        return await self.releases.shown(moved)
 
     async def bundle(self, release: Release) -> tuple[dict[str, object], bool]:
         """The frozen bundle, or (not decided yet) a snapshot of now, and whether it is frozen."""
@@ -257,7 +256,7 @@ class Lifecycle:
         )
         return filename
 
-    async def history(self, release_id: str, page: int | None) -> Message:
+    async def history(self, release_id: str) -> tuple[Release, list[AuditEntry]]:
+        """The release and its audit trail, oldest first (the handler renders a page of it)."""
         release = await self.releases.resolve(release_id)
-        entries = await self.store.audit(release.id, count=10_000)
-        return render_history(release.id, entries, page=page, now=self.clock())
+        return release, await self.store.audit(release.id, count=10_000)
