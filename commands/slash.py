@@ -126,7 +126,7 @@ async def dispatch(
         release = await service.resolve(args[0])
         gate_channel = service.gates.get(release.gate_id).gate.channel
         if channel in (gate_channel, release.card_channel):
-            await service.publish_card(release, repost=True)
+            await service.publish_card(release, repost=True, actor=user)
         else:
             # Elsewhere, show the card privately: the live one stays in the gate's channel.
             card = state_card(await service.state(release), service.clock())

@@ -128,7 +128,7 @@ class Lifecycle:
                 decided, DECISION_RECORD, [str(decided.rev)], {"bundle": bundle}, Target.to_channel(channel), user
             )
             said[:] = [record]
-            return Emit(decided.gate_id, notices=[record], card_of=decided.id, at=self.clock())
+            return Emit(decided.gate_id, notices=[record], card_of=decided.id, at=self.clock(), actor=user)
 
         decided = await self.store.decide_release(release, build, says)
         # Answered once the record is posted and the card frozen (or after a second: they will be).
@@ -195,7 +195,7 @@ class Lifecycle:
             lambda r: r.model_copy(update=update),
             AuditEvent(type=event, actor=user, at=self.clock(), data={"from": release.state.value}),
             expect=came_from,
-            card=True,
+            card_by=user,
         )
         return await self.releases.shown(moved)
 

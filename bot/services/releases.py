@@ -308,7 +308,7 @@ class ReleaseService:
         )
         data = {"sha": sha, "gate_sha256": loaded.sha256, **({"target_at": target_at.isoformat()} if target_at else {})}
         event = AuditEvent(type="opened", actor=actor, at=now, data=data)
-        outcome, found = await self.store.open_release(fresh, event, says=self.card_change(fresh))
+        outcome, found = await self.store.open_release(fresh, event, says=self.card_change(fresh, actor))
         if outcome == "conflict":
             raise Conflict(f"{found} is still open: close it first with `/gonogo close {found}`")
         assert isinstance(found, Release)
@@ -332,7 +332,7 @@ class ReleaseService:
                 current.model_copy(update={"sha": sha}),
                 event,
                 expect=(State.OPEN,),
-                says=self.card_change(current),
+                says=self.card_change(current, actor),
             )
             if stored is not None:
                 # Its own atomic step (the notes and the ask together): a crash in between leaves
@@ -352,14 +352,14 @@ class ReleaseService:
         event: AuditEvent | None,
         *,
         expect: Collection[State] = (),
-        card: bool = False,
+        card_by: str | None = None,
     ) -> Release:
         """Compare-and-set with a few retries: concurrent writers (replicas) never lose updates.
         Each attempt re-checks, in the write itself, that the state is one of `expect`. With
-        `card`, the card is marked dirty in the same step."""
+        `card_by` (who made the change), the card is marked dirty in the same step."""
         current = release
         for _ in range(5):
-            says = self.card_change(current) if card else None
+            says = self.card_change(current, card_by) if card_by else None
             stored = await self.store.update_release(current, change(current), event, expect=expect, says=says)
             if stored is not None:
                 return stored
@@ -415,7 +415,7 @@ class ReleaseService:
             outdated={k: r for k, r in outdated.items() if k not in merged},
         )
 
-    async def publish_card(self, release: Release, *, repost: bool = False) -> Release:
+    async def publish_card(self, release: Release, *, repost: bool = False, actor: str | None = None) -> Release:
         """Show the card again, with no change to join (a refresh button, `status` here): mark it
         dirty, and the card refresher posts it (the first time) or updates it in place, rendering
         the state as it is then. `repost`: a new card at the bottom of the channel; the old one
@@ -424,12 +424,13 @@ class ReleaseService:
         if repost and release.card_ts:
             channel = release.card_channel or self.gates.get(release.gate_id).gate.channel
             await self.store.repost_card(release.id, channel, release.card_ts)
-        await self.mark_card(release)
+        await self.mark_card(release, actor)
         return await self.shown(release)
 
-    def card_change(self, release: Release) -> Emit:
-        """The dirty mark a change of `release` writes in its own atomic step (docs/delivery.md)."""
-        return Emit(release.gate_id, card_of=release.id, at=self.clock())
+    def card_change(self, release: Release, actor: str | None) -> Emit:
+        """The dirty mark a change of `release` writes in its own atomic step (docs/delivery.md); the
+        actor is told to invite the bot if the card cannot be posted (bot/slack/refresher.py)."""
+        return Emit(release.gate_id, card_of=release.id, at=self.clock(), actor=actor)
 
     async def shown(self, release: Release) -> Release:
         """After a change that marked its card: wait (briefly) for the card to show it, and return
@@ -458,9 +459,9 @@ class ReleaseService:
             return False
         return True
 
-    async def mark_card(self, release: Release) -> None:
+    async def mark_card(self, release: Release, actor: str | None = None) -> None:
         """The card is behind: the refresher renders it again from the current state."""
-        await self.store.emit(Emit(release.gate_id, card_of=release.id, at=self.clock()))
+        await self.store.emit(self.card_change(release, actor))
 
     def card_thread(self, release: Release) -> Target:
         """The card's thread: known once the card was posted, else resolved when delivered."""
@@ -557,7 +558,8 @@ class ReleaseService:
             )
         chosen = list(dict.fromkeys(check_ids)) or known
         lease = RunLease(token=secrets.token_hex(16), actor=actor, started_at=self.clock(), check_ids=chosen)
-        held = await self.store.acquire_run_lock(release.id, lease, self.lease_ttl_ms, says=self.card_change(release))
+        says = self.card_change(release, actor)
+        held = await self.store.acquire_run_lock(release.id, lease, self.lease_ttl_ms, says=says)
         if held is not None:
             holder, ttl_ms = held
             free_at = f"{self.clock() + timedelta(milliseconds=max(ttl_ms, 0)):%H:%M:%S} UTC"
@@ -709,7 +711,7 @@ class ReleaseService:
 
         def says(asked: Sequence[StaleAsk]) -> Emit:
             notices = [*said, *([self._stale_notice(current, asked)] if asked else [])]
-            return Emit(release.gate_id, notices=notices, card_of=release.id, at=end)
+            return Emit(release.gate_id, notices=notices, card_of=release.id, at=end, actor=lease.actor)
 
         event = AuditEvent(type="run", actor=lease.actor, at=end, data=data)
         first = await self.store.record_run(record, event, says=says, stale=self._stale_asks(state))
@@ -717,7 +719,7 @@ class ReleaseService:
             self.metrics.runs.labels(verdict=record.verdict.value).inc()
             self.metrics.run_seconds.observe(record.duration_s)
         current = await self.update_release(
-            current, lambda r: r.model_copy(update={"last_verdict": record.verdict}), None, card=True
+            current, lambda r: r.model_copy(update={"last_verdict": record.verdict}), None, card_by=lease.actor
         )
         updater.release = current
         self._unrecorded.pop(lease.token, None)
