@@ -134,8 +134,9 @@ async def test_a_runs_thread_notices_are_written_with_its_record(
 
 
 async def test_a_card_the_bot_cannot_post_tells_the_actor_to_invite_it(
-    standin: SlackStandIn, redis_url: str, gates_dir: Path, tmp_path: Path
+    standin: SlackStandIn, redis_url: str, redis_client: aioredis.Redis, gates_dir: Path, tmp_path: Path
 ) -> None:
+    """(`redis_client` flushes the session's Redis first.)"""
     standin.channels_without_bot.add(CHANNEL)
     bot = await start(standin, redis_url, gates_dir, tmp_path)
     try:

@@ -34,7 +34,7 @@ from bot.core.notices import THREAD_MESSAGE, Notice, Target, notice_key
 from bot.core.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
 from bot.core.results import CheckResult, Status, split_by_commit
 from bot.core.stages import Ladder, decide_stages
-from bot.core.thread_notices import conditions_listing, run_details, stale_signers, stale_token
+from bot.core.thread_notices import FOLD_AT, conditions_listing, run_details, stale_signers, stale_token
 from bot.metrics import Metrics
 from bot.services.people import People, load_people, with_external_results, with_manual_marks
 from bot.services.runner import run_checks
@@ -703,7 +703,7 @@ class ReleaseService:
                 target,
                 record.run_id,
                 list(finished.results.values()),
-                await self.store.results(release.id),
+                await self.store.results(release.id) if len(loaded.gate.checks) > FOLD_AT else {},
                 end,
             ),
             *conditions_listing(loaded.gate, release.id, target, state.ladder, f"run-{record.run_id}", end),
