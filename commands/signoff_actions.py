@@ -43,6 +43,7 @@ from bot.slack.modals import (
     risk_modal,
     submitted,
 )
+from bot.slack.release_cards import state_card
 from commands.inbound import typed
 from commands.replies import Respond, ephemeral, replying_errors
 
@@ -63,7 +64,7 @@ def _signoff_value(value: str) -> tuple[str, str, str | None]:
 async def show_current_card(respond: Respond, signing: Signing, moved: CommitMoved) -> None:
     """A click on a card drawn for an older commit: say so, and show the card as it is now."""
     releases = signing.releases
-    card = (await releases.state(await releases.resolve(moved.release_id))).card(releases.clock())
+    card = state_card(await releases.state(await releases.resolve(moved.release_id)), releases.clock())
     note = f":warning: {escape(str(moved))}. Nothing was recorded; this is the card now:"
     await ephemeral(
         respond, f"{escape(str(moved))}. Nothing was recorded.", blocks=[section(note).to_dict(), *card.blocks][:50]

@@ -15,7 +15,9 @@ from bot.services.promotion import Promotion
 from bot.services.releases import ReleaseService
 from bot.services.signing import Signing
 from bot.slack.blocks import escape, escape_code, escape_message
+from bot.slack.history import render_history
 from bot.slack.messages import render_help, render_release_list
+from bot.slack.release_cards import state_card
 from commands import operations as ops
 from commands.inbound import decode_entities, typed
 from commands.parse import USAGE, parse
@@ -135,10 +137,10 @@ async def dispatch(
         release = await service.resolve(args[0])
         gate_channel = service.gates.get(release.gate_id).gate.channel
         if channel in (gate_channel, release.card_channel):
-            await service.publish_card(release, repost=True)
+            await service.publish_card(release, repost=True, actor=user)
         else:
             # Elsewhere, show the card privately: the live one stays in the gate's channel.
-            card = (await service.state(release)).card(service.clock())
+            card = state_card(await service.state(release), service.clock())
             await ephemeral(respond, card.text, blocks=card.blocks)
     elif parsed.name == "run":
         release = await service.resolve(args[0])
@@ -179,7 +181,8 @@ async def dispatch(
         reopened = await lifecycle.reopen(args[0], user)
         await ephemeral(respond, f"{escape(reopened.id)} is open again.")
     elif parsed.name == "history":
-        history = await lifecycle.history(args[0], _page(args))
+        release, entries = await lifecycle.history(args[0])
+        history = render_history(release.id, entries, page=_page(args), now=lifecycle.clock())
         await ephemeral(respond, history.text, blocks=history.blocks)
     elif parsed.name in ("drill", "rollback") and operations is None:
         raise UsageError(f"`/gonogo {parsed.name}` is not available on this bot")

@@ -27,6 +27,7 @@ from bot.services.scheduler import ESCALATION, REMINDER, REMINDER_ANSWERED, no_z
 from bot.services.signing import Signing
 from bot.slack import announcements, reminders
 from bot.slack.blocks import ACTION_SNOOZE
+from bot.slack.release_cards import state_card
 from bot.slack.renderers import RENDERERS
 from bot.store import keys
 from tests.bot_harness import RunningBot, bot_settings, write_gate
@@ -145,7 +146,7 @@ async def test_a_deploy_to_a_stage_that_is_not_go_is_flagged_in_the_channel_and_
     assert "Alerting rules" in json.dumps(rendered.blocks)
     stored = await world.release()
     assert stored.deploy_flag is not None and stored.deploy_flag["open"] == 3
-    card = json.dumps((await world.releases.state(stored)).card(world.clock.now).blocks, ensure_ascii=False)
+    card = json.dumps(state_card(await world.releases.state(stored), world.clock.now).blocks, ensure_ascii=False)
     assert "⚠️ Deployed to *Canary 5%* while 3 conditions were open" in card
     audit = [e.type for e in await world.store.audit(RID)]
     assert audit.count("deploy") == 3

@@ -22,10 +22,8 @@ from bot.core.release import Release, State, check_sha
 from bot.core.signing_notices import file_upload
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService, ReleaseState
-from bot.slack.blocks import Message
-from bot.slack.history import render_history
 from bot.store.outbox import Emit
-from bot.store.store import AuditEvent, Store
+from bot.store.store import AuditEntry, AuditEvent, Store
 
 log = logging.getLogger("gonogo.lifecycle")
 
@@ -127,7 +125,7 @@ class Lifecycle:
                 decided, DECISION_RECORD, [str(decided.rev)], {"bundle": bundle}, Target.to_channel(channel), user
             )
             said[:] = [record]
-            return Emit(decided.gate_id, notices=[record], card_of=decided.id, at=self.clock())
+            return Emit(decided.gate_id, notices=[record], card_of=decided.id, at=self.clock(), actor=user)
 
         decided = await self.store.decide_release(release, build, says)
         # Answered once the record is posted and the card frozen (or after a second: they will be).
@@ -211,8 +209,9 @@ class Lifecycle:
             lambda r: r.model_copy(update=update),
             AuditEvent(type=event, actor=user, at=self.clock(), data={"from": release.state.value}),
             expect=came_from,
+            card_by=user,
         )
-        return await self.releases.publish_card(moved)
+        return await self.releases.shown(moved)
 
     async def bundle(self, release: Release) -> tuple[dict[str, object], bool]:
         """The frozen bundle, or (not decided yet) a snapshot of now, and whether it is frozen."""
@@ -274,7 +273,7 @@ class Lifecycle:
         await self.store.emit_audited(release.id, event, Emit(release.gate_id, notices=[upload]))
         return filename, await self.releases.posted(release.gate_id, [upload])
 
-    async def history(self, release_id: str, page: int | None) -> Message:
+    async def history(self, release_id: str) -> tuple[Release, list[AuditEntry]]:
+        """The release and its audit trail, oldest first (the handler renders a page of it)."""
         release = await self.releases.resolve(release_id)
-        entries = await self.store.audit(release.id, count=10_000)
-        return render_history(release.id, entries, page=page, now=self.clock())
+        return release, await self.store.audit(release.id, count=10_000)

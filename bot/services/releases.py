@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -34,15 +34,13 @@ from bot.core.notices import THREAD_MESSAGE, Notice, Target, notice_key
 from bot.core.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
 from bot.core.results import CheckResult, Status, split_by_commit
 from bot.core.stages import Ladder, decide_stages
+from bot.core.thread_notices import FOLD_AT, conditions_listing, run_details, stale_signers, stale_token
 from bot.metrics import Metrics
 from bot.services.people import People, load_people, with_external_results, with_manual_marks
 from bot.services.runner import run_checks
-from bot.slack.blocks import Message, escape, user_ref
-from bot.slack.card import FOLD_AT, MAX_CONDITIONS_SHOWN, CardView, render_card
-from bot.slack.messages import render_check_details, render_conditions_listing, render_results_listing
 from bot.store.gatestore import GateStore
 from bot.store.outbox import Emit
-from bot.store.store import AuditEvent, Fact, Store
+from bot.store.store import AuditEvent, Fact, StaleAsk, Store
 from checks.base import CheckContext
 
 log = logging.getLogger("gonogo.service")
@@ -62,11 +60,22 @@ WORK_SLOTS = 4
 HANDLER_DRAIN_S = 5.0  # handlers answer within ~2 s (commands/replies.py); SIGTERM waits this long
 RUN_STOP_S = 5.0  # a run asked to stop posts its final card and record within this
 
-# The last resort of a run whose store went away: show its final card directly (channel, ts, card),
-# since no dirty mark can be written. Injected by the server; it talks to Slack, this module does not.
 CARD_WAIT_S = 1.0  # an answer waits this long at most for the card to show the change it answers
 CARD_POLL_S = 0.05
-OfflineCard = Callable[[str, str, Message], Coroutine[Any, Any, None]]
+# The last resort of a run whose store went away: show its final card directly (channel, ts, the
+# state to draw), since no dirty mark can be written. Injected by the server (bot/slack/release_cards.py);
+# it renders and talks to Slack, this module does not.
+OfflineCard = Callable[[str, str, "ReleaseState"], Coroutine[Any, Any, None]]
+
+
+class Rendered(Protocol):
+    """A message a pure renderer built (bot/slack/blocks.py Message), for the generic kinds."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def blocks(self) -> list[dict[str, Any]]: ...
 
 
 def utcnow() -> datetime:
@@ -197,25 +206,6 @@ class ReleaseState:
     ladder: Ladder | None = None  # gates with rollout stages; `decision` is then the next stage's
     outdated: dict[str, CheckResult] = field(default_factory=dict)  # results of another commit
 
-    def card(self, now: datetime) -> Message:
-        return render_card(
-            CardView(
-                gate=self.loaded.gate,
-                release=self.release,
-                decision=self.decision,
-                results=self.results,
-                now=now,
-                running=frozenset(self.running.check_ids) if self.running else frozenset(),
-                run_by=self.running.actor if self.running else None,
-                run_started=self.running.started_at if self.running else None,
-                last_run=self.last_run,
-                drills=self.people.drills,
-                marks=self.people.marks,
-                ladder=self.ladder,
-                outdated=self.outdated,
-            )
-        )
-
 
 class ReleaseService:
     def __init__(
@@ -321,7 +311,7 @@ class ReleaseService:
         )
         data = {"sha": sha, "gate_sha256": loaded.sha256, **({"target_at": target_at.isoformat()} if target_at else {})}
         event = AuditEvent(type="opened", actor=actor, at=now, data=data)
-        outcome, found = await self.store.open_release(fresh, event)
+        outcome, found = await self.store.open_release(fresh, event, says=self.card_change(fresh, actor))
         if outcome == "conflict":
             raise Conflict(f"{found} is still open: close it first with `/gonogo close {found}`")
         assert isinstance(found, Release)
@@ -329,7 +319,7 @@ class ReleaseService:
             raise Conflict(f"{rid} was closed; reopen it with `/gonogo reopen {rid}`")
         if outcome == "exists":
             return found, False
-        return await self.publish_card(found), True
+        return await self.shown(found), True
 
     async def move_commit(self, release: Release, sha: str, actor: str) -> Release:
         """Move an open release to another commit (the caller has authorised `actor`): audited with
@@ -341,12 +331,17 @@ class ReleaseService:
                 return current
             event = AuditEvent(type="sha_moved", actor=actor, at=self.clock(), data={"from": current.sha, "to": sha})
             stored = await self.store.update_release(
-                current, current.model_copy(update={"sha": sha}), event, expect=(State.OPEN,)
+                current,
+                current.model_copy(update={"sha": sha}),
+                event,
+                expect=(State.OPEN,),
+                says=self.card_change(current, actor),
             )
             if stored is not None:
-                moved = await self.publish_card(stored)
-                await self.ask_stale_signers(moved)
-                return moved
+                # Its own atomic step (the notes and the ask together): a crash in between leaves
+                # the stale signatures unasked, and the next run's end asks them.
+                await self.ask_stale_signers(stored)
+                return await self.shown(stored)
             latest = await self.store.get_release(current.id)
             if latest is None:
                 raise NotFound(f"release {current.id} disappeared")
@@ -360,12 +355,15 @@ class ReleaseService:
         event: AuditEvent | None,
         *,
         expect: Collection[State] = (),
+        card_by: str | None = None,
     ) -> Release:
         """Compare-and-set with a few retries: concurrent writers (replicas) never lose updates.
-        Each attempt re-checks, in the write itself, that the state is one of `expect`."""
+        Each attempt re-checks, in the write itself, that the state is one of `expect`. With
+        `card_by` (who made the change), the card is marked dirty in the same step."""
         current = release
         for _ in range(5):
-            stored = await self.store.update_release(current, change(current), event, expect=expect)
+            says = self.card_change(current, card_by) if card_by else None
+            stored = await self.store.update_release(current, change(current), event, expect=expect, says=says)
             if stored is not None:
                 return stored
             latest = await self.store.get_release(current.id)
@@ -423,16 +421,31 @@ class ReleaseService:
             outdated={k: r for k, r in outdated.items() if k not in merged},
         )
 
-    async def publish_card(self, release: Release, *, repost: bool = False) -> Release:
-        """Have the card show the current state: mark it dirty, and the card refresher posts it (the
-        first time) or updates it in place, rendering the state as it is then. `repost`: a new card at
-        the bottom of the channel; the old one becomes a pointer to it (bot/slack/release_cards.py)."""
+    async def publish_card(self, release: Release, *, repost: bool = False, actor: str | None = None) -> Release:
+        """Show the card again, with no change to join (a refresh button, `status` here): mark it
+        dirty, and the card refresher posts it (the first time) or updates it in place, rendering
+        the state as it is then. `repost`: a new card at the bottom of the channel; the old one
+        becomes a pointer to it (bot/slack/release_cards.py). A state change marks its card in its
+        own write instead (`card_change`), then waits with `shown`."""
         if repost and release.card_ts:
             channel = release.card_channel or self.gates.get(release.gate_id).gate.channel
             await self.store.repost_card(release.id, channel, release.card_ts)
-        await self.mark_card(release)
+        await self.mark_card(release, actor)
+        return await self.shown(release)
+
+    def card_change(self, release: Release, actor: str | None) -> Emit:
+        """The dirty mark a change of `release` writes in its own atomic step (docs/delivery.md); the
+        actor is told to invite the bot if the card cannot be posted (bot/slack/refresher.py)."""
+        return Emit(release.gate_id, card_of=release.id, at=self.clock(), actor=actor)
+
+    async def shown(self, release: Release) -> Release:
+        """After a change that marked its card: wait (briefly) for the card to show it, and return
+        the release as stored then (the refresher records where a first card went)."""
         await self.card_caught_up(release)
-        return await self.store.get_release(release.id) or release
+        try:
+            return await self.store.get_release(release.id) or release
+        except StoreUnavailable:
+            return release
 
     async def card_caught_up(self, release: Release, within: float = CARD_WAIT_S) -> bool:
         """Wait (briefly) for the card on Slack to show what is written now, so the person who acted
@@ -452,9 +465,9 @@ class ReleaseService:
             return False
         return True
 
-    async def mark_card(self, release: Release) -> None:
+    async def mark_card(self, release: Release, actor: str | None = None) -> None:
         """The card is behind: the refresher renders it again from the current state."""
-        await self.store.emit(Emit(release.gate_id, card_of=release.id, at=self.clock()))
+        await self.store.emit(self.card_change(release, actor))
 
     def card_thread(self, release: Release) -> Target:
         """The card's thread: known once the card was posted, else resolved when delivered."""
@@ -482,7 +495,7 @@ class ReleaseService:
             actor=actor,
         )
 
-    def in_thread(self, release: Release, key: Sequence[str], message: Message, actor: str | None = None) -> Notice:
+    def in_thread(self, release: Release, key: Sequence[str], message: Rendered, actor: str | None = None) -> Notice:
         """A message (pure-rendered, escaped) for the card's thread."""
         payload = {"text": message.text, "blocks": list(message.blocks)}
         return self.notice(release, THREAD_MESSAGE, key, payload, self.card_thread(release), actor)
@@ -551,7 +564,8 @@ class ReleaseService:
             )
         chosen = list(dict.fromkeys(check_ids)) or known
         lease = RunLease(token=secrets.token_hex(16), actor=actor, started_at=self.clock(), check_ids=chosen)
-        held = await self.store.acquire_run_lock(release.id, lease, self.lease_ttl_ms)
+        says = self.card_change(release, actor)
+        held = await self.store.acquire_run_lock(release.id, lease, self.lease_ttl_ms, says=says)
         if held is not None:
             holder, ttl_ms = held
             free_at = f"{self.clock() + timedelta(milliseconds=max(ttl_ms, 0)):%H:%M:%S} UTC"
@@ -684,22 +698,37 @@ class ReleaseService:
         }
         if finished.reason:
             data["interrupted"] = finished.reason
-        first = await self.store.record_run(record, AuditEvent(type="run", actor=lease.actor, at=end, data=data))
+        # What the run's end says goes with its record, in one step (written once, with the record):
+        # the details of what did not pass, the listings of what the card folds, and the re-asks of
+        # sign-offs the run made stale. The card is marked dirty with it.
+        current, target = state.release, self.card_thread(state.release)
+        said = [
+            *run_details(
+                loaded.gate,
+                release.id,
+                target,
+                record.run_id,
+                list(finished.results.values()),
+                await self.store.results(release.id) if len(loaded.gate.checks) > FOLD_AT else {},
+                end,
+            ),
+            *conditions_listing(loaded.gate, release.id, target, state.ladder, f"run-{record.run_id}", end),
+        ]
+
+        def says(asked: Sequence[StaleAsk]) -> Emit:
+            notices = [*said, *([self._stale_notice(current, asked)] if asked else [])]
+            return Emit(release.gate_id, notices=notices, card_of=release.id, at=end, actor=lease.actor)
+
+        event = AuditEvent(type="run", actor=lease.actor, at=end, data=data)
+        first = await self.store.record_run(record, event, says=says, stale=self._stale_asks(state))
         if first and self.metrics is not None:  # once per run, not per retry of the background recorder
             self.metrics.runs.labels(verdict=record.verdict.value).inc()
             self.metrics.run_seconds.observe(record.duration_s)
         current = await self.update_release(
-            state.release, lambda r: r.model_copy(update={"last_verdict": record.verdict}), None
+            current, lambda r: r.model_copy(update={"last_verdict": record.verdict}), None, card_by=lease.actor
         )
         updater.release = current
-        await updater.close()
         self._unrecorded.pop(lease.token, None)
-        try:
-            await self._post_failures(current, loaded, list(finished.results.values()), lease.token[:12])
-            await self.post_conditions(current)
-            await self.ask_stale_signers(current)
-        except StoreUnavailable:  # the record and the card stand; the thread misses a note
-            log.warning("could not post run details", extra={"release": release.id})
         return record
 
     async def _record_later(self, finished: FinishedRun, release: Release) -> None:
@@ -748,51 +777,48 @@ class ReleaseService:
             log.warning("no way to show the final card", extra={"release": release.id})
             return
         try:
-            await self.offline_card(release.card_channel or gate.channel, release.card_ts, state.card(now))
+            await self.offline_card(release.card_channel or gate.channel, release.card_ts, state)
         except Exception as exc:  # the client's errors: this module does not know Slack's
             log.warning("could not post the final card", extra={"release": release.id, "error": str(exc)})
 
     async def ask_stale_signers(self, release: Release) -> None:
         """Sign-offs that went stale (new commit, blocker changed, too old): ask their signers again,
-        once per signature, in the card's thread (DMs come with the reminders)."""
+        once per signature, in the card's thread (DMs come with the reminders). The note that a
+        signature was asked about, its audit entry and the ask are one atomic step."""
         state = await self.state(release)
-        lines = []
+        asks = self._stale_asks(state)
+        if asks:
+            await self.store.ask_stale(
+                release.id, asks, lambda asked: Emit(release.gate_id, notices=[self._stale_notice(release, asked)])
+            )
+
+    def _stale_asks(self, state: ReleaseState) -> list[StaleAsk]:
+        now = self.clock()
+        asks = []
         for role in state.decision.roles:
             for stale in role.stale:
                 sig = stale.signature
-                if await self.store.first_notice(release.id, f"{sig.role}|{sig.user}|{sig.at.isoformat()}"):
-                    lines.append(
-                        f"{user_ref(sig.user)}: your {sig.vote.value} as {escape(role.label)}"
-                        f" is stale ({escape(stale.reason)})"
-                    )
-                    await self.store.append_audit(
-                        release.id,
-                        AuditEvent(
-                            type="signoff_stale",
-                            actor="gonogo",
-                            at=self.clock(),
-                            data={"role": sig.role, "label": role.label, "user": sig.user, "reason": stale.reason},
-                        ),
-                    )
-        if not lines:
-            return
-        text = "Please review and sign again:\n" + "\n".join(lines)
-        key = [str(len(lines)), secrets.token_hex(4)]  # first_notice above already made it once per signature
-        await self.say(release, [self.in_thread(release, ["stale", *key], Message(text=text, blocks=[]))])
+                signer = {"user": sig.user, "vote": sig.vote.value, "label": role.label, "reason": stale.reason}
+                data = {"role": sig.role, "label": role.label, "user": sig.user, "reason": stale.reason}
+                event = AuditEvent(type="signoff_stale", actor="gonogo", at=now, data=data)
+                asks.append(StaleAsk(stale_token(sig.role, sig.user, sig.at), signer, event))
+        return asks
+
+    def _stale_notice(self, release: Release, asked: Sequence[StaleAsk]) -> Notice:
+        """Keyed by the signatures it asks about: the same ask is never posted twice."""
+        signers = [ask.signer for ask in asked]
+        return stale_signers(release.id, self.card_thread(release), signers, [a.token for a in asked], self.clock())
 
     async def post_conditions(self, release: Release) -> None:
-        """A staged card shows a dozen open conditions; past that, the thread lists them all."""
+        """A staged card shows a dozen open conditions; past that, the thread lists them all, as they
+        are now (a run's end lists them with its record instead)."""
         loaded = self.gates.get(release.gate_id)
         if not loaded.gate.stages:
             return
         ladder = (await self.state(release)).ladder
-        if ladder is None or sum(len(s.own()) for s in ladder.stages) <= MAX_CONDITIONS_SHOWN:
-            return
         batch = secrets.token_hex(4)  # each call posts the listing as it is now
-        pages = render_conditions_listing(loaded.gate, ladder)
-        await self.say(
-            release, [self.in_thread(release, ["conditions", batch, str(i)], p) for i, p in enumerate(pages)]
-        )
+        target = self.card_thread(release)
+        await self.say(release, conditions_listing(loaded.gate, release.id, target, ladder, batch, self.clock()))
 
     async def _keep_lease(
         self, rid: str, lease: RunLease, control: RunControl, unsaved: dict[str, CheckResult]
@@ -826,24 +852,6 @@ class ReleaseService:
                     control.store_failed()
                     break
                 unsaved.pop(check_id, None)
-
-    async def _post_failures(
-        self, release: Release, loaded: LoadedGate, results: list[CheckResult], run_id: str
-    ) -> None:
-        """Per-check details (output tails) go to the card's thread, never into the card. A big gate's
-        card folds its passing checks, so the thread also gets the full list. Keyed by the run: the
-        background recorder may repeat this, the thread gets each once."""
-        notices: list[Notice] = []
-        if len(loaded.gate.checks) > FOLD_AT:
-            stored = await self.store.results(release.id)
-            for i, page in enumerate(render_results_listing(loaded.gate, stored, self.clock())):
-                notices.append(self.in_thread(release, ["results", run_id, str(i)], page))
-        for result in results:
-            if result.status.passing or result.status is Status.PENDING:
-                continue
-            message = render_check_details(loaded.gate, result)
-            notices.append(self.in_thread(release, ["details", run_id, result.check_id], message))
-        await self.say(release, notices)
 
     # --- runs whose process died ------------------------------------------------------------
 
@@ -887,9 +895,9 @@ class ReleaseService:
 
 
 class CardUpdater:
-    """A run's card: marked dirty as results arrive (the card refresher shows the current state, at
-    most one chat.update per card per second, and converges). It keeps the state seen when the run
-    started, for a final card drawn without the store."""
+    """A run's card: marked dirty with the run lock, as results arrive and with the run's record
+    (the card refresher shows the current state, at most one chat.update per card per second, and
+    converges). It keeps the state seen when the run started, for a final card drawn without the store."""
 
     def __init__(self, service: ReleaseService, release: Release) -> None:
         self.service = service
@@ -897,11 +905,10 @@ class CardUpdater:
         self.last_state: ReleaseState | None = None
 
     async def flush(self) -> None:
-        """⏳ on the card at once; never raises (the run goes on, and its end marks the card again)."""
+        """The state as the run starts (the lock marked the card: ⏳ on it at once); never raises."""
         try:
             self.release = await self.service.store.get_release(self.release.id) or self.release
             self.last_state = await self.service.state(self.release)
-            await self.service.mark_card(self.release)
         except StoreUnavailable as exc:
             log.warning("card update failed", extra={"release": self.release.id, "error": str(exc)})
         except Exception:
@@ -909,7 +916,3 @@ class CardUpdater:
 
     async def stop(self) -> None:
         """Nothing to stop: the refresher owns the card."""
-
-    async def close(self) -> None:
-        """The final card, from the store: raises StoreUnavailable when the mark cannot be written."""
-        await self.service.mark_card(self.release)

@@ -13,7 +13,8 @@ from typing import Any
 
 from bot.core import announcements as a
 from bot.core.notices import Notice
-from bot.slack.blocks import Message, code_block, context, escape, message, section, user_ref
+from bot.core.text import cut
+from bot.slack.blocks import TEXT_LIMIT, Message, code_block, context, escape, message, section, user_ref
 from bot.slack.renderers import RENDERERS, Renderer, Renderers, channel_ref
 
 
@@ -140,18 +141,16 @@ def render_deploy_flagged(notice: Notice) -> Message:
 
 
 def render_signoff_stale(notice: Notice) -> Message:
+    """The ask mentions each signer in its `text` too (escaped like the blocks): the notification
+    is what reaches them."""
     signers = [s for s in notice.payload.get("signers") or [] if isinstance(s, Mapping)]
     lines = [
         f"{user_ref(_s(s, 'user'))}: your {escape(_s(s, 'vote'))} as {escape(_s(s, 'label'))}"
         f" is stale ({escape(_s(s, 'reason'))})"
         for s in signers
     ]
-    plain = "; ".join(
-        f"{_who_plain(_s(s, 'user'))}: your {_s(s, 'vote')} as {_s(s, 'label')} is stale" for s in signers
-    )
-    return message(
-        _plain("Please review and sign again: ", plain), [section("Please review and sign again:\n" + "\n".join(lines))]
-    )
+    body = "Please review and sign again:\n" + "\n".join(lines)
+    return Message(text=cut(body, TEXT_LIMIT), blocks=message("", [section(body)]).blocks)
 
 
 KINDS: dict[str, Renderer] = {

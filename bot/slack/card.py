@@ -29,6 +29,10 @@ from bot.core.release import Release, RunRecord, State, short
 from bot.core.results import CheckResult, Status
 from bot.core.stages import Condition, Ladder
 from bot.core.text import chunk_lines, cut, one_line
+
+# The thread lists what the card folds: the bounds are the services' too.
+from bot.core.thread_notices import FOLD_AT as FOLD_AT
+from bot.core.thread_notices import MAX_CONDITIONS_SHOWN as MAX_CONDITIONS_SHOWN
 from bot.slack.blocks import (
     ACTION_ACCEPT_RISK,
     ACTION_APPROVE,
@@ -54,13 +58,11 @@ from bot.slack.blocks import (
 )
 from checks.base import Severity, SpecBase
 
-FOLD_AT = 15  # above this many checks, passing ones fold into one line
 MAX_CHECK_SECTIONS = 8
 CARD_SUMMARY_LIMIT = 160  # a check's summary on the card; the thread has the rest
 MAX_REASONS_SHOWN = 12
 RUNNING = "⏳"
 MAX_ROLE_BUTTON_ROWS = 10
-MAX_CONDITIONS_SHOWN = 12  # under "Why" on a staged card; more fold, and the thread lists them all
 
 
 # --- the release card -----------------------------------------------------------------------

@@ -31,13 +31,13 @@ from typing import Any
 import redis.exceptions
 from slack_sdk.errors import SlackRequestError
 
-from bot.core.notices import Notice, Target, notice_key
+from bot.core.notices import Notice, Target
 from bot.core.signing_notices import FILE_UPLOAD
 from bot.metrics import Metrics
 from bot.slack.blocks import Message
 from bot.slack.client import Failure, RateLimitedClient, classify, slack_error
 from bot.slack.ratelimit import ChannelPacer, backoff
-from bot.slack.renderers import INVITE_BOT, RENDERERS, Renderers
+from bot.slack.renderers import INVITE_BOT, RENDERERS, Renderers, invite_bot
 from bot.store.outbox import Entry, Outbox, raise_if_cancelled
 from bot.store.store import AuditEvent
 
@@ -455,16 +455,8 @@ class Deliverer:
                 "bot is not in the channel", extra={"kind": notice.kind, "channel": channel, "actor": notice.actor}
             )
             if notice.actor and notice.kind != INVITE_BOT and channel:
-                now = self.clock()
-                follow_up = Notice(
-                    kind=INVITE_BOT,
-                    gate_id=notice.gate_id,
-                    release_id=notice.release_id,
-                    target=Target.to_user(notice.actor),
-                    payload={"channel": channel, "error": error, "about": notice.kind},
-                    # one reminder per person, channel and hour, however many notices failed
-                    key=notice_key(INVITE_BOT, notice.actor, channel, now.strftime("%Y%m%d%H")),
-                    created_at=now,
+                follow_up = invite_bot(
+                    notice.gate_id, notice.release_id, notice.actor, channel, error, notice.kind, self.clock()
                 )
         elif kind is Failure.INVALID_BLOCKS:
             log.error("slack refused the blocks of a notice", extra={"kind": notice.kind, "key": notice.key})

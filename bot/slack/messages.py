@@ -98,7 +98,10 @@ def render_override_active(
 def render_check_details(gate: Gate, result: CheckResult) -> Message:
     """A failed check's summary and output tail, posted as a reply in the card's thread."""
     check = next((c for c in gate.checks if c.id == result.check_id), None)
-    title = check.title if check else result.check_id
+    return check_details_message(check.title if check else result.check_id, result)
+
+
+def check_details_message(title: str, result: CheckResult) -> Message:
     verb = {Status.FAIL: "failed", Status.ERROR: "errored", Status.SKIPPED: "was skipped"}.get(
         result.status, result.status.value
     )
@@ -116,23 +119,34 @@ def render_check_details(gate: Gate, result: CheckResult) -> Message:
 
 def render_results_listing(gate: Gate, results: Mapping[str, CheckResult], now: datetime) -> list[Message]:
     """Every check of a big gate, for the thread: the card only shows what needs attention."""
+    rows = [(check.title, results.get(check.id)) for check in gate.checks]
+    return results_pages(gate.name, len(gate.checks), rows, now)
+
+
+def results_pages(
+    gate_name: str, total: int, rows: Sequence[tuple[str, CheckResult | None]], now: datetime
+) -> list[Message]:
+    """`rows`: (check title, its latest result or None) in the gate's order."""
     lines = []
-    for check in gate.checks:
-        found = results.get(check.id)
+    for title, found in rows:
         if found is None:
-            lines.append(f"⬜ *{escape(check.title)}* — not run yet")
+            lines.append(f"⬜ *{escape(title)}* — not run yet")
         else:
             lines.append(
-                f"{found.status.emoji} *{escape(check.title)}* — {escape(cut(one_line(found.summary), 200))}"
+                f"{found.status.emoji} *{escape(title)}* — {escape(cut(one_line(found.summary), 200))}"
                 f" · {found.duration_s:.1f} s · _{age(now, found.finished_at)}_"
             )
     sections = [section(text) for text in chunk_lines(lines)]
     pages = [sections[i : i + MAX_BLOCKS] for i in range(0, len(sections), MAX_BLOCKS)]
-    return [message(f"All {len(gate.checks)} checks of {gate.name}", page) for page in pages]
+    return [message(f"All {total} checks of {gate_name}", page) for page in pages]
 
 
 def render_conditions_listing(gate: Gate, ladder: Ladder) -> list[Message]:
     """Every stage's own open conditions, for the thread: the card folds them past a dozen."""
+    return conditions_pages(gate.name, ladder)
+
+
+def conditions_pages(gate_name: str, ladder: Ladder) -> list[Message]:
     lines = [ladder_line(ladder)]
     for stage in ladder.stages:
         own = stage.own()
@@ -142,7 +156,7 @@ def render_conditions_listing(gate: Gate, ladder: Ladder) -> list[Message]:
     sections = [section(text) for text in chunk_lines(lines)]
     pages = [sections[i : i + MAX_BLOCKS] for i in range(0, len(sections), MAX_BLOCKS)]
     count = sum(len(s.own()) for s in ladder.stages)
-    return [message(f"{count} open conditions of {gate.name}", page) for page in pages]
+    return [message(f"{count} open conditions of {gate_name}", page) for page in pages]
 
 
 def render_promotion(release: Release | str, stage: str, user: str, *, override: bool, opened: int) -> Message:

@@ -5,7 +5,9 @@ A state change bumps the card's wanted revision in the same atomic step (bot/sto
 card across replicas), renders the card from the current state through an injected `CardSource`
 (never a snapshot from when the change happened), and sends at most one chat.update per card per
 `min_interval_s`. It records the revision Slack shows and keeps going until that is the newest: after
-a 429 storm, a Slack outage or a restart, every card converges.
+a 429 storm, a Slack outage or a restart, every card converges. A card that cannot be posted because
+the bot is not in its channel tells the person whose change marked it to `/invite @gonogo` (the same
+notice the deliverer queues for a notice that failed so).
 
 The revision read happens before the render, so whatever the render shows is at least that new; a
 change written meanwhile bumps the wanted revision past the one recorded and brings another round.
@@ -20,6 +22,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis.exceptions
 from slack_sdk.errors import SlackApiError
@@ -28,8 +31,9 @@ from bot.metrics import Metrics
 from bot.slack.blocks import Message
 from bot.slack.client import Failure, RateLimitedClient, classify, slack_error
 from bot.slack.ratelimit import ChannelPacer, backoff
+from bot.slack.renderers import invite_bot
 from bot.store import keys
-from bot.store.outbox import CardRecord, Outbox, raise_if_cancelled
+from bot.store.outbox import CardRecord, Emit, Outbox, raise_if_cancelled
 
 log = logging.getLogger("gonogo.refresher")
 
@@ -160,6 +164,7 @@ class CardRefresher:
         failures = 0
         while True:
             raise_if_cancelled()
+            content: CardContent | None = None
             try:
                 record = await self.outbox.card(release_id)
                 if not record.behind:
@@ -200,6 +205,9 @@ class CardRefresher:
                 log.error(
                     "card cannot be shown", extra={"release": release_id, "error": error, "detail": repr(exc)[:300]}
                 )
+                channel = record.channel or (content.channel if content is not None else None)
+                if kind is Failure.NOT_IN_CHANNEL and record.actor and channel:
+                    await self._ask_invite(record, record.actor, channel, error)
                 await self.outbox.settle_card(release_id, record.wanted, self._now_ms(), updated=False)
                 return
             failures = 0
@@ -232,6 +240,17 @@ class CardRefresher:
         await self.outbox.set_card_location(record.release_id, new_channel, new_ts)
         if self.on_posted is not None:
             await self.on_posted(record.release_id, new_channel, new_ts)
+
+    async def _ask_invite(self, record: CardRecord, actor: str, channel: str, error: str) -> None:
+        """Queued before the card is settled: a crash in between asks again, and the notice's key
+        (person, channel, hour) keeps that to one message."""
+        release_id = record.release_id
+        gate_id = release_id.partition("@")[0]
+        now = datetime.fromtimestamp(self.wall(), UTC)
+        log.warning("bot is not in the card's channel", extra={"release": release_id, "channel": channel})
+        await self.outbox.append(
+            Emit(gate_id, notices=[invite_bot(gate_id, release_id, actor, channel, error, "card", now)])
+        )
 
     def _backoff(self, failures: int) -> float:
         return backoff(failures, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s)

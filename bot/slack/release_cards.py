@@ -5,16 +5,40 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import datetime
 
 from slack_sdk.errors import SlackApiError
 
 from bot.core.errors import NotFound
-from bot.services.releases import ReleaseService
+from bot.services.releases import ReleaseService, ReleaseState
 from bot.slack.blocks import Message, escape, quiet
+from bot.slack.card import CardView, render_card
 from bot.slack.client import RateLimitedClient
 from bot.slack.refresher import CardContent
 
 log = logging.getLogger("gonogo.cards")
+
+
+def state_card(state: ReleaseState, now: datetime) -> Message:
+    """A release's card, drawn from everything known about it at one instant."""
+    running = state.running
+    return render_card(
+        CardView(
+            gate=state.loaded.gate,
+            release=state.release,
+            decision=state.decision,
+            results=state.results,
+            now=now,
+            running=frozenset(running.check_ids) if running else frozenset(),
+            run_by=running.actor if running else None,
+            run_started=running.started_at if running else None,
+            last_run=state.last_run,
+            drills=state.people.drills,
+            marks=state.people.marks,
+            ladder=state.ladder,
+            outdated=state.outdated,
+        )
+    )
 
 
 class ReleaseCards:
@@ -35,7 +59,7 @@ class ReleaseCards:
         channel = release.card_channel or state.loaded.gate.channel
         # A card posted before the refresher kept its location: adopt it instead of posting another.
         adopt = release.card_ts if not await store.card_managed(release_id) else None
-        card = state.card(self.service.clock())
+        card = state_card(state, self.service.clock())
         # A re-post must not ping the signers and user groups again: it goes out without mentions,
         # and the full card follows as an edit (Slack notifies nobody for an edit), see `posted`.
         if await store.card_moving(release_id):
@@ -65,6 +89,7 @@ class ReleaseCards:
                     blocks=[],
                 )
 
-    async def offline(self, channel: str, ts: str, card: Message) -> None:
+    async def offline(self, channel: str, ts: str, state: ReleaseState) -> None:
         """A run's final card while the store is away (no dirty mark can be written)."""
+        card = state_card(state, self.service.clock())
         await self.client.chat_update(channel=channel, ts=ts, text=card.text, blocks=card.blocks)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
-from bot.core.notices import Notice
+from bot.core.notices import Notice, Target, notice_key
 from bot.slack.blocks import Message, escape
 
 Renderer = Callable[[Notice], Message]
@@ -77,6 +78,22 @@ def _prerendered(notice: Notice) -> Message:
 
 RENDERERS.register(CHANNEL_MESSAGE)(_prerendered)
 RENDERERS.register(THREAD_MESSAGE)(_prerendered)
+
+
+def invite_bot(
+    gate_id: str, release_id: str | None, actor: str, channel: str, error: str, about: str, now: datetime
+) -> Notice:
+    """Tell the person who acted that the bot is not in `channel` (`about`: what could not be posted).
+    One per person, channel and hour, however many notices or cards failed."""
+    return Notice(
+        kind=INVITE_BOT,
+        gate_id=gate_id,
+        release_id=release_id,
+        target=Target.to_user(actor),
+        payload={"channel": channel, "error": error, "about": about},
+        key=notice_key(INVITE_BOT, actor, channel, now.strftime("%Y%m%d%H")),
+        created_at=now,
+    )
 
 
 @RENDERERS.register(INVITE_BOT)

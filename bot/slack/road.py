@@ -19,7 +19,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from bot.metrics import Metrics
-from bot.slack import announcements, notices_render, reminders, signing_render
+from bot.slack import announcements, notices_render, reminders, signing_render, thread_notices
 from bot.slack.client import RateLimitedClient
 from bot.slack.deliverer import REDIS_ERRORS, Deliverer, DeliveryConfig
 from bot.slack.ratelimit import ChannelPacer, MethodGate
@@ -32,6 +32,7 @@ log = logging.getLogger("gonogo.road")
 # One entry per feature that posts notices: each adds its kinds to the registry it is given.
 FEATURE_RENDERERS: tuple[Callable[[Renderers], object], ...] = (
     notices_render.register,
+    thread_notices.register,  # check details, results and conditions listings in the card's thread
     announcements.register,  # drills, rollbacks, deploy progress (issue 10)
     reminders.register,  # reminder DMs, escalations, freeze and pre-launch posts (issue 9)
     signing_render.register,  # override requests and announcements, promotions, evidence uploads

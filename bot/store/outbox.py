@@ -46,6 +46,7 @@ local function gonogo_emit(k, a)
   if card_of ~= '' then
     redis.call('HINCRBY', KEYS[k + 1], 'wanted', 1)
     redis.call('HSET', KEYS[k + 1], 'wanted_at', ARGV[a + n + 2])
+    if ARGV[a + n + 3] ~= '' then redis.call('HSET', KEYS[k + 1], 'actor', ARGV[a + n + 3]) end
     redis.call('SADD', KEYS[k + 2], card_of)
   end
 end
@@ -123,6 +124,7 @@ class Emit:
     notices: Sequence[Notice] = ()
     card_of: str | None = None  # release id whose card must show this change
     at: datetime | None = None  # when the change was written (card refresh lag starts here)
+    actor: str | None = None  # who made the change: told when the card cannot be posted (invite the bot)
 
     def __post_init__(self) -> None:
         for notice in self.notices:
@@ -141,7 +143,8 @@ class Emit:
 
     def script_args(self) -> list[str]:
         at = str(_ms(self.at)) if self.at is not None else "0"
-        return [str(len(self.notices)), *(n.to_json() for n in self.notices), self.card_of or "", at]
+        notices = [n.to_json() for n in self.notices]
+        return [str(len(self.notices)), *notices, self.card_of or "", at, self.actor or ""]
 
 
 def emit(tx: aioredis.client.Pipeline, change: Emit) -> None:
@@ -152,6 +155,8 @@ def emit(tx: aioredis.client.Pipeline, change: Emit) -> None:
         card = keys.card(change.card_of)
         tx.hincrby(card, "wanted", 1)
         tx.hset(card, "wanted_at", str(_ms(change.at)))
+        if change.actor:
+            tx.hset(card, "actor", change.actor)
         tx.sadd(keys.cards_dirty(change.gate_id), change.card_of)
 
 
@@ -180,6 +185,7 @@ class CardRecord:
     updated_at_ms: int = 0
     channel: str | None = None
     ts: str | None = None
+    actor: str | None = None  # who made the latest change that marked it
 
     @property
     def behind(self) -> bool:
@@ -433,6 +439,7 @@ class Outbox:
             updated_at_ms=int(raw.get("updated_at", 0)),
             channel=raw.get("channel") or None,
             ts=raw.get("ts") or None,
+            actor=raw.get("actor") or None,
         )
 
     async def card_location(self, release_id: str) -> tuple[str, str] | None:

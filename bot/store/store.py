@@ -70,7 +70,12 @@ class AuditEntry(AuditEvent):
         )
 
 
-# KEYS: open pointer, release doc, release index, audit. ARGV: id, doc json, score, audit fields...
+# Scripts that take `Emit` (bot/store/outbox.py) end their KEYS with its three keys and put its ARGV
+# before the audit fields, whose start they are given: the change's notices and dirty card are
+# written in the change's own step, and only when the change is.
+
+# KEYS: open pointer, release doc, release index, audit, emit (5-7).
+# ARGV: id, doc json, score, maxlen, where the audit fields start, emit args (from 6)..., audit fields...
 _OPEN = """
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] then return {'conflict', current} end
@@ -79,7 +84,8 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return {'closed', redis.call('GET', K
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, tonumber(ARGV[5])))
+gonogo_emit(5, 6)
 return {'opened', ARGV[2]}
 """
 
@@ -103,9 +109,10 @@ end
 """
 
 # Compare-and-set on the release's rev, checking every precondition before writing anything.
-# KEYS: release doc, audit, open pointer.
+# KEYS: release doc, audit, open pointer, emit (4-6).
 # ARGV: expected rev, new doc json, state ('closed' and 'rolled_back' free the gate's open pointer), maxlen,
-# allowed current states (comma-separated, '' = any), audit fields...
+# allowed current states (comma-separated, '' = any), where the audit fields start (none: past the
+# end), emit args (from 7)..., audit fields...
 _UPDATE = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {'missing', false} end
@@ -123,15 +130,19 @@ if frees then
 elseif not pointer then
   redis.call('SET', KEYS[3], doc['id'])
 end
-if #ARGV > 5 then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 6)) end
+local audit_at = tonumber(ARGV[6])
+if #ARGV >= audit_at then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, audit_at)) end
+gonogo_emit(4, 7)
 return {'ok', ARGV[2]}
 """
 
 # A run takes its release's run lock and the gate's operation lease together, so a run, a fire
 # drill and a rollback of one gate never overlap (drills and rollbacks take the operation lease
 # alone: bot/store/gatestore.py); refused while the release (when it exists) is not open: a decided
-# release is frozen. KEYS: run lock, operation lease, release doc.
-# ARGV: run lease json, ttl ms, operation lease json.
+# release is frozen; with the lock, the card is marked dirty (it shows the run).
+# With them, the run's in-flight entry (a run whose process dies is swept from there: keys.py).
+# KEYS: run lock, operation lease, release doc, in-flight hash, emit (5-7). ARGV: run lease json,
+# ttl ms, operation lease json, in-flight json, emit args (from 5)...
 # Returns {'ok'}, {'not_open', doc}, or what is in the way and its remaining ms.
 _LOCK = """
 local raw = redis.call('GET', KEYS[3])
@@ -143,6 +154,7 @@ if op then return {'operation', op, redis.call('PTTL', KEYS[2])} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 redis.call('HSET', KEYS[4], cjson.decode(ARGV[1])['token'], ARGV[4])
+gonogo_emit(5, 5)
 return {'ok', false}
 """
 
@@ -276,17 +288,6 @@ gonogo_emit(4, 9 + n)
 return {'ok', current}
 """
 
-# A run's record and audit entry, once: a write whose answer was lost is retried (the run's
-# background recorder), and the marker makes the retry a no-op. KEYS: runs list, audit, marker.
-# ARGV: record json, runs kept, marker ttl ms, maxlen, audit fields...
-_RECORD_RUN = """
-if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) then return 0 end
-redis.call('LPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
-return 1
-"""
-
 OpenOutcome = Literal["opened", "exists", "conflict", "closed"]
 # What an override approval says besides itself, given the request (JSON) and its approvals with
 # this one counted (user -> OverrideApproval JSON): audit entries, notices, the dirty card.
@@ -370,20 +371,18 @@ def _refusal(outcome: str, payload: Any, release_id: str) -> GonogoError | None:
 class Store:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-        self._open = client.register_script(_OPEN)
-        self._update = client.register_script(_UPDATE)
-        self._lock = client.register_script(_LOCK)
-        self._renew = client.register_script(RENEW_LEASES)
-        self._unlock = client.register_script(_UNLOCK_RUN)
         from bot.store.outbox import EMIT_LUA  # the outbox builds on this module's AuditEvent
 
+        self._open = client.register_script(EMIT_LUA + _OPEN)
+        self._update = client.register_script(EMIT_LUA + _UPDATE)
+        self._lock = client.register_script(EMIT_LUA + _LOCK)
+        self._renew = client.register_script(RENEW_LEASES)
+        self._unlock = client.register_script(_UNLOCK_RUN)
         self._put_fact = client.register_script(EMIT_LUA + _PUT_FACT)
         self._del_fact = client.register_script(EMIT_LUA + _DEL_FACT)
         self._promote = client.register_script(EMIT_LUA + _PROMOTE)
-
         # The change's notices and dirty card, in the change's own step (KEYS 5-7, ARGV from 6).
         self._set_override = client.register_script(EMIT_LUA + _SET_OVERRIDE)
-        self._record_run = client.register_script(_RECORD_RUN)
 
     @asynccontextmanager
     async def _guard(self, *, write: bool = False) -> AsyncIterator[None]:
@@ -419,11 +418,14 @@ class Store:
 
     # --- releases -------------------------------------------------------------------------
 
-    async def open_release(self, release: Release, event: AuditEvent) -> tuple[OpenOutcome, Release | str]:
-        """Create the release unless the gate has another one open. Returns the outcome and the
+    async def open_release(
+        self, release: Release, event: AuditEvent, *, says: Emit | None = None
+    ) -> tuple[OpenOutcome, Release | str]:
+        """Create the release unless the gate has another one open; with `says`, its notices and
+        dirty card in the same step (only when it is opened now). Returns the outcome and the
         release (or, on conflict, the id of the release that is in the way)."""
         async with self._guard(write=True):
-            outcome, payload = await self._open(*_open_call(release, event))
+            outcome, payload = await self._open(*_open_call(release, event, says))
         if outcome == "conflict":
             return "conflict", str(payload)
         return outcome, Release.model_validate_json(payload)
@@ -439,13 +441,20 @@ class Store:
         return str(value) if value else None
 
     async def update_release(
-        self, current: Release, new: Release, event: AuditEvent | None, *, expect: Collection[State] = ()
+        self,
+        current: Release,
+        new: Release,
+        event: AuditEvent | None,
+        *,
+        expect: Collection[State] = (),
+        says: Emit | None = None,
     ) -> Release | None:
         """Write `new` if the stored rev still equals `current.rev`; None when someone else won.
+        With `says`, its notices and dirty card are written in the same step (only with `new`).
 
         Checked in the same step, writing nothing when they fail: the stored state is one of
         `expect` (Conflict otherwise), and no other release of the gate holds the open pointer."""
-        stored, call = _update_call(current, new, event, expect)
+        stored, call = _update_call(current, new, event, expect, says)
         async with self._guard(write=True):
             outcome, payload = await self._update(*call)
         if outcome == "state":
@@ -659,16 +668,65 @@ class Store:
             raw = cast(dict[str, str], await self.redis.hgetall(keys.results(release_id)))
         return {k: CheckResult.model_validate_json(v) for k, v in raw.items()}
 
-    async def record_run(self, run: RunRecord, event: AuditEvent) -> bool:
-        """Append the run's record and audit entry, once per run id (retries are no-ops).
-        False when this run was already recorded."""
+    async def record_run(
+        self,
+        run: RunRecord,
+        event: AuditEvent,
+        *,
+        says: Callable[[Sequence[StaleAsk]], Emit] | None = None,
+        stale: Sequence[StaleAsk] = (),
+    ) -> bool:
+        """Append the run's record and audit entry, once per run id (retries are no-ops). In the same
+        MULTI: the stale sign-offs not asked about yet are noted (each audited), and `says(asked)`
+        (those asked now) gives the notices the run's end causes and the dirty card.
+        False when this run was already recorded (nothing is written)."""
         rid = run.release_id
-        async with self._guard(write=True):
-            done = await self._record_run(
-                keys=[keys.runs(rid), keys.audit(rid), keys.handled(rid, f"run:{run.run_id}")],
-                args=[run.model_dump_json(), RUNS_KEPT, RUN_RECORDED_TTL_MS, AUDIT_MAXLEN, *_flat(event.fields())],
-            )
-        return bool(done)
+        marker = keys.handled(rid, f"run:{run.run_id}")
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(10):
+                try:
+                    await pipe.watch(marker, keys.stale_notified(rid))
+                    if await pipe.exists(marker):
+                        return False
+                    asked = await _unasked(pipe, rid, stale)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(marker, "1", px=RUN_RECORDED_TTL_MS)
+                    pipe.lpush(keys.runs(rid), run.model_dump_json())
+                    pipe.ltrim(keys.runs(rid), 0, RUNS_KEPT - 1)
+                    pipe.xadd(keys.audit(rid), event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+                    _note_asked(pipe, rid, asked)
+                    if says is not None:
+                        from bot.store.outbox import emit
+
+                        emit(pipe, says(asked))
+                    await pipe.execute()
+                    return True
+                except redis.exceptions.WatchError:
+                    continue
+        raise Conflict(f"the run of {rid} could not be recorded: the release kept changing, try again")
+
+    async def ask_stale(
+        self, release_id: str, stale: Sequence[StaleAsk], says: Callable[[Sequence[StaleAsk]], Emit]
+    ) -> list[StaleAsk]:
+        """Note the stale sign-offs not asked about yet, each audited, with `says(asked)` (the notice
+        asking them again) in the same MULTI. Returns those asked now (none: nothing written)."""
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(10):
+                try:
+                    await pipe.watch(keys.stale_notified(release_id))
+                    asked = await _unasked(pipe, release_id, stale)
+                    if not asked:
+                        return []
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    _note_asked(pipe, release_id, asked)
+                    from bot.store.outbox import emit
+
+                    emit(pipe, says(asked))
+                    await pipe.execute()
+                    return asked
+                except redis.exceptions.WatchError:
+                    continue
+        raise Conflict(f"{release_id} kept changing, try again")
 
     async def runs(self, release_id: str, count: int = 20) -> list[RunRecord]:
         async with self._guard():
@@ -678,20 +736,27 @@ class Store:
     # --- the run lock: one run per release across every replica --------------------------
 
     async def acquire_run_lock(
-        self, release_id: str, lease: RunLease, ttl_ms: int
+        self, release_id: str, lease: RunLease, ttl_ms: int, *, says: Emit | None = None
     ) -> tuple[RunLease | OperationLease, int] | None:
-        """None when acquired (the run lock and the gate's operation lease); otherwise what is in
-        the way (the run already in progress, or the gate's drill or rollback) and the ms left
-        before it expires (unless its holder renews it). Conflict when the release is not open (a
-        decided release is frozen), checked in the same step."""
+        """None when acquired (the run lock and the gate's operation lease, and `says`: the dirty
+        card showing the run, in the same step); otherwise what is in the way (the run already in
+        progress, or the gate's drill or rollback) and the ms left before it expires (unless its
+        holder renews it). Conflict when the release is not open (a decided release is frozen),
+        checked in the same step."""
         operation = OperationLease(
             token=lease.token, kind="run", subject=release_id, actor=lease.actor, started_at=lease.started_at
         )
+        emitted = says or _nothing(release_id)
         async with self._guard(write=True):
             in_flight = json.dumps({"release": release_id, "lease": lease.model_dump(mode="json")})
             outcome, payload, *ttl = await self._lock(
-                keys=[*_run_leases(release_id), keys.release(release_id), _in_flight(release_id)],
-                args=[lease.model_dump_json(), ttl_ms, operation.model_dump_json(), in_flight],
+                keys=[
+                    *_run_leases(release_id),
+                    keys.release(release_id),
+                    _in_flight(release_id),
+                    *emitted.script_keys(),
+                ],
+                args=[lease.model_dump_json(), ttl_ms, operation.model_dump_json(), in_flight, *emitted.script_args()],
             )
         if outcome == "not_open":
             raise Release.model_validate_json(payload).refusal()
@@ -1028,27 +1093,85 @@ def _flat(fields: Mapping[str, str]) -> list[str]:
 _Call = tuple[list[str], list[Any]]  # a script's KEYS and ARGV
 
 
-def _open_call(release: Release, event: AuditEvent) -> _Call:
+def _nothing(release_id: str) -> Emit:
+    """No notices, no dirty card: for a script that takes `Emit` when its caller says nothing."""
+    from bot.store.outbox import Emit
+
+    return Emit(release_id.partition("@")[0])
+
+
+def _open_call(release: Release, event: AuditEvent, says: Emit | None = None) -> _Call:
+    emitted = says or _nothing(release.id)
+    emit_args = emitted.script_args()
     return (
         [
             keys.open_release(release.gate_id),
             keys.release(release.id),
             keys.release_index(release.gate_id),
             keys.audit(release.id),
+            *emitted.script_keys(),
         ],
-        [release.id, release.model_dump_json(), release.opened_at.timestamp(), AUDIT_MAXLEN, *_flat(event.fields())],
+        [
+            release.id,
+            release.model_dump_json(),
+            release.opened_at.timestamp(),
+            AUDIT_MAXLEN,
+            6 + len(emit_args),  # where the audit fields start
+            *emit_args,
+            *_flat(event.fields()),
+        ],
     )
 
 
 def _update_call(
-    current: Release, new: Release, event: AuditEvent | None, expect: Collection[State] = ()
+    current: Release,
+    new: Release,
+    event: AuditEvent | None,
+    expect: Collection[State] = (),
+    says: Emit | None = None,
 ) -> tuple[Release, _Call]:
     stored = new.model_copy(update={"rev": current.rev + 1})
     allowed = ",".join(state.value for state in expect)
-    args: list[Any] = [current.rev, stored.model_dump_json(), stored.state.value, AUDIT_MAXLEN, allowed]
+    emitted = says or _nothing(current.id)
+    emit_args = emitted.script_args()
+    args: list[Any] = [
+        current.rev,
+        stored.model_dump_json(),
+        stored.state.value,
+        AUDIT_MAXLEN,
+        allowed,
+        7 + len(emit_args),  # where the audit fields start
+        *emit_args,
+    ]
     if event is not None:
         args += _flat(event.fields())
-    return stored, ([keys.release(current.id), keys.audit(current.id), keys.open_release(current.gate_id)], args)
+    call_keys = [keys.release(current.id), keys.audit(current.id), keys.open_release(current.gate_id)]
+    return stored, ([*call_keys, *emitted.script_keys()], args)
+
+
+@dataclass(frozen=True)
+class StaleAsk:
+    """A sign-off gone stale, to ask its signer about once: noted under `token` (bot/core/
+    thread_notices.py stale_token, the webhook's moves note the same) with its audit entry."""
+
+    token: str
+    signer: Mapping[str, str]  # {"user", "vote", "label", "reason"}: what the ask says
+    event: AuditEvent
+
+
+async def _unasked(pipe: Pipeline, release_id: str, stale: Sequence[StaleAsk]) -> list[StaleAsk]:
+    """Those of `stale` not noted yet (read under the caller's WATCH of the noted set)."""
+    if not stale:
+        return []
+    noted = await pipe.smismember(keys.stale_notified(release_id), [ask.token for ask in stale])
+    return [ask for ask, seen in zip(stale, noted, strict=True) if not seen]
+
+
+def _note_asked(tx: Pipeline, release_id: str, asked: Sequence[StaleAsk]) -> None:
+    if asked:
+        tx.sadd(keys.stale_notified(release_id), *(ask.token for ask in asked))
+        for ask in asked:
+            tx.xadd(keys.audit(release_id), ask.event.fields(), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
 
 def _in_flight(release_id: str) -> str:
