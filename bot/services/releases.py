@@ -30,7 +30,7 @@ from bot.core.gateset import GateSet
 from bot.core.loader import LoadedGate
 from bot.core.masking import Masker
 from bot.core.mentions import mention
-from bot.core.notices import THREAD_MESSAGE, Notice, Target, notice_key
+from bot.core.notices import Notice, Target, notice_key
 from bot.core.release import Release, RunLease, RunRecord, State, check_sha, parse_release_id, release_id
 from bot.core.results import CheckResult, Status, split_by_commit
 from bot.core.stages import Ladder, decide_stages
@@ -494,11 +494,6 @@ class ReleaseService:
             created_at=self.clock(),
             actor=actor,
         )
-
-    def in_thread(self, release: Release, key: Sequence[str], message: Rendered, actor: str | None = None) -> Notice:
-        """A message (pure-rendered, escaped) for the card's thread."""
-        payload = {"text": message.text, "blocks": list(message.blocks)}
-        return self.notice(release, THREAD_MESSAGE, key, payload, self.card_thread(release), actor)
 
     async def say(self, release: Release, notices: Sequence[Notice], *, wait: bool = False) -> None:
         """Queue notices whose facts are written already (their keys make a repeat harmless). With

@@ -1047,11 +1047,6 @@ class Store:
             raw = await self.redis.get(keys.bundle(release_id))
         return str(raw) if raw else None
 
-    async def first_notice(self, release_id: str, token: str) -> bool:
-        """True the first time `token` is noted for this release (e.g. a stale signature's reminder)."""
-        async with self._guard(write=True):
-            return bool(await self.redis.sadd(keys.stale_notified(release_id), token))
-
     async def cache_get(self, key: str) -> str | None:
         async with self._guard():
             raw = await self.redis.get(key)
