@@ -7,7 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -239,3 +239,67 @@ async def test_the_list_shows_the_stage(bot: RunningBot, standin: SlackStandIn) 
     assert "Open releases: payments@1.4.0 NO-GO" in listing["text"]
     blocks = json.dumps(listing["blocks"], ensure_ascii=False)
     assert "📍 not promoted yet, next Dark launch (NO-GO, 2 open)" in blocks  # unit-tests not run, no sign-off
+
+
+MANY = (
+    """
+id: payments
+name: Payments API
+channel: C0DEPLOYS
+stages:
+  - {id: dark, name: Dark launch}
+  - {id: full, name: Full production}
+checks:
+  - {id: unit-tests, kind: command, run: ["python3", "-c", "print('ok')"], severity: blocker}
+"""
+    + "".join(
+        f"  - {{id: item-{n}, name: Item {n}, kind: manual, owner: tech-lead, before: full}}\n" for n in range(14)
+    )
+    + """
+signoffs:
+  - {role: tech-lead, label: Tech Lead, users: [U01TECH]}
+"""
+)
+
+
+async def test_a_promotion_lists_every_open_condition_in_the_thread_with_it(
+    standin: SlackStandIn, redis_client: aioredis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """More open conditions than the card shows (12): the promotion writes their listing for the
+    card's thread in its own step (not in a second write after it), posted once."""
+    gates = write_gate(tmp_path / "gates", MANY, "payments.yml").parent
+    settings = bot_settings(api_url=standin.api_url, redis_url=redis_url, gates=gates, data_dir=tmp_path / "d")
+    bot = await RunningBot(settings).start()
+    try:
+        await bot.command("open payments 1.4.0 abc1234", response_url=standin.new_response_url())
+        await standin.wait_for("chat.postMessage", lambda c: c.args.get("channel") == CHANNEL)
+        await redis_client.delete(keys.results(RID))
+        assert "Running" in await say(bot, standin, f"run {RID}")
+        await until(lambda: _run_over(redis_client), 20, "the run")
+        await sign(bot, standin)
+
+        def listings() -> list[Any]:
+            return [
+                c
+                for c in standin.calls("chat.postMessage")
+                if c.ok and c.args.get("thread_ts") and "open conditions of Payments API" in c.args.get("text", "")
+            ]
+
+        await until(listings, 15, "the run's conditions listing in the thread")  # a run's end lists them
+        assert "promoted to Dark launch" in await say(bot, standin, f"promote {RID} dark")
+        await until(lambda: len(listings()) == 2, 15, "the promotion's conditions listing")
+        promoted = [n for n in await _queued_or_posted(redis_client) if n.startswith("conditions_listing|")]
+        assert any("|promotion|" in key for key in promoted)  # keyed by the promotion, written with it
+        assert len([e for e in await audit(redis_client) if e["type"] == "promoted"]) == 1
+    finally:
+        await bot.stop()
+
+
+async def _run_over(redis_client: aioredis.Redis) -> bool:
+    return await redis_client.hlen(keys.results(RID)) >= 1 and await redis_client.get(keys.run_lock(RID)) is None
+
+
+async def _queued_or_posted(redis_client: aioredis.Redis) -> list[str]:
+    """Keys of the gate's notices delivered so far (their delivered markers)."""
+    found = [str(k) async for k in redis_client.scan_iter(match=keys.delivered("payments", "*"))]
+    return [k.split(":delivered:", 1)[-1] for k in found]

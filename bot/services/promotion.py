@@ -26,7 +26,8 @@ from bot.core.gateset import GateSet
 from bot.core.notices import DECISION_RECORD
 from bot.core.release import Release
 from bot.core.signing_notices import promotion
-from bot.core.stages import Condition, StageVerdict
+from bot.core.stages import Condition, Ladder, StageVerdict
+from bot.core.thread_notices import conditions_listing
 from bot.services.membership import Membership
 from bot.services.releases import ReleaseService
 from bot.store.outbox import Emit
@@ -162,7 +163,8 @@ class Promotion:
                     },
                 )
                 promoted = moved.model_copy(update={"rev": release.rev + 1})
-                says = self._says(promoted, gate, target, user, override, bundle)
+                listed = state.ladder.model_copy(update={"current": stage_id})
+                says = self._says(promoted, gate, target, user, override, bundle, listed)
                 outcome, at = await self.store.promote(
                     pipe,
                     release,
@@ -212,10 +214,12 @@ class Promotion:
         user: str,
         override: bool,
         bundle: dict[str, object],
+        ladder: Ladder,
     ) -> Emit:
         """What the promotion says, written with it: the channel hears it, the card moves, the
-        stage's record goes to the card's thread. Keyed by the promotion (the release revision it
-        writes): a repeat posts nothing twice."""
+        stage's record goes to the card's thread, and so does the list of every open condition when
+        the card cannot show them all. Keyed by the promotion (the release revision it writes): a
+        repeat posts nothing twice."""
         now = self.clock()
         announce = promotion(
             release.gate_id,
@@ -235,13 +239,14 @@ class Promotion:
             {"bundle": bundle},
             self.releases.card_thread(release),
         )
-        return Emit(release.gate_id, notices=[announce, record], card_of=release.id, at=now)
+        thread = self.releases.card_thread(release)
+        listing = conditions_listing(gate, release.id, thread, ladder, f"promotion|{release.rev}", now)
+        return Emit(release.gate_id, notices=[announce, record, *listing], card_of=release.id, at=now)
 
     async def _answered(self, release: Release, says: Emit) -> None:
         """The promoter is answered once the channel heard it and the card shows it (briefly)."""
         await self.releases.posted(release.gate_id, says.notices)
         await self.releases.card_caught_up(release)
-        await self.releases.post_conditions(release)
 
 
 def _order_outcome(release: Release, gate: Gate, stage_id: str) -> str | None:

@@ -804,17 +804,6 @@ class ReleaseService:
         signers = [ask.signer for ask in asked]
         return stale_signers(release.id, self.card_thread(release), signers, [a.token for a in asked], self.clock())
 
-    async def post_conditions(self, release: Release) -> None:
-        """A staged card shows a dozen open conditions; past that, the thread lists them all, as they
-        are now (a run's end lists them with its record instead)."""
-        loaded = self.gates.get(release.gate_id)
-        if not loaded.gate.stages:
-            return
-        ladder = (await self.state(release)).ladder
-        batch = secrets.token_hex(4)  # each call posts the listing as it is now
-        target = self.card_thread(release)
-        await self.say(release, conditions_listing(loaded.gate, release.id, target, ladder, batch, self.clock()))
-
     async def _keep_lease(
         self, rid: str, lease: RunLease, control: RunControl, unsaved: dict[str, CheckResult]
     ) -> None:
