@@ -169,3 +169,35 @@ async def test_a_stale_signature_is_asked_about_once_by_concurrent_askers(
     assert sorted(len(asked) for asked in outcomes) == [0, 0, 0, 0, 2]
     assert [n.payload["text"] for n in await queued(redis_client)] == ["stale U1,U2"]
     assert [e.type for e in await store.audit(RID)] == ["opened", "signoff_stale", "signoff_stale"]
+
+
+async def test_a_commit_move_asks_its_stale_signers_in_its_own_step_and_a_lost_race_writes_nothing(
+    store: Store, redis_client: aioredis.Redis
+) -> None:
+    """The move, its card mark and the re-ask of the sign-offs it makes stale: one step. U1 was asked
+    already (an earlier move), so only U2 is; a move from an outdated revision writes nothing."""
+    await store.open_release(release(), event("opened"))
+    await store.ask_stale(RID, [stale("U1")], lambda asked: Emit("payments"))
+    current = await store.get_release(RID)
+    assert current is not None
+
+    def says(asked: Sequence[StaleAsk]) -> Emit:
+        return card(RID, thread_note("stale " + ",".join(a.signer["user"] for a in asked)))
+
+    moved = current.model_copy(update={"sha": "bbbbbbb"})
+    stored = await store.move_release(current, moved, event("sha_moved"), [stale("U1"), stale("U2")], says)
+    assert stored is not None and stored.sha == "bbbbbbb" and stored.rev == current.rev + 1
+    assert [n.payload["text"] for n in await queued(redis_client)] == ["stale U2"]
+    assert await wanted(redis_client) == 1
+    assert await redis_client.smembers(keys.stale_notified(RID)) == {stale("U1").token, stale("U2").token}
+    assert [e.type for e in await store.audit(RID)] == ["opened", "signoff_stale", "sha_moved", "signoff_stale"]
+
+    # From the revision before that move: refused, and nothing at all is written.
+    again = current.model_copy(update={"sha": "ccccccc"})
+    assert await store.move_release(current, again, event("sha_moved"), [stale("U3")], says) is None
+    assert len(await queued(redis_client)) == 1 and await wanted(redis_client) == 1
+    assert len(await store.audit(RID)) == 4 and (await store.get_release(RID)).sha == "bbbbbbb"  # type: ignore[union-attr]
+    decided = await store.update_release(stored, stored.model_copy(update={"state": State.DECIDED}), event("decided"))
+    assert decided is not None
+    with pytest.raises(Conflict):
+        await store.move_release(decided, decided.model_copy(update={"sha": "ddddddd"}), event("x"), [], says)

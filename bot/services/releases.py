@@ -330,17 +330,17 @@ class ReleaseService:
             if current.sha == sha:
                 return current
             event = AuditEvent(type="sha_moved", actor=actor, at=self.clock(), data={"from": current.sha, "to": sha})
-            stored = await self.store.update_release(
-                current,
-                current.model_copy(update={"sha": sha}),
-                event,
-                expect=(State.OPEN,),
-                says=self.card_change(current, actor),
-            )
+            moved = current.model_copy(update={"sha": sha})
+            # The sign-offs the move makes stale are asked about in the move's own step.
+            asks = self._stale_asks(await self.state(moved))
+            card = self.card_change(current, actor)
+
+            def says(asked: Sequence[StaleAsk], moved: Release = moved, card: Emit = card) -> Emit:
+                notices = [self._stale_notice(moved, asked)] if asked else []
+                return Emit(card.gate_id, notices=notices, card_of=card.card_of, at=card.at, actor=card.actor)
+
+            stored = await self.store.move_release(current, moved, event, asks, says)
             if stored is not None:
-                # Its own atomic step (the notes and the ask together): a crash in between leaves
-                # the stale signatures unasked, and the next run's end asks them.
-                await self.ask_stale_signers(stored)
                 return await self.shown(stored)
             latest = await self.store.get_release(current.id)
             if latest is None:

@@ -728,6 +728,40 @@ class Store:
                     continue
         raise Conflict(f"{release_id} kept changing, try again")
 
+    async def move_release(
+        self,
+        current: Release,
+        new: Release,
+        event: AuditEvent,
+        stale: Sequence[StaleAsk],
+        says: Callable[[Sequence[StaleAsk]], Emit],
+    ) -> Release | None:
+        """Move an open release to another commit and, in the same step, note and ask again the
+        signers whose sign-offs that makes stale (those not asked yet), with `says(asked)`: its
+        notices and dirty card. None when someone else changed the release first (nothing written);
+        Conflict when it is no longer open."""
+        rid = current.id
+        async with self._guard(write=True), self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(10):
+                try:
+                    await pipe.watch(keys.release(rid), keys.stale_notified(rid))
+                    raw = await pipe.get(keys.release(rid))
+                    stored = Release.model_validate_json(raw) if raw else None
+                    if stored is None or stored.rev != current.rev:
+                        return None
+                    if stored.state is not State.OPEN:
+                        raise stored.refusal()
+                    asked = await _unasked(pipe, rid, stale)
+                    moved, call = _update_call(current, new, event, (State.OPEN,), says(asked))
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    await self._update(*call, client=pipe)  # cannot refuse: its inputs are WATCHed
+                    _note_asked(pipe, rid, asked)
+                    await pipe.execute()
+                    return moved
+                except redis.exceptions.WatchError:
+                    continue
+        raise Conflict(f"{rid} kept changing, try again")
+
     async def runs(self, release_id: str, count: int = 20) -> list[RunRecord]:
         async with self._guard():
             raw = await self.redis.lrange(keys.runs(release_id), 0, count - 1)
