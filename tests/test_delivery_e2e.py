@@ -387,9 +387,9 @@ async def test_metrics_count_what_they_name_after_real_traffic(
         assert await metric(bot, "gonogo_runs_total", verdict="GO") == 1
         assert await metric(bot, "gonogo_run_seconds_count") == 1
         assert await metric(bot, "gonogo_run_seconds_sum") >= 3.5  # the slowest check sleeps 3.5 s
-        assert await metric(bot, "gonogo_notices_queued_total", kind="thread_message") == 1
-        assert await metric(bot, "gonogo_notices_failed_total", kind="thread_message", error="5xx") == 1
-        assert await metric(bot, "gonogo_notices_delivered_total", kind="thread_message") == 1
+        assert await metric(bot, "gonogo_notices_queued_total", kind="check_details") == 1
+        assert await metric(bot, "gonogo_notices_failed_total", kind="check_details", error="5xx") == 1
+        assert await metric(bot, "gonogo_notices_delivered_total", kind="check_details") == 1
         assert await metric(bot, "gonogo_slack_api_calls_total", method="chat.update", status="429") == 1
         assert await metric(bot, "gonogo_slack_api_calls_total", method="chat.update", status="ok") >= 1
         assert await metric(bot, "gonogo_slack_api_calls_total", method="chat.postMessage", status="5xx") == 1
