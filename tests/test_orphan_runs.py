@@ -37,6 +37,15 @@ signoffs:
 """
 
 
+async def opened(redis_client: aioredis.Redis, tmp_path: Path) -> tuple[GateSet, Store]:
+    """The gate, and its release payments@1.4.0 opened."""
+    gates = GateSet(write_gate(tmp_path / "gates", GATE, "payments.yml").parent)
+    store = Store(redis_client)
+    release = Release(id=RID, gate_id="payments", version="1.4.0", sha="abc1234", opened_by="U0DEV", opened_at=T0)
+    await store.open_release(release, AuditEvent(type="opened", actor="U0DEV", at=T0))
+    return gates, store
+
+
 def service(redis_client: aioredis.Redis, session: aiohttp.ClientSession, gates: GateSet) -> ReleaseService:
     return ReleaseService(
         store=Store(redis_client), gates=gates, session=session, env={"PATH": os.environ["PATH"]}, clock=lambda: T0
@@ -46,10 +55,7 @@ def service(redis_client: aioredis.Redis, session: aiohttp.ClientSession, gates:
 async def test_a_run_whose_process_died_is_recorded_once_as_interrupted_and_its_card_redrawn(
     redis_client: aioredis.Redis, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    gates = GateSet(write_gate(tmp_path / "gates", GATE, "payments.yml").parent)
-    store = Store(redis_client)
-    release = Release(id=RID, gate_id="payments", version="1.4.0", sha="abc1234", opened_by="U0DEV", opened_at=T0)
-    await store.open_release(release, AuditEvent(type="opened", actor="U0DEV", at=T0))
+    gates, store = await opened(redis_client, tmp_path)
     replicas = [service(redis_client, http_session, gates) for _ in range(2)]
 
     # A run that got as far as one result, then its process was killed (nobody renews its lease).
@@ -87,10 +93,7 @@ async def test_a_run_whose_process_died_is_recorded_once_as_interrupted_and_its_
 async def test_a_run_that_ends_leaves_nothing_to_sweep(
     redis_client: aioredis.Redis, http_session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    gates = GateSet(write_gate(tmp_path / "gates", GATE, "payments.yml").parent)
-    store = Store(redis_client)
-    release = Release(id=RID, gate_id="payments", version="1.4.0", sha="abc1234", opened_by="U0DEV", opened_at=T0)
-    await store.open_release(release, AuditEvent(type="opened", actor="U0DEV", at=T0))
+    gates, store = await opened(redis_client, tmp_path)
     lease = RunLease(token=secrets.token_hex(16), actor="U0DEV", started_at=T0, check_ids=["unit"])
     assert await store.acquire_run_lock(RID, lease, 30_000) is None
     assert await redis_client.hlen(keys.runs_in_flight("payments")) == 1
