@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from bot.core.notices import Notice, Target
 from bot.playground.standin import SlackStandIn
 from bot.store import keys
-from bot.store.outbox import Emit, Outbox
+from bot.store.outbox import GROUP, Emit, Outbox
 from bot.store.store import Store
 from tests.delivery_kit import FAST, Cards, Road, notice, now, posted_texts, roads, sent_ok, until
 
@@ -146,6 +146,100 @@ async def test_a_killed_deliverer_leaves_nothing_behind(
         await until(_drained(second.outbox, ["pay"]))
     texts = Counter(str(m["text"]) for c in ("C0", "C1", "C2") for m in standin.messages(c))
     assert texts == Counter(f"pay notice {i}" for i in range(9))
+
+
+async def test_a_burst_to_one_channel_is_left_in_the_stream_for_a_replica_whose_gate_is_open(
+    redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    """A replica takes only `lane_hold` notices of a one-channel burst: a 429 shutting its gate holds
+    back those few, and the other replicas post the rest meanwhile."""
+    shut = Road(redis_client, standin, http_session, config=_named("shut"))
+    shut.gate.block("chat.postMessage", 30)
+    await _append(shut.outbox, *[notice("pay", i) for i in range(10)])
+    shut.start()
+    await until(lambda: shut.deliverer.held == FAST.lane_hold)
+    open_ = Road(redis_client, standin, http_session, config=_named("open"))
+    async with roads(open_):
+        await until(lambda: len(sent_ok(standin, "chat.postMessage")) == 10 - FAST.lane_hold)
+        await until(lambda: open_.deliverer.held == 0)
+    assert shut.deliverer.held == FAST.lane_hold
+    assert standin.calls("chat.postMessage") == sent_ok(standin, "chat.postMessage")  # the shut one sent nothing
+    held = await redis_client.xpending_range(keys.outbox("pay"), GROUP, "-", "+", 10)
+    assert [h["consumer"] for h in held] == ["shut"] * FAST.lane_hold
+    # Waiting, it holds the send lease of the lane's next notice, but a short one: killed outright,
+    # it would keep nobody off that notice for long.
+    [lease] = await redis_client.keys(keys.sending("pay", "*"))
+    assert 0 < await redis_client.pttl(lease) <= FAST.wait_lease_s * 1000
+    await shut.kill()
+    # Stopped while it waited for its gate, it had sent nothing: its send leases go with it, so
+    # whoever claims those notices need not wait the lease out.
+    assert not await redis_client.keys(keys.sending("pay", "*"))
+
+
+async def test_a_deliverer_whose_send_lease_was_taken_while_it_waited_does_not_post(
+    redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    """The lease taken before the waits is short; if it runs out (a stalled process) and another
+    deliverer takes the notice, the first one lets it go when its gate opens instead of posting too."""
+    road = Road(redis_client, standin, http_session, config=_named("slow", wait_lease_s=0.3))
+    road.gate.block("chat.postMessage", 1.0)
+    first = notice("pay", 1)
+    await _append(road.outbox, first)
+    async with roads(road):
+        await until(lambda: redis_client.exists(keys.sending("pay", first.key)), what="the lease")
+        await redis_client.set(keys.sending("pay", first.key), "another-deliverer", px=60_000)
+        await until(lambda: road.deliverer.held == 0, what="the slow deliverer to let the notice go")
+    assert standin.calls("chat.postMessage") == []
+
+
+async def test_a_burst_to_many_lanes_of_one_gate_is_read_at_once(
+    redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    """Reminder DMs: one gate, a lane per person. Nothing waits behind the one-channel rule."""
+    road = Road(redis_client, standin, http_session)
+    road.gate.block("chat.postMessage", 30)
+    await _append(road.outbox, *[notice("pay", i, channel=f"U{i:04d}") for i in range(40)])
+    async with roads(road):
+        await until(lambda: road.deliverer.held == 40)
+
+
+async def test_a_notice_refused_by_a_429_is_posted_by_a_replica_whose_gate_is_open(
+    redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    """Retry-After binds the client Slack refused; the notice is offered to the other replicas
+    meanwhile, and exactly one of them (or its holder, once its gate opens) posts it."""
+    refused = Road(redis_client, standin, http_session, config=_named("refused"))
+    other = Road(redis_client, standin, http_session, config=_named("other"))
+    standin.fail_next("chat.postMessage", status=429, retry_after=3)
+    await _append(refused.outbox, notice("pay", 1))
+    async with roads(refused):
+        await until(lambda: standin.calls("chat.postMessage"), what="the refused call")
+        await until(lambda: redis_client.hlen(keys.outbox_offers("pay")), what="the offer")
+        async with roads(other):
+            [post] = await until(lambda: sent_ok(standin, "chat.postMessage"))
+            assert refused.gate.remaining("chat.postMessage") > 0  # posted while the refused gate was shut
+            assert post.time - standin.calls("chat.postMessage")[0].time < 3
+            await until(lambda: refused.deliverer.held == 0, what="the refused replica to let it go")
+            await until(_drained(other.outbox, ["pay"]))
+    assert posted_texts(standin, "C0PAY") == ["pay notice 1"]
+    assert other.metrics.notices_delivered.labels(kind="channel_message")._value.get() == 1
+    assert refused.metrics.notices_delivered.labels(kind="channel_message")._value.get() == 0
+    assert not await redis_client.hlen(keys.outbox_offers("pay"))
+
+
+async def test_an_offer_nobody_takes_is_taken_back_and_posted_by_its_holder(
+    redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    road = Road(redis_client, standin, http_session)
+    standin.fail_next("chat.postMessage", status=429, retry_after=1)
+    await _append(road.outbox, notice("pay", 1))
+    async with roads(road):
+        await until(lambda: redis_client.hlen(keys.outbox_offers("pay")), what="the offer")
+        await until(lambda: sent_ok(standin, "chat.postMessage"))
+        await until(_drained(road.outbox, ["pay"]))
+    _assert_retry_after_respected(standin.calls("chat.postMessage"))
+    assert posted_texts(standin, "C0PAY") == ["pay notice 1"]
+    assert not await redis_client.hlen(keys.outbox_offers("pay"))
 
 
 def _named(consumer: str, **changes: Any) -> Any:

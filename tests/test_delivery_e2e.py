@@ -244,7 +244,9 @@ async def test_notices_queued_when_the_bot_is_sigkilled_are_delivered_once_after
         standin.fail_every(1, status=500, methods=["chat.postMessage"])  # nothing gets through yet
         started.append(first := serve("a"))
         await first.ready()
-        notices = [queued("payments", n) for n in range(8)]
+        # Eight lanes (channels), so the bot holds them all: of a burst to one channel it would read
+        # only `lane_hold`, leaving the rest in the stream for whichever replica frees a place first.
+        notices = [queued("payments", n, channel=f"{CHANNEL}{n}") for n in range(8)]
         await Outbox(redis_client).append(Emit("payments", notices=notices))
 
         async def held_by_the_first() -> bool:

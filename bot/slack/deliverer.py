@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,9 +37,10 @@ from bot.core.signing_notices import FILE_UPLOAD
 from bot.metrics import Metrics
 from bot.slack.blocks import Message
 from bot.slack.client import Failure, RateLimitedClient, classify, slack_error
+from bot.slack.lanes import UNREADABLE, ReadPolicy
 from bot.slack.ratelimit import ChannelPacer, backoff
 from bot.slack.renderers import INVITE_BOT, RENDERERS, Renderers, invite_bot
-from bot.store.outbox import Entry, Outbox, raise_if_cancelled
+from bot.store.outbox import Entry, Outbox, TrySend, raise_if_cancelled
 from bot.store.store import AuditEvent
 
 log = logging.getLogger("gonogo.deliverer")
@@ -63,17 +65,36 @@ class DeliveryConfig:
     consumer: str = field(default_factory=default_consumer)
     batch: int = 100  # entries read per gate per read
     lane_depth: int = 5  # at most this many read per gate at once: replicas share a burst
+    lane_hold: int = 2  # a gate whose notices all go to one lane is read only while it holds fewer
+    offer_min_s: float = 0.25  # a 429 that shuts a method at least this long offers the entry to others
+    steal_margin_s: float = 0.1  # an offer whose holder's gate opens sooner than this is left to it
+    steal_every_s: float = 0.05  # how often offers are looked at
     max_in_flight: int = 500  # entries this consumer holds at once
     poll_interval_s: float = 0.1  # between reads when the outboxes are empty
     claim_idle_s: float = 60.0  # an entry idle this long belongs to a dead consumer
     maintenance_every_s: float = 5.0  # heartbeat of held entries, claims, backlog metrics
     send_lease_s: float = 60.0  # renewed while a send is under way
+    wait_lease_s: float = 5.0  # the lease while waiting for the channel's slot and the gate (renewed)
     max_age: timedelta = timedelta(hours=24)  # older undelivered notices are dead-lettered
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 60.0
     auth_retry_s: float = 60.0  # while Slack refuses our token
     card_wait_s: float = 1.0  # a card_thread notice whose card is not posted yet
     forget_consumers_after_s: float = 3600.0  # idle consumers with nothing pending are removed
+
+
+@dataclass
+class _Lease:
+    """A send lease as its holder knows it: its length (which grows when the call starts) and when
+    it was last renewed, by the renewing task."""
+
+    ms: int
+    renewed_at: float = field(default_factory=time.monotonic)
+    lost: bool = False
+
+    def doubtful(self) -> bool:
+        """True when it may have run out (this process stalled, Redis was unreachable): check it."""
+        return self.lost or time.monotonic() - self.renewed_at > self.ms / 2000
 
 
 class CardNotPosted(Exception):
@@ -111,6 +132,11 @@ class Deliverer:
         self._held: dict[tuple[str, str], Entry] = {}
         self._lanes: dict[str, deque[Entry]] = {}
         self._lane_tasks: dict[str, asyncio.Task[None]] = {}
+        self._next_steal = 0.0
+        self._offered: set[tuple[str, str]] = set()  # entries we offered after a 429, not yet taken back
+        self._reads = ReadPolicy(
+            batch=self.config.batch, lane_depth=self.config.lane_depth, lane_hold=self.config.lane_hold
+        )
         self._room = asyncio.Event()
         self._stopping = False
 
@@ -123,8 +149,11 @@ class Deliverer:
                 group.create_task(self._read_loop())
                 group.create_task(self._maintenance_loop())
         finally:
-            for task in list(self._lane_tasks.values()):
+            lanes = list(self._lane_tasks.values())
+            for task in lanes:
                 task.cancel()
+            # Their clean-up (a send lease nobody used goes back) is done before we return.
+            await asyncio.gather(*lanes, return_exceptions=True)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking work; let sends under way finish (a send cut short may be posted again)."""
@@ -158,7 +187,8 @@ class Deliverer:
                     entries = await self._own_pending(gates)
                     first = False
                 else:
-                    entries = await self.outbox.read(gates, self.config.consumer, self._share(room, len(gates)))
+                    self._room.clear()
+                    entries = await self.outbox.read(gates, self.config.consumer, self._reads.wants(gates, room))
                 failures = 0
             except REDIS_ERRORS as exc:
                 failures += 1
@@ -169,24 +199,53 @@ class Deliverer:
                 if entry.notice is not None and self.metrics is not None:
                     self.metrics.notices_queued.labels(kind=entry.notice.kind).inc()
                 self._take(entry)
-            if not entries:
-                await asyncio.sleep(self.config.poll_interval_s)
+            self._reads.read((entry.gate_id, self._lane_of(entry)) for entry in entries)
+            if time.monotonic() >= self._next_steal:  # offers are rare: look a few times a second
+                self._next_steal = time.monotonic() + self.config.steal_every_s
+                with contextlib.suppress(*REDIS_ERRORS):
+                    entries += await self._steal(gates)
+            if not entries:  # a lane that drains wakes us: its gate may be read again
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), self.config.poll_interval_s)
 
-    def _share(self, room: int, gates: int) -> int:
-        """Entries to read per gate: a slice of the room, so that other replicas get the rest of a
-        burst and a channel's notices go out through every replica's gate, not one."""
-        return max(1, min(self.config.batch, room // max(1, gates), self.config.lane_depth))
+    @staticmethod
+    def _lane_of(entry: Entry) -> str:
+        return entry.notice.lane if entry.notice is not None else UNREADABLE
 
     async def _own_pending(self, gates: list[str]) -> list[Entry]:
         return await self.outbox.read(gates, self.config.consumer, self.config.max_in_flight, pending=True)
 
-    def _take(self, entry: Entry) -> None:
+    async def _steal(self, gates: list[str]) -> list[Entry]:
+        """Take entries other replicas offered after a 429 shut their gate for that method, when ours
+        is open: Slack's Retry-After binds the client that was refused, so the notice need not wait
+        it out. The offer is taken atomically (one taker); the holder finds it gone and lets go."""
+        now_ms = time.time() * 1000
+        stolen: list[Entry] = []
+        for offer in await self.outbox.offers(gates):
+            if offer.owner == self.config.consumer or (offer.gate_id, offer.entry_id) in self._held:
+                continue
+            if offer.until_ms - now_ms < self.config.steal_margin_s * 1000:
+                continue  # its holder may send it sooner than we could
+            if self.client.gate.remaining(offer.method) > 0 or len(self._held) >= self.config.max_in_flight:
+                continue
+            for entry in await self.outbox.steal(offer, self.config.consumer):
+                log.debug("took an offered notice", extra={"entry": entry.id, "gate": entry.gate_id})
+                self._take(entry, first=True)
+                stolen.append(entry)
+        return stolen
+
+    def _take(self, entry: Entry, *, first: bool = False) -> None:
         held = (entry.gate_id, entry.id)
         if held in self._held:
             return
         self._held[held] = entry
-        lane = entry.notice.lane if entry.notice is not None else "unreadable"
-        self._lanes.setdefault(lane, deque()).append(entry)
+        lane = self._lane_of(entry)
+        self._reads.took(lane)
+        queue = self._lanes.setdefault(lane, deque())
+        if first:  # an offered entry is older than what this lane holds
+            queue.appendleft(entry)
+        else:
+            queue.append(entry)
         if lane not in self._lane_tasks:
             self._lane_tasks[lane] = asyncio.create_task(self._lane(lane), name=f"deliver:{lane}")
 
@@ -210,15 +269,19 @@ class Deliverer:
                         # that original, so the update goes behind it instead of blocking the lane.
                         queue.append(entry)
                     else:
-                        self._held.pop((entry.gate_id, entry.id), None)
-                        self._room.set()
+                        self._release(lane, entry)
                 if later and len(queue) == 1:
                     await asyncio.sleep(self.config.card_wait_s)
         finally:
             for entry in queue:  # stopping: forget the rest, they stay pending in Redis
-                self._held.pop((entry.gate_id, entry.id), None)
+                self._release(lane, entry)
             self._lanes.pop(lane, None)
             self._lane_tasks.pop(lane, None)
+
+    def _release(self, lane: str, entry: Entry) -> None:
+        if self._held.pop((entry.gate_id, entry.id), None) is not None:
+            self._reads.let_go(lane)
+        self._room.set()
 
     async def _maintenance_loop(self) -> None:
         rounds = 0
@@ -311,8 +374,9 @@ class Deliverer:
             return None
 
     async def _attempt(self, entry: Entry, notice: Notice, message: Message) -> str:
-        """Wait for Slack's limits, then claim the send and post. Returns 'posted', 'delivered'
-        (someone already did) or 'busy' (someone is doing it now)."""
+        """Claim the send, wait for Slack's limits and post. Returns 'posted', 'delivered' (someone
+        already did), 'busy' (someone is doing it now) or 'taken' (offered after a 429, and another
+        deliverer took it)."""
         channel, thread_ts = await self._where(notice)
         replaces: str | None = None
         if notice.updates is not None:
@@ -320,19 +384,38 @@ class Deliverer:
             if replaces is None:
                 raise OriginalNotPosted(notice.updates)
         method = UPLOAD if notice.kind == FILE_UPLOAD else UPDATE if replaces else POST
-        # The channel's slot first, then the method's gate: while a 429 holds the method back, every
-        # lane already has its slot and goes the moment the gate opens.
-        await self.pacer.acquire(channel)
-        await self.client.gate.wait(method)
-        # Checked after the waits, right before the call: whoever waited longest may find it done.
-        state, _ = await self.outbox.try_send(notice, self._token, self._lease_ms)
+        if (entry.gate_id, entry.id) in self._offered:  # refused by a 429: offered until our gate opens
+            # Taken back just before the gate opens (others leave an offer this close to it alone), so
+            # the call can go out the moment it does.
+            await self.client.gate.wait(method, early=self.config.steal_margin_s)
+            self._offered.discard((entry.gate_id, entry.id))
+            if not await self.outbox.take_back(entry):
+                log.debug("an offered notice was taken by another deliverer", extra={"entry": entry.id})
+                return "taken"
+        # The send is claimed before the waits (its lease renewed meanwhile), then the channel's slot,
+        # then the method's gate: when a 429's Retry-After ends, every waiting lane's call goes out in
+        # the same instant. Each 429 in that burst shuts the gate again from its own answer, so a
+        # burst spread over Redis round trips would stretch every window past Retry-After.
+        lease = _Lease(int(self.config.wait_lease_s * 1000))  # short until the call: a crash frees it soon
+        state, _ = await self.outbox.try_send(notice, self._token, lease.ms)
         if state != "locked":
-            await self.pacer.refund(channel)
             if state == "delivered":
                 await self.outbox.drop(entry)
             return state  # busy: the sender acks it, or dies and it is claimed after the idle bound
-        keeper = asyncio.create_task(self._keep_lease(notice))
+        keeper = asyncio.create_task(self._keep_lease(notice, lease))
+        slot = calling = False
         try:
+            await self.pacer.acquire(channel)
+            slot = True
+            await self.client.gate.wait(method)
+            if lease.doubtful() and (state := await self._lease_again(notice)) != "locked":
+                keeper.cancel()
+                await self.pacer.refund(channel)
+                if state == "delivered":
+                    await self.outbox.drop(entry)
+                return state  # it ran out while we waited, and another deliverer has the notice now
+            calling = True
+            lease.ms = self._lease_ms  # from the next renewal on: the call may be under way
             kwargs: dict[str, Any] = {"channel": channel, "text": message.text}
             if message.blocks:
                 kwargs["blocks"] = message.blocks
@@ -349,16 +432,29 @@ class Deliverer:
                 delivered = str(posted["ts"])
         except BaseException as exc:
             keeper.cancel()
-            if not isinstance(exc, asyncio.CancelledError):
+            # Stopped while still waiting: nothing went out, so nobody need wait for the lease. Stopped
+            # during the call: Slack may have it, and the lease keeps others off it until it ends.
+            if not isinstance(exc, asyncio.CancelledError) or not calling:
                 with contextlib.suppress(*REDIS_ERRORS):
                     await self.outbox.release_send(notice, self._token)
-                if classify(exc) in (Failure.RATE_LIMITED, Failure.TRANSIENT):
+            if not isinstance(exc, asyncio.CancelledError):
+                if slot and classify(exc) in (Failure.RATE_LIMITED, Failure.TRANSIENT):
                     await self.pacer.refund(channel)  # Slack did not take it: the slot is still free
+                if classify(exc) is Failure.RATE_LIMITED:
+                    with contextlib.suppress(*REDIS_ERRORS):
+                        await self._offer(entry, method)
             raise
         keeper.cancel()
         await self._mark_delivered(entry, notice, delivered)
         log.debug("notice delivered", extra={"kind": notice.kind, "key": notice.key, "channel": channel})
         return "posted"
+
+    async def _offer(self, entry: Entry, method: str) -> None:
+        """A 429 shut `method` on this replica: until it opens, another replica may send the entry."""
+        shut = self.client.gate.remaining(method)
+        if shut >= self.config.offer_min_s:
+            await self.outbox.offer(entry, method, self.config.consumer, int((time.time() + shut) * 1000))
+            self._offered.add((entry.gate_id, entry.id))
 
     async def _upload(self, notice: Notice, channel: str, thread_ts: str | None) -> str:
         """A file (files upload v2: get an upload URL, send the bytes, complete). Only the last step
@@ -408,12 +504,23 @@ class Deliverer:
             raise CardNotPosted(notice.release_id)
         return location
 
-    async def _keep_lease(self, notice: Notice) -> None:
+    async def _lease_again(self, notice: Notice) -> TrySend:
+        """Our lease may have run out while we waited: keep it if it is still ours, else take it anew."""
+        if await self.outbox.renew_send(notice, self._token, self._lease_ms):
+            return "locked"
+        state, _ = await self.outbox.try_send(notice, self._token, self._lease_ms)
+        return state
+
+    async def _keep_lease(self, notice: Notice, lease: _Lease) -> None:
+        every = min(self.config.wait_lease_s, self.config.send_lease_s) / 3
         while True:
             raise_if_cancelled()
-            await asyncio.sleep(self.config.send_lease_s / 3)
+            await asyncio.sleep(every)
             with contextlib.suppress(*REDIS_ERRORS):
-                await self.outbox.renew_send(notice, self._token, self._lease_ms)
+                if await self.outbox.renew_send(notice, self._token, lease.ms):
+                    lease.renewed_at = time.monotonic()
+                else:
+                    lease.lost = True
 
     async def _mark_delivered(self, entry: Entry, notice: Notice, ts: str) -> None:
         """Posted: the marker must land, or a claimer would post it again. Redis may be down for a

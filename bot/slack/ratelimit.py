@@ -65,9 +65,10 @@ class MethodGate:
     def remaining(self, method: str) -> float:
         return max(0.0, self._until.get(method, 0.0) - self.clock())
 
-    async def wait(self, method: str) -> None:
-        """Return once `method` may be called; a 429 arriving meanwhile extends the wait."""
-        while (delay := self.remaining(method)) > 0:
+    async def wait(self, method: str, *, early: float = 0.0) -> None:
+        """Return once `method` may be called (or only `early` seconds are left, for work that must be
+        done before the call); a 429 arriving meanwhile extends the wait."""
+        while (delay := self.remaining(method) - early) > 0:
             await self.sleep(delay)
 
 

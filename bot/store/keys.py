@@ -202,6 +202,12 @@ def sending(gate_id: str, notice_key: str) -> str:
     return f"{_gate(gate_id)}:sending:{notice_key}"
 
 
+def outbox_offers(gate_id: str) -> str:
+    """HASH: entry id -> `method|consumer|until ms` for outbox entries a deliverer refused by a 429
+    offers to the others until its method's gate opens again; HDEL decides who sends it."""
+    return f"{_gate(gate_id)}:outbox:offers"
+
+
 def outbox_gates() -> str:
     """SET: gate ids that have an outbox, for deliverers and refreshers to watch. Not under a gate's
     hash tag, so never written inside a gate's atomic step (registering early is harmless)."""

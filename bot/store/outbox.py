@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -100,7 +100,24 @@ end
 return 0
 """
 
+# KEYS: offers hash, outbox. ARGV: entry id, group, consumer. The entry (if still there) or nothing.
+_STEAL = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {} end
+return redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[1])
+"""
+
 TrySend = Literal["delivered", "locked", "busy"]
+
+
+@dataclass(frozen=True)
+class Offer:
+    """An entry its holder cannot send before `until_ms` (a 429 shut its method's gate)."""
+
+    gate_id: str
+    entry_id: str
+    method: str
+    owner: str
+    until_ms: int
 
 
 def raise_if_cancelled() -> None:
@@ -235,6 +252,7 @@ class Outbox:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._settle = client.register_script(_SETTLE)
+        self._steal = client.register_script(_STEAL)
         self._grouped: set[str] = set()
 
     # --- which gates have outboxes --------------------------------------------------------------
@@ -268,14 +286,21 @@ class Outbox:
                 raise
         self._grouped.add(gate_id)
 
-    async def read(self, gate_ids: Sequence[str], consumer: str, count: int, *, pending: bool = False) -> list[Entry]:
-        """New entries (never delivered to any consumer of the group), at most `count` per gate; with
-        `pending`, those this consumer name already holds (after a restart under the same name)."""
+    async def read(
+        self, gate_ids: Sequence[str], consumer: str, count: int | Mapping[str, int], *, pending: bool = False
+    ) -> list[Entry]:
+        """New entries (never delivered to any consumer of the group), at most `count` per gate (or
+        `count[gate]`; gates with 0 are not read); with `pending`, those this consumer name already
+        holds (after a restart under the same name)."""
+        counts = count if isinstance(count, Mapping) else dict.fromkeys(gate_ids, count)
+        gate_ids = [g for g in gate_ids if counts.get(g, 0) > 0]
+        if not gate_ids:
+            return []
         for gate_id in gate_ids:
             await self.ensure_group(gate_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             for gate_id in gate_ids:
-                pipe.xreadgroup(GROUP, consumer, {keys.outbox(gate_id): "0" if pending else ">"}, count=count)
+                pipe.xreadgroup(GROUP, consumer, {keys.outbox(gate_id): "0" if pending else ">"}, count=counts[gate_id])
             replies = await pipe.execute(raise_on_error=False)
         out: list[Entry] = []
         for gate_id, reply in zip(gate_ids, replies, strict=True):
@@ -338,6 +363,39 @@ class Outbox:
             tx.xack(keys.outbox(entry.gate_id), GROUP, entry.id)
             tx.xdel(keys.outbox(entry.gate_id), entry.id)
             await tx.execute()
+
+    # --- offers: handing a refused entry to a replica whose gate is open ---------------------------
+
+    async def offer(self, entry: Entry, method: str, owner: str, until_ms: int) -> None:
+        await self.redis.hset(keys.outbox_offers(entry.gate_id), entry.id, f"{method}|{owner}|{until_ms}")
+
+    async def take_back(self, entry: Entry) -> bool:
+        """The holder's gate opened: True if nobody took the offer meanwhile (the entry is still ours)."""
+        return bool(await self.redis.hdel(keys.outbox_offers(entry.gate_id), entry.id))
+
+    async def offers(self, gate_ids: Sequence[str]) -> list[Offer]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for gate_id in gate_ids:
+                pipe.hgetall(keys.outbox_offers(gate_id))
+            replies = await pipe.execute()
+        out: list[Offer] = []
+        for gate_id, reply in zip(gate_ids, replies, strict=True):
+            for entry_id, value in cast(dict[str, str], reply).items():
+                method, _, rest = str(value).partition("|")
+                owner, _, until = rest.rpartition("|")
+                out.append(Offer(gate_id, str(entry_id), method, owner, int(until) if until.isdigit() else 0))
+        return out
+
+    async def steal(self, offer: Offer, consumer: str) -> list[Entry]:
+        """Take an offered entry (it becomes ours in the group); [] if another was faster or it is gone."""
+        await self.ensure_group(offer.gate_id)
+        claimed = await self._steal(
+            keys=[keys.outbox_offers(offer.gate_id), keys.outbox(offer.gate_id)],
+            args=[offer.entry_id, GROUP, consumer],
+        )
+        # A script's XCLAIM reply is raw: [[id, [field, value, ...]], ...].
+        raw = [(item[0], dict(zip(item[1][::2], item[1][1::2], strict=True))) for item in claimed or [] if item]
+        return _entries(offer.gate_id, raw)
 
     # --- sending one notice ---------------------------------------------------------------------
 
