@@ -242,6 +242,21 @@ async def test_an_offer_nobody_takes_is_taken_back_and_posted_by_its_holder(
     assert not await redis_client.hlen(keys.outbox_offers("pay"))
 
 
+async def test_an_offer_left_by_a_dead_deliverer_is_cleared(
+    redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    road = Road(redis_client, standin, http_session)
+    await road.outbox.register(["pay"])
+    long_ago = int((now() - timedelta(minutes=10)).timestamp() * 1000)
+    await redis_client.hset(keys.outbox_offers("pay"), "1-0", f"chat.postMessage|dead-replica|{long_ago}")
+
+    async def offer_gone() -> bool:
+        return not await redis_client.hlen(keys.outbox_offers("pay"))
+
+    async with roads(road):
+        await until(offer_gone)
+
+
 def _named(consumer: str, **changes: Any) -> Any:
     return FAST.__class__(**{**FAST.__dict__, "consumer": consumer, **changes})
 

@@ -222,6 +222,11 @@ class Deliverer:
         now_ms = time.time() * 1000
         stolen: list[Entry] = []
         for offer in await self.outbox.offers(gates):
+            if offer.until_ms < now_ms - self.config.claim_idle_s * 1000:
+                # Left by a deliverer that died before taking it back: its entry is claimed by the
+                # idle bound like any other, so the offer is only litter.
+                await self.outbox.withdraw(offer)
+                continue
             if offer.owner == self.config.consumer or (offer.gate_id, offer.entry_id) in self._held:
                 continue
             if offer.until_ms - now_ms < self.config.steal_margin_s * 1000:

@@ -373,6 +373,9 @@ class Outbox:
         """The holder's gate opened: True if nobody took the offer meanwhile (the entry is still ours)."""
         return bool(await self.redis.hdel(keys.outbox_offers(entry.gate_id), entry.id))
 
+    async def withdraw(self, offer: Offer) -> None:
+        await self.redis.hdel(keys.outbox_offers(offer.gate_id), offer.entry_id)
+
     async def offers(self, gate_ids: Sequence[str]) -> list[Offer]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for gate_id in gate_ids:
