@@ -155,6 +155,7 @@ async def test_a_burst_to_one_channel_is_left_in_the_stream_for_a_replica_whose_
     back those few, and the other replicas post the rest meanwhile."""
     shut = Road(redis_client, standin, http_session, config=_named("shut"))
     shut.gate.block("chat.postMessage", 30)
+    await shut.outbox.heartbeat("open", 10_000)  # the other replica is alive before this one reads
     await _append(shut.outbox, *[notice("pay", i) for i in range(10)])
     shut.start()
     await until(lambda: shut.deliverer.held == FAST.lane_hold)
@@ -190,6 +191,21 @@ async def test_a_deliverer_whose_send_lease_was_taken_while_it_waited_does_not_p
         await redis_client.set(keys.sending("pay", first.key), "another-deliverer", px=60_000)
         await until(lambda: road.deliverer.held == 0, what="the slow deliverer to let the notice go")
     assert standin.calls("chat.postMessage") == []
+
+
+async def test_a_deliverer_alone_reads_a_burst_to_one_channel_at_once(
+    redis_client: aioredis.Redis, standin: SlackStandIn, http_session: aiohttp.ClientSession
+) -> None:
+    """With nobody to share it, holding back a one-channel burst would only keep the gate's other
+    lanes waiting behind it."""
+    road = Road(redis_client, standin, http_session)
+    road.gate.block("chat.postMessage", 30)
+    await _append(road.outbox, *[notice("pay", i) for i in range(10)], notice("pay", 99, channel="U0SIGNER"))
+    async with roads(road):
+        await until(lambda: road.deliverer.held == 11)
+        await road.deliverer.stop(grace_s=0)
+        # Stopping, it says so: the others read bursts as if alone sooner.
+        assert await redis_client.zscore(keys.deliverers(), FAST.consumer) is None
 
 
 async def test_a_burst_to_many_lanes_of_one_gate_is_read_at_once(

@@ -38,6 +38,16 @@ def test_what_to_read_from_a_gate(
     assert p.wants(["pay"], room) == wants
 
 
+@pytest.mark.parametrize("reads", [[], [("pay", "C0PAY")]])
+def test_a_deliverer_alone_reads_every_gate_a_slice_at_a_time(reads: list[tuple[str, str]]) -> None:
+    p = policy()
+    p.replicas = 1
+    p.read(reads)
+    p.took("C0PAY")
+    p.took("C0PAY")
+    assert p.wants(["pay"], 500) == {"pay": 5}
+
+
 def test_a_gate_is_judged_by_its_last_read_that_returned_something() -> None:
     p = policy()
     p.read([("pay", "U1"), ("pay", "U2")])

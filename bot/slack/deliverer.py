@@ -158,6 +158,8 @@ class Deliverer:
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking work; let sends under way finish (a send cut short may be posted again)."""
         self._stopping = True
+        with contextlib.suppress(*REDIS_ERRORS):  # the others read bursts as if alone sooner
+            await self.outbox.heartbeat(self.config.consumer, self._alive_ms, leaving=True)
         lanes = list(self._lane_tasks.values())
         if lanes:
             await asyncio.wait(lanes, timeout=grace_s)
@@ -300,6 +302,7 @@ class Deliverer:
             await asyncio.sleep(self.config.maintenance_every_s)
 
     async def _maintain(self, *, forget_consumers: bool = False) -> None:
+        self._reads.replicas = await self.outbox.heartbeat(self.config.consumer, self._alive_ms)
         gates = await self._gates()
         for gate_id in gates:
             mine = [entry_id for (g, entry_id) in self._held if g == gate_id]
@@ -486,6 +489,12 @@ class Deliverer:
             opened = await self.client.conversations_open(users=channel)
             return str(opened["channel"]["id"])
         return channel
+
+    @property
+    def _alive_ms(self) -> int:
+        """A deliverer unheard of this long is gone: three missed heartbeats, and never under 10 s so
+        that a busy loop does not make a live replica look dead."""
+        return int(max(3 * self.config.maintenance_every_s, 10.0) * 1000)
 
     @property
     def _lease_ms(self) -> int:

@@ -10,6 +10,8 @@ returned; the deliverer does the reading.
   stream for whichever replica frees a place first: read all at once, a channel's last notices would
   sit behind this replica's method gate, shut by a 429, while another replica's gate is open.
 - A gate whose reads hold many lanes (reminder DMs, a lane per person) is read `lane_depth` at a time.
+- A deliverer that is alone (`replicas` == 1) reads every gate that way: nobody else could take the
+  rest of a burst, and other lanes queued behind it would only wait longer.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class ReadPolicy:
         self.lane_hold = lane_hold
         self._load: Counter[str] = Counter()  # entries held per lane, the one being sent included
         self._single_lane: dict[str, str | None] = {}  # gate -> its lane if its last read held one, else None
+        self.replicas = 2  # deliverers sharing the outboxes, until the first heartbeat says
 
     def held(self, lane: str) -> int:
         return self._load[lane]
@@ -49,7 +52,9 @@ class ReadPolicy:
         share = self.share(room, len(gates))
         wants: dict[str, int] = {}
         for gate_id in gates:
-            if gate_id not in self._single_lane:
+            if self.replicas <= 1:
+                wants[gate_id] = share
+            elif gate_id not in self._single_lane:
                 wants[gate_id] = min(share, self.lane_hold)
             elif (lane := self._single_lane[gate_id]) is None:
                 wants[gate_id] = share

@@ -208,6 +208,12 @@ def outbox_offers(gate_id: str) -> str:
     return f"{_gate(gate_id)}:outbox:offers"
 
 
+def deliverers() -> str:
+    """ZSET: consumer name -> when its deliverer last said it is alive (Redis time, ms). How many
+    replicas share the outboxes decides how a burst to one channel is read (bot/slack/lanes.py)."""
+    return f"{PREFIX}:outbox:deliverers"
+
+
 def outbox_gates() -> str:
     """SET: gate ids that have an outbox, for deliverers and refreshers to watch. Not under a gate's
     hash tag, so never written inside a gate's atomic step (registering early is harmless)."""

@@ -106,6 +106,15 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {} end
 return redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[1])
 """
 
+# KEYS: deliverers zset. ARGV: consumer, ms a heartbeat counts, "1" to leave. Returns the live count.
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[3] == '1' then redis.call('ZREM', KEYS[1], ARGV[1]) else redis.call('ZADD', KEYS[1], now, ARGV[1]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])
+"""
+
 TrySend = Literal["delivered", "locked", "busy"]
 
 
@@ -253,6 +262,7 @@ class Outbox:
         self._release = client.register_script(_RELEASE)
         self._settle = client.register_script(_SETTLE)
         self._steal = client.register_script(_STEAL)
+        self._heartbeat = client.register_script(_HEARTBEAT)
         self._grouped: set[str] = set()
 
     # --- which gates have outboxes --------------------------------------------------------------
@@ -363,6 +373,12 @@ class Outbox:
             tx.xack(keys.outbox(entry.gate_id), GROUP, entry.id)
             tx.xdel(keys.outbox(entry.gate_id), entry.id)
             await tx.execute()
+
+    # --- which deliverers are alive -------------------------------------------------------------
+
+    async def heartbeat(self, consumer: str, counts_ms: int, *, leaving: bool = False) -> int:
+        """Say this deliverer is alive (or leaving); returns how many were seen within `counts_ms`."""
+        return int(await self._heartbeat(keys=[keys.deliverers()], args=[consumer, counts_ms, "1" if leaving else "0"]))
 
     # --- offers: handing a refused entry to a replica whose gate is open ---------------------------
 
