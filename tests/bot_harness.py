@@ -30,6 +30,7 @@ import aiohttp
 from bot.playground.standin import SlackStandIn
 from bot.server import Bot, serve
 from bot.settings import Settings
+from bot.store import keys
 from tests.redis_server import free_port
 
 BOT_TOKEN = "xoxb-test-token"
@@ -247,12 +248,14 @@ async def running_bot(settings: Settings) -> AsyncIterator[RunningBot]:
 
 
 async def state_keys(redis: Any) -> list[str]:
-    """Redis keys holding state: everything but the replay guard's markers of requests seen and the
-    outbox streams the deliverer creates, empty, when it starts."""
+    """Redis keys holding state: everything but the replay guard's markers of requests seen, the
+    outbox streams the deliverer creates, empty, when it starts, and its heartbeat."""
     found = []
     async for key in redis.scan_iter("*"):
         name = str(key)
-        if name.startswith("gonogo:dedupe:") or (name.endswith(":outbox") and not await redis.xlen(name)):
+        if name.startswith("gonogo:dedupe:") or name == keys.deliverers():
+            continue
+        if name.endswith(":outbox") and not await redis.xlen(name):
             continue
         found.append(name)
     return sorted(found)
