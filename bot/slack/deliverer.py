@@ -227,7 +227,7 @@ class Deliverer:
             if offer.until_ms < now_ms - self.config.claim_idle_s * 1000:
                 # Left by a deliverer that died before taking it back: its entry is claimed by the
                 # idle bound like any other, so the offer is only litter.
-                await self.outbox.withdraw(offer)
+                await self.outbox.take_offer_back(offer.gate_id, offer.entry_id)
                 continue
             if offer.owner == self.config.consumer or (offer.gate_id, offer.entry_id) in self._held:
                 continue
@@ -397,7 +397,7 @@ class Deliverer:
             # the call can go out the moment it does.
             await self.client.gate.wait(method, early=self.config.steal_margin_s)
             self._offered.discard((entry.gate_id, entry.id))
-            if not await self.outbox.take_back(entry):
+            if not await self.outbox.take_offer_back(entry.gate_id, entry.id):
                 log.debug("an offered notice was taken by another deliverer", extra={"entry": entry.id})
                 return "taken"
         # The send is claimed before the waits (its lease renewed meanwhile), then the channel's slot,
@@ -407,9 +407,7 @@ class Deliverer:
         lease = _Lease(int(self.config.wait_lease_s * 1000))  # short until the call: a crash frees it soon
         state, _ = await self.outbox.try_send(notice, self._token, lease.ms)
         if state != "locked":
-            if state == "delivered":
-                await self.outbox.drop(entry)
-            return state  # busy: the sender acks it, or dies and it is claimed after the idle bound
+            return await self._not_ours(entry, state)
         keeper = asyncio.create_task(self._keep_lease(notice, lease))
         slot = calling = False
         try:
@@ -417,11 +415,10 @@ class Deliverer:
             slot = True
             await self.client.gate.wait(method)
             if lease.doubtful() and (state := await self._lease_again(notice)) != "locked":
+                # It ran out while we waited, and another deliverer has the notice now.
                 keeper.cancel()
                 await self.pacer.refund(channel)
-                if state == "delivered":
-                    await self.outbox.drop(entry)
-                return state  # it ran out while we waited, and another deliverer has the notice now
+                return await self._not_ours(entry, state)
             calling = True
             lease.ms = self._lease_ms  # from the next renewal on: the call may be under way
             kwargs: dict[str, Any] = {"channel": channel, "text": message.text}
@@ -446,9 +443,10 @@ class Deliverer:
                 with contextlib.suppress(*REDIS_ERRORS):
                     await self.outbox.release_send(notice, self._token)
             if not isinstance(exc, asyncio.CancelledError):
-                if slot and classify(exc) in (Failure.RATE_LIMITED, Failure.TRANSIENT):
+                kind = classify(exc)
+                if slot and kind in (Failure.RATE_LIMITED, Failure.TRANSIENT):
                     await self.pacer.refund(channel)  # Slack did not take it: the slot is still free
-                if classify(exc) is Failure.RATE_LIMITED:
+                if kind is Failure.RATE_LIMITED:
                     with contextlib.suppress(*REDIS_ERRORS):
                         await self._offer(entry, method)
             raise
@@ -456,6 +454,13 @@ class Deliverer:
         await self._mark_delivered(entry, notice, delivered)
         log.debug("notice delivered", extra={"kind": notice.kind, "key": notice.key, "channel": channel})
         return "posted"
+
+    async def _not_ours(self, entry: Entry, state: TrySend) -> str:
+        """Someone else posted the notice (acknowledge it) or is posting it now (leave it to them: they
+        acknowledge it, or die and it is claimed after the idle bound)."""
+        if state == "delivered":
+            await self.outbox.drop(entry)
+        return state
 
     async def _offer(self, entry: Entry, method: str) -> None:
         """A 429 shut `method` on this replica: until it opens, another replica may send the entry."""
@@ -526,10 +531,9 @@ class Deliverer:
         return state
 
     async def _keep_lease(self, notice: Notice, lease: _Lease) -> None:
-        every = min(self.config.wait_lease_s, self.config.send_lease_s) / 3
         while True:
             raise_if_cancelled()
-            await asyncio.sleep(every)
+            await asyncio.sleep(lease.ms / 3000)  # a third of whatever the lease is now
             with contextlib.suppress(*REDIS_ERRORS):
                 if await self.outbox.renew_send(notice, self._token, lease.ms):
                     lease.renewed_at = time.monotonic()

@@ -385,12 +385,10 @@ class Outbox:
     async def offer(self, entry: Entry, method: str, owner: str, until_ms: int) -> None:
         await self.redis.hset(keys.outbox_offers(entry.gate_id), entry.id, f"{method}|{owner}|{until_ms}")
 
-    async def take_back(self, entry: Entry) -> bool:
-        """The holder's gate opened: True if nobody took the offer meanwhile (the entry is still ours)."""
-        return bool(await self.redis.hdel(keys.outbox_offers(entry.gate_id), entry.id))
-
-    async def withdraw(self, offer: Offer) -> None:
-        await self.redis.hdel(keys.outbox_offers(offer.gate_id), offer.entry_id)
+    async def take_offer_back(self, gate_id: str, entry_id: str) -> bool:
+        """Remove an offer: True if it was still there, i.e. nobody took it meanwhile (its holder, whose
+        gate opened, keeps the entry; a stale offer left by a dead holder is simply gone)."""
+        return bool(await self.redis.hdel(keys.outbox_offers(gate_id), entry_id))
 
     async def offers(self, gate_ids: Sequence[str]) -> list[Offer]:
         async with self.redis.pipeline(transaction=False) as pipe:
