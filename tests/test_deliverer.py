@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from bot.core.notices import Notice, Target
 from bot.playground.standin import SlackStandIn
 from bot.store import keys
-from bot.store.outbox import GROUP, Emit, Outbox
+from bot.store.outbox import GROUP, Emit, Entry, Outbox
 from bot.store.store import Store
 from tests.delivery_kit import FAST, Cards, Road, notice, now, posted_texts, roads, sent_ok, until
 
@@ -264,10 +264,13 @@ async def test_an_offer_left_by_a_dead_deliverer_is_cleared(
     road = Road(redis_client, standin, http_session)
     await road.outbox.register(["pay"])
     long_ago = int((now() - timedelta(minutes=10)).timestamp() * 1000)
-    await redis_client.hset(keys.outbox_offers("pay"), "1-0", f"chat.postMessage|dead-replica|{long_ago}")
+    await road.outbox.offer(Entry("pay", "1-0", None), "chat.postMessage", "dead-replica", long_ago)
 
     async def offer_gone() -> bool:
-        return not await redis_client.hlen(keys.outbox_offers("pay"))
+        # The gate leaves the offering index too: deliverers stop looking at it.
+        return not await redis_client.hlen(keys.outbox_offers("pay")) and not await redis_client.smembers(
+            keys.outbox_offering()
+        )
 
     async with roads(road):
         await until(offer_gone)

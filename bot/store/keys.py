@@ -208,6 +208,12 @@ def outbox_offers(gate_id: str) -> str:
     return f"{_gate(gate_id)}:outbox:offers"
 
 
+def outbox_offering() -> str:
+    """SET: gate ids whose `outbox_offers` hash may hold offers, so deliverers look at those only.
+    Not under a gate's hash tag (like `outbox_gates`); an extra member costs one look."""
+    return f"{PREFIX}:outbox:offering"
+
+
 def deliverers() -> str:
     """ZSET: consumer name -> when its deliverer last said it is alive (Redis time, ms). How many
     replicas share the outboxes decides how a burst to one channel is read (bot/slack/lanes.py)."""

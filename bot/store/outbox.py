@@ -384,6 +384,7 @@ class Outbox:
 
     async def offer(self, entry: Entry, method: str, owner: str, until_ms: int) -> None:
         await self.redis.hset(keys.outbox_offers(entry.gate_id), entry.id, f"{method}|{owner}|{until_ms}")
+        await self.redis.sadd(keys.outbox_offering(), entry.gate_id)
 
     async def take_offer_back(self, gate_id: str, entry_id: str) -> bool:
         """Remove an offer: True if it was still there, i.e. nobody took it meanwhile (its holder, whose
@@ -391,10 +392,20 @@ class Outbox:
         return bool(await self.redis.hdel(keys.outbox_offers(gate_id), entry_id))
 
     async def offers(self, gate_ids: Sequence[str]) -> list[Offer]:
+        """Offers on the given gates. Without 429s there are none, and this is one SMEMBERS: only gates
+        in the `outbox_offering` index are looked at, and a gate found without offers leaves it."""
+        offering = cast(set[str], await self.redis.smembers(keys.outbox_offering()))
+        gate_ids = [g for g in gate_ids if g in offering]
+        if not gate_ids:
+            return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for gate_id in gate_ids:
                 pipe.hgetall(keys.outbox_offers(gate_id))
             replies = await pipe.execute()
+        # An offer written between our HGETALL and this SREM loses its index entry: nobody takes it,
+        # and its holder sends it when its own gate opens, as without offers. Nothing is lost.
+        if empty := [g for g, reply in zip(gate_ids, replies, strict=True) if not reply]:
+            await self.redis.srem(keys.outbox_offering(), *empty)
         out: list[Offer] = []
         for gate_id, reply in zip(gate_ids, replies, strict=True):
             for entry_id, value in cast(dict[str, str], reply).items():
